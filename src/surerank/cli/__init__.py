@@ -1,0 +1,64 @@
+"""The ``surerank`` command line: a thin layer that parses arguments and calls the library.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``; the table below is the
+explicit list, so ``surerank --help`` shows everything without importing any model backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from surerank.errors import SureRankError
+
+COMMANDS: dict[str, str] = {
+    "rerank": "surerank.cli.rerank",
+    "retrieve": "surerank.cli.retrieve",
+    "eval": "surerank.cli.evaluate",
+    "rankers": "surerank.cli.rankers",
+}
+
+EPILOG = """examples:
+  surerank rerank --input ../shared/data/trec-dl/dl19-bm25-top100.json --ranker embedding --output dl19.run
+  surerank eval --run dl19.run --qrels ../shared/data/trec-dl/qrels.dl19-passage.txt --baseline bm25.run
+  surerank retrieve --corpus ../shared/data/cranfield/cran.all.1400 --queries ../shared/data/cranfield/cran.qry
+  surerank rankers
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="surerank",
+        description="Rerank search results and RAG context, and say how far to trust each ranking.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (SureRankError, FileNotFoundError) as error:
+        sys.stderr.write(f"surerank {args.command}: error: {error}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,3 @@
+from surerank.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""Errors a user can act on: each message names the field, the file or the limit at fault."""
+
+from __future__ import annotations
+
+
+class SureRankError(Exception):
+    """Base class of every error surerank raises on purpose."""
+
+
+class InputError(SureRankError, ValueError):
+    """The input is malformed: a bad field, a duplicate id, a bad line in a file."""
+
+
+class UnknownRankerError(SureRankError, KeyError):
+    """No ranker is registered under the requested name."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingDependencyError(SureRankError, ImportError):
+    """An optional extra is needed for this ranker or backend."""
+
+    @classmethod
+    def for_extra(cls, package: str, extra: str, what: str) -> MissingDependencyError:
+        return cls(f"{what} needs the '{package}' package: pip install 'surerank[{extra}]'")
+
+
+class LimitExceededError(SureRankError, ValueError):
+    """A request is over a configured limit (documents, characters, tokens, budget)."""

@@ -1,0 +1,1 @@
+"""Ranker implementations, one module per family; each is registered in :mod:`surerank.registry`."""

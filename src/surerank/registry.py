@@ -1,0 +1,91 @@
+"""One registry: ranker name → factory, from an explicit table plus third-party entry points.
+
+Nothing here guesses a ranker from a model name: the user names the ranker, and passes the model as an
+option.  Targets are import strings, so listing the registry imports no backend.
+Third-party packages register rankers under the entry-point group ``surerank.rankers``
+(``name = "package.module:RankerClass"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from surerank.errors import MissingDependencyError, UnknownRankerError
+
+logger = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "surerank.rankers"
+
+
+@dataclass(frozen=True)
+class RankerSpec:
+    name: str
+    target: str
+    summary: str
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+
+    def missing(self) -> list[str]:
+        """Importable module names this ranker needs that are not installed."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def load(self) -> type:
+        absent = self.missing()
+        if absent:
+            hint = f"pip install 'surerank[{self.extra}]'" if self.extra else f"pip install {' '.join(absent)}"
+            raise MissingDependencyError(f"ranker {self.name!r} needs {', '.join(absent)}: {hint}")
+        module_name, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+_BUILTIN: dict[str, RankerSpec] = {
+    spec.name: spec
+    for spec in [
+        RankerSpec("bm25", "surerank.rankers.bm25:BM25Ranker",
+                   "BM25 over the candidate texts (bm25s)", ("bm25s",)),
+        RankerSpec("embedding", "surerank.rankers.embedding:EmbeddingRanker",
+                   "bi-encoder cosine; default all-MiniLM-L6-v2 on ONNX Runtime",
+                   ("onnxruntime", "tokenizers")),
+        RankerSpec("cross-encoder", "surerank.rankers.cross_encoder:CrossEncoderRanker",
+                   "sequence-classification reranker (ONNX Runtime or torch)",
+                   ("onnxruntime", "tokenizers")),
+        RankerSpec("fusion", "surerank.rankers.fusion:FusionRanker",
+                   "fuses other rankers: RRF, CombSUM, CombMNZ"),
+    ]
+}
+_REGISTERED: dict[str, RankerSpec] = {}
+
+
+def register(spec: RankerSpec) -> None:
+    """Register a ranker at run time (tests, notebooks); entry points are the packaged way."""
+    _REGISTERED[spec.name] = spec
+
+
+def _entry_point_specs() -> dict[str, RankerSpec]:
+    specs = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        specs[ep.name] = RankerSpec(ep.name, ep.value, f"third-party ranker from {ep.value}")
+    return specs
+
+
+def all_specs() -> dict[str, RankerSpec]:
+    return {**_entry_point_specs(), **_BUILTIN, **_REGISTERED}
+
+
+def get_spec(name: str) -> RankerSpec:
+    specs = all_specs()
+    if name not in specs:
+        known = ", ".join(sorted(specs))
+        raise UnknownRankerError(f"unknown ranker {name!r}; known rankers: {known}")
+    return specs[name]
+
+
+def create(name: str, **options: Any) -> Any:
+    """Instantiate the ranker registered under ``name`` with its options."""
+    cls = get_spec(name).load()
+    logger.debug("creating ranker %s with %s", name, options)
+    return cls(**options)
