@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "retrieve": "surerank.cli.retrieve",
     "eval": "surerank.cli.evaluate",
     "rankers": "surerank.cli.rankers",
+    "batch": "surerank.cli.batch",
 }
 
 EPILOG = """examples:

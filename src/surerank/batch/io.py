@@ -1,0 +1,321 @@
+"""Reading batch inputs into queries and writing ranked pair rows out.
+
+Inputs: JSONL (one query per line, ``{"qid", "query", "candidates": [{"id", "text", ...}]}``), Parquet
+(one row per pair: ``qid, query, docid, text``; or one row per query with a ``candidates`` list column),
+the RankGPT-style JSON of the TREC DL files, or a TREC run plus a passage file and a queries file.
+Outputs: Parquet, JSONL (one pair per line) or a TREC run.  Every reader raises :class:`InputError`
+naming the file, the line or row, and the field at fault; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from surerank.errors import InputError
+from surerank.types import Candidate, Query
+
+logger = logging.getLogger(__name__)
+
+INPUT_FORMATS = ("auto", "jsonl", "parquet", "rankgpt", "trec")
+OUTPUT_FORMATS = ("auto", "parquet", "jsonl", "trec")
+
+
+# ---------------------------------------------------------------- format detection
+
+
+def detect_input_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        return "jsonl"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith(".json"):
+        return "rankgpt"
+    if name.endswith((".run", ".trec", ".txt")):
+        return "trec"
+    raise InputError(
+        f"--input {path}: cannot tell the format from the file name; pass --input-format "
+        f"({', '.join(INPUT_FORMATS[1:])})"
+    )
+
+
+def detect_output_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    if name.endswith((".run", ".trec", ".txt")):
+        return "trec"
+    raise InputError(
+        f"--output {path}: cannot tell the format from the file name (.parquet, .jsonl, .run/.trec/.txt); "
+        "pass --output-format"
+    )
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _candidate(raw: Any, where: str, position: int) -> Candidate:
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: candidates[{position}] must be an object with 'id' and 'text'")
+    doc_id = raw.get("id", raw.get("docid"))
+    if doc_id is None:
+        raise InputError(f"{where}: candidates[{position}] has no 'id' (or 'docid') field")
+    text = raw.get("text", raw.get("content"))
+    if not isinstance(text, str):
+        raise InputError(f"{where}: candidates[{position}] (id {doc_id!r}) needs a string field 'text'")
+    extra = {k: v for k, v in raw.items() if k not in ("id", "docid", "text", "content")}
+    return Candidate(id=str(doc_id), text=text, metadata=extra)
+
+
+def read_jsonl_queries(path: Path) -> Iterator[Query]:
+    """One query per line: ``{"qid", "query", "candidates": [{"id", "text", ...}]}``."""
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{where}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{where}: expected a JSON object per line")
+            if "qid" not in record:
+                raise InputError(f"{where}: missing field 'qid'")
+            if not isinstance(record.get("query"), str):
+                raise InputError(f"{where}: field 'query' must be a string")
+            candidates = record.get("candidates")
+            if not isinstance(candidates, list):
+                raise InputError(f"{where}: field 'candidates' must be a list")
+            yield Query(
+                text=record["query"],
+                candidates=tuple(_candidate(c, where, i) for i, c in enumerate(candidates)),
+                id=str(record["qid"]),
+            )
+
+
+def read_rankgpt_queries(path: Path) -> Iterator[Query]:
+    """The TREC DL top-100 files: ``[{"query", "hits": [{"qid", "docid", "rank", "score", "content"}]}]``."""
+    with open(path, encoding="utf-8") as handle:
+        try:
+            records = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(records, list):
+        raise InputError(f"{path}: expected a JSON list of {{'query', 'hits'}} objects")
+    for position, record in enumerate(records):
+        where = f"{path}: entry {position}"
+        hits = record.get("hits") if isinstance(record, dict) else None
+        if not isinstance(hits, list) or not isinstance(record.get("query"), str):
+            raise InputError(f"{where}: needs a string 'query' and a list 'hits'")
+        if not hits:
+            raise InputError(f"{where}: empty 'hits' list gives no qid")
+        candidates = []
+        for i, hit in enumerate(sorted(hits, key=lambda h: h.get("rank", 0))):
+            if "docid" not in hit or not isinstance(hit.get("content"), str):
+                raise InputError(f"{where}: hits[{i}] needs 'docid' and a string 'content'")
+            candidates.append(Candidate(
+                id=str(hit["docid"]), text=hit["content"],
+                metadata={"bm25_score": hit.get("score"), "first_stage_rank": hit.get("rank")},
+            ))
+        yield Query(text=record["query"], candidates=tuple(candidates), id=str(hits[0]["qid"]))
+
+
+def _pair_rows_to_queries(rows: Iterable[tuple[str, str, str, str]], where: str) -> Iterator[Query]:
+    """Group pair rows by qid (first-appearance order); a qid's rows need not be contiguous."""
+    groups: dict[str, tuple[str, list[Candidate]]] = {}
+    for row_number, (qid, query, docid, text) in enumerate(rows):
+        for field, value in (("qid", qid), ("query", query), ("docid", docid), ("text", text)):
+            if value is None:
+                raise InputError(f"{where}: row {row_number}: field {field!r} is null")
+        qid = str(qid)
+        if qid not in groups:
+            groups[qid] = (query, [])
+        elif groups[qid][0] != query:
+            raise InputError(f"{where}: row {row_number}: qid {qid!r} appears with two different query texts")
+        groups[qid][1].append(Candidate(id=str(docid), text=text))
+    for qid, (query, candidates) in groups.items():
+        yield Query(text=query, candidates=tuple(candidates), id=qid)
+
+
+def read_parquet_queries(path: Path) -> Iterator[Query]:
+    """Pair rows (``qid, query, docid, text``) or query rows with a ``candidates`` list of structs."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    columns = set(table.column_names)
+    if "candidates" in columns:
+        for name in ("qid", "query"):
+            if name not in columns:
+                raise InputError(f"{path}: Parquet with a 'candidates' column also needs a column {name!r}")
+        for row_number, row in enumerate(table.select(["qid", "query", "candidates"]).to_pylist()):
+            where = f"{path}: row {row_number}"
+            if not isinstance(row["query"], str) or not isinstance(row["candidates"], list):
+                raise InputError(f"{where}: 'query' must be a string and 'candidates' a list")
+            yield Query(
+                text=row["query"],
+                candidates=tuple(_candidate(c, where, i) for i, c in enumerate(row["candidates"])),
+                id=str(row["qid"]),
+            )
+        return
+    needed = ["qid", "query", "docid", "text"]
+    absent = [name for name in needed if name not in columns]
+    if absent:
+        raise InputError(
+            f"{path}: Parquet input needs columns qid, query, docid, text (one row per pair) or qid, query, "
+            f"candidates; missing {', '.join(absent)}"
+        )
+    data = table.select(needed).to_pydict()
+    yield from _pair_rows_to_queries(zip(*(data[n] for n in needed)), str(path))
+
+
+def read_trec_run(path: Path) -> dict[str, list[tuple[str, float, int]]]:
+    """``qid Q0 docid rank score tag`` lines → per qid [(docid, score, rank)] in run order (rank, then score)."""
+    run: dict[str, list[tuple[str, float, int]]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise InputError(f"{path}:{line_number}: a TREC run line has 6 fields "
+                                 f"(qid Q0 docid rank score tag), found {len(parts)}")
+            try:
+                rank, score = int(parts[3]), float(parts[4])
+            except ValueError:
+                raise InputError(f"{path}:{line_number}: rank must be an integer and score a number") from None
+            run.setdefault(parts[0], []).append((parts[2], score, rank))
+    for hits in run.values():
+        hits.sort(key=lambda h: (h[2], -h[1]))
+    return run
+
+
+def _read_id_text_file(path: Path, wanted: set[str] | None, kind: str) -> dict[str, str]:
+    """TSV ``id<TAB>text`` (MS MARCO style) or JSONL with an id field and a text field (BEIR style)."""
+    id_keys = ("_id", "id", "docid", "qid")
+    text_keys = ("text", "contents", "query") if kind == "queries" else ("text", "contents")
+    out: dict[str, str] = {}
+    jsonl = path.name.lower().endswith((".jsonl", ".ndjson"))
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_number}"
+            if jsonl:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise InputError(f"{where}: not valid JSON ({error.msg})") from None
+                key = next((k for k in id_keys if k in record), None)
+                value = next((k for k in text_keys if k in record), None)
+                if key is None or value is None:
+                    raise InputError(f"{where}: {kind} line needs an id field ({'/'.join(id_keys)}) and a "
+                                     f"text field ({'/'.join(text_keys)})")
+                ident, text = str(record[key]), str(record[value])
+                if record.get("title"):
+                    text = f"{record['title']} {text}"
+            else:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 2:
+                    raise InputError(f"{where}: {kind} TSV line needs 'id<TAB>text'")
+                ident, text = parts[0], " ".join(parts[1:])
+            if wanted is None or ident in wanted:
+                out[ident] = text
+    return out
+
+
+def read_trec_queries(run_path: Path, passages: Path | None, queries: Path | None) -> Iterator[Query]:
+    """A TREC run with its passage texts and query texts, each candidate list in run order."""
+    if passages is None or queries is None:
+        raise InputError(f"--input {run_path} is a TREC run: it needs --passages and --queries files")
+    run = read_trec_run(run_path)
+    wanted = {docid for hits in run.values() for docid, _, _ in hits}
+    texts = _read_id_text_file(passages, wanted, "passages")
+    query_texts = _read_id_text_file(queries, set(run), "queries")
+    missing_docs = sorted(wanted - texts.keys())
+    if missing_docs:
+        raise InputError(f"{passages}: {len(missing_docs)} docids of the run {run_path} have no passage text, "
+                         f"e.g. {', '.join(missing_docs[:5])}")
+    missing_queries = sorted(set(run) - query_texts.keys())
+    if missing_queries:
+        raise InputError(f"{queries}: {len(missing_queries)} qids of the run {run_path} have no query text, "
+                         f"e.g. {', '.join(missing_queries[:5])}")
+    for qid, hits in run.items():
+        yield Query(
+            text=query_texts[qid],
+            candidates=tuple(
+                Candidate(id=docid, text=texts[docid], metadata={"first_stage_score": score,
+                                                                 "first_stage_rank": rank})
+                for docid, score, rank in hits
+            ),
+            id=qid,
+        )
+
+
+def read_queries(
+    paths: Sequence[Path], input_format: str = "auto", passages: Path | None = None,
+    queries: Path | None = None,
+) -> list[Query]:
+    """Every input file's queries in order; a qid seen in two places is an error, not a silent merge."""
+    out: list[Query] = []
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if not path.exists():
+            raise InputError(f"--input {path}: no such file")
+        fmt = detect_input_format(path) if input_format == "auto" else input_format
+        if fmt == "jsonl":
+            items: Iterable[Query] = read_jsonl_queries(path)
+        elif fmt == "parquet":
+            items = read_parquet_queries(path)
+        elif fmt == "rankgpt":
+            items = read_rankgpt_queries(path)
+        elif fmt == "trec":
+            items = read_trec_queries(path, passages, queries)
+        else:
+            raise InputError(f"--input-format {fmt!r}: expected one of {', '.join(INPUT_FORMATS)}")
+        for query in items:
+            if query.id in seen:
+                raise InputError(f"qid {query.id!r} appears twice (in {seen[query.id]} and {path}); "
+                                 "each query must appear once so each (qid, docid) is ranked once")
+            seen[query.id] = path
+            out.append(query)
+    return out
+
+
+# ---------------------------------------------------------------- writers
+
+
+def write_output(table: Any, path: Path, fmt: str, tag: str) -> None:
+    """Write the merged result table (pyarrow) to ``path`` atomically (temporary file, then rename)."""
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if fmt == "parquet":
+            pq.write_table(table, tmp)
+        elif fmt == "jsonl":
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for batch in table.to_batches(max_chunksize=65536):
+                    for row in batch.to_pylist():
+                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        elif fmt == "trec":
+            data = table.select(["qid", "docid", "rank", "score"]).to_pydict()
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for qid, docid, rank, score in zip(data["qid"], data["docid"], data["rank"], data["score"]):
+                    handle.write(f"{qid} Q0 {docid} {rank} {score!r} {tag}\n")
+        else:
+            raise InputError(f"--output-format {fmt!r}: expected one of {', '.join(OUTPUT_FORMATS[1:])}")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,111 @@
+"""The job manifest: what a batch job is (input fingerprint, ranker, settings) and how far it got.
+
+It is rewritten atomically (temporary file, fsync, rename) after every finished shard, so a job killed
+at any instant leaves either the old or the new manifest, never a torn one.  A shard counts as done
+only if the manifest says so *and* its file still has the recorded row count and SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from surerank.errors import InputError
+
+MANIFEST_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write, fsync, then rename over the target: readers see the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def input_fingerprint(paths: list[Path]) -> dict[str, Any]:
+    """SHA-256 of every input file; the combined digest is what a resumed job must match."""
+    files = [{"path": str(p), "size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths]
+    combined = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()
+    return {"files": files, "fingerprint": combined}
+
+
+@dataclass
+class ShardRecord:
+    id: int
+    file: str
+    queries: int
+    pairs: int
+    first_qid: str
+    status: str = "pending"  # pending | done
+    rows: int | None = None
+    sha256: str | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class Manifest:
+    """Everything needed to decide, on restart, which shards are already finished."""
+
+    input: dict[str, Any]
+    ranker: dict[str, Any]
+    settings: dict[str, Any]
+    shards: list[ShardRecord]
+    totals: dict[str, int]
+    output: dict[str, Any] = field(default_factory=dict)
+    version: int = MANIFEST_VERSION
+    updated: float = 0.0
+
+    def job_key(self) -> dict[str, Any]:
+        """What must match for a restart to continue this job rather than a different one."""
+        return {"input": self.input["fingerprint"], "ranker": self.ranker, "settings": self.settings,
+                "shards": [(s.id, s.queries, s.pairs, s.first_qid) for s in self.shards]}
+
+    def save(self, path: Path) -> None:
+        self.updated = time.time()
+        atomic_write_bytes(path, json.dumps(asdict(self), indent=1, sort_keys=True).encode())
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise InputError(f"{path}: unreadable manifest ({error}); pass --overwrite to start afresh") from None
+        if raw.get("version") != MANIFEST_VERSION:
+            raise InputError(f"{path}: manifest version {raw.get('version')} is not {MANIFEST_VERSION}; "
+                             "pass --overwrite to start afresh")
+        raw["shards"] = [ShardRecord(**s) for s in raw["shards"]]
+        return cls(**raw)
+
+    def done(self) -> list[ShardRecord]:
+        return [s for s in self.shards if s.status == "done"]
+
+    def pending(self) -> list[ShardRecord]:
+        return [s for s in self.shards if s.status != "done"]
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    names = {"input": "input files", "ranker": "ranker or its options", "settings": "batch settings",
+             "shards": "shard plan"}
+    return ", ".join(names[k] for k in new if old.get(k) != new[k]) or "nothing"
