@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "eval": "surerank.cli.evaluate",
     "rankers": "surerank.cli.rankers",
     "batch": "surerank.cli.batch",
+    "serve": "surerank.cli.serve",
 }
 
 EPILOG = """examples:

@@ -1,0 +1,477 @@
+"""The FastAPI app: Cohere / Jina / TEI rerank endpoints over the batching engine.
+
+Built by :func:`create_app` from a :class:`~surerank.serve.config.ServeConfig`; started by :func:`run`
+(``surerank serve``).  Only the public ranker API is used: ``rank_many`` on :class:`~surerank.types.Query`
+objects, results as :class:`~surerank.types.RankedList`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from surerank.errors import InputError, LimitExceededError, SureRankError
+from surerank.ranker import Ranker
+from surerank.serve import schemas
+from surerank.serve.config import ModelConfig, ServeConfig
+from surerank.serve.engine import BatchingEngine, Overloaded
+from surerank.serve.metrics import ServeMetrics
+from surerank.serve.tokens import count_tokens, truncate_tokens
+from surerank.serve.trust_hook import TrustHook, TrustRequest, load_trust_hook, no_calibration
+from surerank.types import Candidate, Query, RankedList
+
+logger = logging.getLogger(__name__)
+
+RERANK_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank")
+KNOWN_PATHS = frozenset((*RERANK_PATHS, "/v1/models", "/health", "/ready", "/metrics", "/openapi.json", "/docs"))
+TRUNCATED_HEADER = "X-Surerank-Truncated-Documents"
+_LOC_NOISE = frozenset(("body", "str", "DocumentObject", "list[str]"))
+
+
+class ApiError(Exception):
+    """An error with its HTTP status; the message names the field or limit at fault."""
+
+    def __init__(self, status: int, message: str, error_type: str, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.headers = dict(headers or {})
+
+
+def _error_response(status: int, message: str, error_type: str,
+                    headers: Mapping[str, str] | None = None) -> JSONResponse:
+    body = {"message": message, "error": message, "error_type": error_type}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+# -- model loading -------------------------------------------------------------------------------------
+
+
+def build_ranker(model: ModelConfig) -> Ranker:
+    """Create the ranker behind a served model; a bad option is a user error naming the model."""
+    from surerank import Reranker
+    from surerank.registry import RankerSpec, all_specs, register
+
+    if ":" in model.ranker and model.ranker not in all_specs():
+        # a ranker class by import path ("package.module:Class"), for rankers not registered by name
+        register(RankerSpec(model.ranker, model.ranker, f"ranker class {model.ranker}"))
+    try:
+        return Reranker(model.ranker, **dict(model.options))
+    except TypeError as error:
+        raise InputError(f"model {model.name!r}: ranker {model.ranker!r} refused its options: {error}") from None
+
+
+def build_rankers(config: ServeConfig) -> dict[str, Ranker]:
+    return {m.name: build_ranker(m) for m in config.served_models()}
+
+
+def build_trust_hooks(config: ServeConfig) -> dict[str, TrustHook]:
+    return {m.name: load_trust_hook(m.calibration) if m.calibration else no_calibration(m.name)
+            for m in config.served_models()}
+
+
+# -- request preparation ------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    query: Query
+    tokens: int
+    cut: dict[int, int] = field(default_factory=dict)  # index -> original estimated tokens
+
+
+def prepare(
+    config: ServeConfig,
+    query: str,
+    texts: Sequence[str],
+    field_name: str,
+    cut_tokens: int | None,
+    left: bool = False,
+    cut_hint: str = "max_tokens_per_doc",
+) -> Prepared:
+    """Check every per-request limit (413 naming it), cut documents only where the request asked."""
+    limits = config.limits
+    if len(texts) > limits.max_documents:
+        raise LimitExceededError(
+            f"{field_name}: {len(texts)} documents is over the limit max_documents={limits.max_documents}")
+    if len(query) > limits.max_query_chars:
+        raise LimitExceededError(
+            f"query: {len(query)} characters is over the limit max_query_chars={limits.max_query_chars}")
+    total_chars = len(query)
+    for i, text in enumerate(texts):
+        if len(text) > limits.max_document_chars:
+            raise LimitExceededError(
+                f"{field_name}[{i}]: {len(text)} characters is over the limit "
+                f"max_document_chars={limits.max_document_chars}")
+        total_chars += len(text)
+    if total_chars > limits.max_total_chars:
+        raise LimitExceededError(
+            f"{field_name}: {total_chars} characters in all is over the limit "
+            f"max_total_chars={limits.max_total_chars}")
+    query_tokens = count_tokens(query)
+    total_tokens = 0
+    cut: dict[int, int] = {}
+    candidates = []
+    for i, text in enumerate(texts):
+        tokens = count_tokens(text)
+        if cut_tokens is not None and tokens > cut_tokens:
+            text, original = truncate_tokens(text, cut_tokens, left=left)
+            cut[i] = original
+            tokens = cut_tokens
+        if tokens > limits.max_document_tokens:
+            raise LimitExceededError(
+                f"{field_name}[{i}]: {tokens} estimated tokens is over the limit max_document_tokens="
+                f"{limits.max_document_tokens}; set {cut_hint} to cut long documents")
+        total_tokens += tokens + query_tokens
+        candidates.append(Candidate(id=str(i), text=text))
+    if total_tokens > limits.max_request_tokens:
+        raise LimitExceededError(
+            f"{field_name}: {total_tokens} estimated tokens (query + documents) is over the limit "
+            f"max_request_tokens={limits.max_request_tokens}")
+    return Prepared(Query(text=query, candidates=tuple(candidates), id=uuid.uuid4().hex), max(1, total_tokens), cut)
+
+
+def _finite(value: float, warnings: list[str], index: int) -> float:
+    if math.isfinite(value):
+        return value
+    warnings.append(f"documents[{index}]: the ranker gave a non-finite score ({value}); sent as -1e30")
+    return -1e30
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def _truncation_notes(ranked: RankedList, prepared: Prepared, cut_name: str) -> tuple[list[int], list[str]]:
+    notes: list[str] = []
+    by_model = sorted(item.index for item in ranked.items
+                      if item.truncation is not None and item.truncation.truncated)
+    if prepared.cut:
+        notes.append(f"documents {sorted(prepared.cut)} were cut to {cut_name} estimated tokens as requested")
+    if by_model:
+        dropped = sum(item.truncation.tokens_dropped for item in ranked.items
+                      if item.truncation is not None and item.truncation.truncated)
+        notes.append(f"documents {by_model} were longer than the model's input and truncated by the ranker "
+                     f"({dropped} model tokens not scored)")
+    return sorted(set(prepared.cut) | set(by_model)), notes
+
+
+# -- the app ------------------------------------------------------------------------------------------
+
+
+class _State:
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.metrics = ServeMetrics()
+        self.engines: dict[str, BatchingEngine] = {}
+        self.hooks: dict[str, TrustHook] = {}
+        self.rankers: dict[str, Ranker] = {}
+        self.ready = False
+        self.draining = False
+
+    def load(self, rankers: Mapping[str, Ranker] | None, hooks: Mapping[str, TrustHook] | None) -> None:
+        self.rankers = dict(rankers) if rankers is not None else build_rankers(self.config)
+        self.hooks = build_trust_hooks(self.config)
+        self.hooks.update(hooks or {})
+        for model in self.config.served_models():
+            ranker = self.rankers[model.name]
+            if self.config.warmup:
+                ranker.rank_many([Query.from_texts("warm up", ["a short warm-up document"])])
+            engine = BatchingEngine(ranker, self.config.batching, name=model.name,
+                                    on_batch=self.metrics.batch_callback(model.name))
+            engine.start()
+            self.engines[model.name] = engine
+        self.ready = True
+        logger.info("serving models %s", ", ".join(self.engines))
+
+    def stop(self) -> None:
+        self.ready = False
+        for engine in self.engines.values():
+            engine.stop(timeout=self.config.graceful_timeout_s)
+
+    def engine(self, model: str | None) -> tuple[str, BatchingEngine]:
+        name = model or self.config.default_model
+        if name not in self.engines:
+            if not self.ready:
+                raise ApiError(503, "the server is starting", "unavailable", {"Retry-After": "1"})
+            served = ", ".join(self.engines)
+            raise ApiError(404, f"model: {name!r} is not served; served models: {served}", "not_found")
+        if self.draining:
+            raise ApiError(503, "the server is shutting down", "unavailable", {"Retry-After": "5"})
+        return name, self.engines[name]
+
+    async def rank(self, model: str, engine: BatchingEngine, prepared: Prepared) -> RankedList:
+        try:
+            return await engine.submit(prepared.query, prepared.tokens)
+        except Overloaded as error:
+            self.metrics.shed.labels(model, str(error.status)).inc()
+            raise ApiError(error.status, str(error), "overloaded", {"Retry-After": str(error.retry_after)}) from None
+
+
+class _Gate:
+    """Outermost ASGI layer: body-size limit and request metrics, without Starlette's middleware overhead."""
+
+    def __init__(self, app: Any, state: _State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+        limit = self.state.config.limits.max_body_bytes
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+            if length is not None and length.isdigit() and int(length) > limit:
+                response = _error_response(
+                    413, f"body: {int(length)} bytes is over the limit max_body_bytes={limit}", "too_large")
+                await response(scope, receive, send_wrapper)
+                return
+            received = [0]
+
+            async def receive_wrapper() -> dict[str, Any]:
+                message = await receive()
+                if message["type"] == "http.request":
+                    received[0] += len(message.get("body", b""))
+                    if received[0] > limit:
+                        raise ApiError(413, f"body: over the limit max_body_bytes={limit}", "too_large")
+                return message
+
+            await self.app(scope, receive_wrapper, send_wrapper)
+        finally:
+            metrics = self.state.metrics
+            metrics.requests.labels(path, str(status[0])).inc()
+            metrics.latency.labels(path).observe(time.perf_counter() - start)
+
+
+def create_app(
+    config: ServeConfig,
+    rankers: Mapping[str, Ranker] | None = None,
+    trust_hooks: Mapping[str, TrustHook] | None = None,
+) -> Any:
+    """The ASGI app.  ``rankers`` (by served name) skips building them from the registry."""
+    state = _State(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        await asyncio.to_thread(state.load, rankers, trust_hooks)
+        try:
+            yield
+        finally:
+            state.draining = True
+            await asyncio.to_thread(state.stop)
+
+    from surerank import __version__
+
+    app = FastAPI(
+        title="surerank", version=__version__, lifespan=lifespan,
+        description="Rerank search results and RAG context (Cohere, Jina and TEI wire formats).",
+    )
+    app.state.surerank = state
+    bearer = HTTPBearer(auto_error=False, description="an API key, when the server has keys configured")
+    keys = [k.encode() for k in config.api_keys]
+
+    async def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if not keys:
+            return
+        if credentials is None:
+            raise ApiError(401, "authorization: a Bearer API key is required", "unauthorized",
+                           {"WWW-Authenticate": "Bearer"})
+        offered = credentials.credentials.encode()
+        if not any(hmac.compare_digest(offered, k) for k in keys):
+            raise ApiError(401, "authorization: the API key is not valid", "unauthorized",
+                           {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+        return _error_response(error.status, error.message, error.error_type, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        by_field: dict[str, list[str]] = {}
+        for item in error.errors()[:20]:
+            # drop "body" and the union-member tags pydantic adds ("str", "DocumentObject")
+            loc = [str(p) for p in item.get("loc", ()) if p not in _LOC_NOISE] or ["body"]
+            messages = by_field.setdefault(".".join(loc), [])
+            if item.get("msg", "invalid") not in messages:
+                messages.append(item.get("msg", "invalid"))
+        message = "; ".join(f"{loc}: {' or '.join(msgs)}" for loc, msgs in by_field.items())
+        return _error_response(422, message or "invalid request", "validation")
+
+    @app.exception_handler(SureRankError)
+    async def _surerank_error(request: Request, error: SureRankError) -> JSONResponse:
+        if isinstance(error, LimitExceededError):
+            return _error_response(413, str(error), "too_large")
+        return _error_response(422, str(error), "validation")
+
+    responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": schemas.ErrorBody, "description": text}
+        for code, text in [(401, "missing or wrong API key"), (404, "model not served"),
+                           (413, "over a limit"), (422, "invalid request"), (429, "queue full, retry later"),
+                           (503, "shutting down or timed out, retry later")]
+    }
+
+    def trust_request(options: schemas.SureRankOptions | None) -> TrustRequest | None:
+        if options is None or not (options.probability or options.keep or options.cutoff):
+            return None
+        return TrustRequest(probability=options.probability, keep=options.keep, cutoff=options.cutoff)
+
+    async def cohere_like(body: schemas.RerankRequest, response: Response, version: str) -> dict[str, Any]:
+        model, engine = state.engine(body.model)
+        if body.relevant_spans is not None and body.relevant_spans.mode == "enabled":
+            raise InputError("relevant_spans: mode 'enabled' is not supported by surerank")
+        trust = trust_request(body.surerank)
+        hook = state.hooks[model]
+        if trust is not None:
+            hook.check(trust)
+        texts = [d if isinstance(d, str) else d.text for d in body.documents]
+        prepared = prepare(config, body.query, texts, "documents", body.max_tokens_per_doc)
+        ranked = await state.rank(model, engine, prepared)
+        if trust is not None:
+            ranked = hook.apply(ranked, trust)
+        truncated, warnings = _truncation_notes(ranked, prepared, str(body.max_tokens_per_doc))
+        truncated_set = set(truncated)
+        raw = bool(body.surerank and body.surerank.raw_scores)
+        items = ranked.items[: body.top_n] if body.top_n is not None else ranked.items
+        results = []
+        for item in items:
+            result: dict[str, Any] = {"index": item.index,
+                                      "relevance_score": _finite(item.score, warnings, item.index)}
+            if body.return_documents:
+                document = body.documents[item.index]
+                result["document"] = ({"text": document} if isinstance(document, str)
+                                      else document.model_dump())
+            if raw:
+                result["score"] = result["relevance_score"]
+            if item.probability is not None:
+                result["probability"] = item.probability
+            if item.keep is not None:
+                result["keep"] = item.keep
+            if item.index in truncated_set:
+                result["truncated"] = True
+            results.append(result)
+        if truncated:
+            response.headers[TRUNCATED_HEADER] = ",".join(map(str, truncated))
+        extras = None
+        if body.surerank is not None or truncated:
+            extras = {"abstain": ranked.abstain, "confidence": ranked.confidence,
+                      "cutoff": ranked.info.get("cutoff"), "truncated_documents": truncated or None}
+        n = len(texts)
+        return {
+            "id": prepared.query.id, "model": model, "results": results,
+            "usage": {"total_tokens": prepared.tokens if n else 0, "prompt_tokens": prepared.tokens if n else 0},
+            "meta": {"api_version": {"version": version}, "billed_units": {"search_units": math.ceil(n / 100)},
+                     "warnings": warnings or None},
+            "surerank": extras,
+        }
+
+    common = {"response_model_exclude_none": True, "responses": responses,
+              "dependencies": [Depends(require_key)]}
+
+    @app.post("/v2/rerank", response_model=schemas.RerankResponse, tags=["rerank"], **common)
+    async def rerank_v2(body: schemas.RerankRequest, response: Response) -> dict[str, Any]:
+        """Cohere v2 rerank (the official SDK's ``ClientV2.rerank`` works unchanged)."""
+        return await cohere_like(body, response, "2")
+
+    @app.post("/v1/rerank", response_model=schemas.RerankResponse, tags=["rerank"], **common)
+    async def rerank_v1(body: schemas.RerankRequest, response: Response) -> dict[str, Any]:
+        """Cohere v1 / Jina rerank."""
+        return await cohere_like(body, response, "1")
+
+    @app.post("/rerank", response_model=list[schemas.TEIRank], tags=["rerank"], **common)
+    async def rerank_tei(body: schemas.TEIRerankRequest, response: Response) -> list[dict[str, Any]]:
+        """Text Embeddings Inference rerank: a list of {index, score, text?}, best first."""
+        model, engine = state.engine(body.model)
+        cut = config.limits.max_document_tokens if body.truncate else None
+        prepared = prepare(config, body.query, body.texts, "texts", cut,
+                           left=body.truncation_direction.lower() == "left", cut_hint="truncate=true")
+        ranked = await state.rank(model, engine, prepared)
+        truncated, _ = _truncation_notes(ranked, prepared, str(cut))
+        if truncated:
+            response.headers[TRUNCATED_HEADER] = ",".join(map(str, truncated))
+        warnings: list[str] = []
+        out = []
+        for item in ranked.items:
+            score = _finite(item.score, warnings, item.index)
+            rank: dict[str, Any] = {"index": item.index, "score": score if body.raw_scores else _sigmoid(score)}
+            if body.return_text:
+                rank["text"] = body.texts[item.index]
+            out.append(rank)
+        return out
+
+    @app.get("/v1/models", response_model=schemas.ModelList, tags=["info"],
+             dependencies=[Depends(require_key)], responses={401: responses[401]})
+    async def models() -> dict[str, Any]:
+        """The served models; the first is used when a request names none."""
+        return {"object": "list", "data": [
+            {"id": m.name, "ranker": m.ranker, "calibrated": m.calibration is not None,
+             "default": m.name == config.default_model} for m in config.served_models()]}
+
+    @app.get("/health", response_model=schemas.Health, tags=["info"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready", response_model=schemas.Health, tags=["info"], responses={503: {"model": schemas.Health}})
+    async def ready() -> Any:
+        """Readiness: models loaded, workers alive, not shutting down."""
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": "5"})
+        if not state.ready or not all(e.alive for e in state.engines.values()):
+            return JSONResponse({"status": "not ready"}, status_code=503, headers={"Retry-After": "1"})
+        return {"status": "ready"}
+
+    @app.get("/metrics", tags=["info"], include_in_schema=False)
+    async def metrics() -> Response:
+        for name, engine in state.engines.items():
+            state.metrics.queue_depth.labels(name).set(engine.queue_depth)
+            state.metrics.queue_tokens.labels(name).set(engine.queued_tokens)
+        payload, content_type = state.metrics.render()
+        return Response(payload, media_type=content_type)
+
+    return _Gate(app, state)
+
+
+def run(config: ServeConfig, rankers: Mapping[str, Ranker] | None = None, access_log: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM; on either, refuse new work (503), finish what is in flight, exit."""
+    import uvicorn
+
+    gate = create_app(config, rankers)
+    state: _State = gate.state
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            state.draining = True
+            super().handle_exit(sig, frame)
+
+    server = _Server(uvicorn.Config(
+        gate, host=config.host, port=config.port, log_level=config.log_level, access_log=access_log,
+        timeout_graceful_shutdown=config.graceful_timeout_s, lifespan="on",
+    ))
+    server.run()

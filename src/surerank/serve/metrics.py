@@ -1,0 +1,53 @@
+"""Prometheus metrics of one app instance (its own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServeMetrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("surerank_http_requests", "HTTP requests answered",
+                                ["path", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "surerank_http_request_seconds", "HTTP request latency", ["path"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.documents = Counter("surerank_documents_ranked", "documents ranked", ["model"],
+                                 registry=self.registry)
+        self.shed = Counter("surerank_requests_shed", "requests refused by load shedding",
+                            ["model", "status"], registry=self.registry)
+        self.batch_requests = Histogram(
+            "surerank_batch_requests", "requests merged into one model batch", ["model"],
+            registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.batch_documents = Histogram(
+            "surerank_batch_documents", "documents in one model batch", ["model"], registry=self.registry,
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000))
+        self.batch_seconds = Histogram(
+            "surerank_batch_seconds", "model time of one batch", ["model"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.queue_depth = Gauge("surerank_queue_requests", "requests waiting for a batch", ["model"],
+                                 registry=self.registry)
+        self.queue_tokens = Gauge("surerank_queue_tokens", "estimated tokens waiting", ["model"],
+                                  registry=self.registry)
+
+    def batch_callback(self, model: str) -> Any:
+        requests = self.batch_requests.labels(model)
+        documents = self.batch_documents.labels(model)
+        seconds = self.batch_seconds.labels(model)
+        ranked = self.documents.labels(model)
+
+        def on_batch(n_requests: int, n_documents: int, elapsed: float) -> None:
+            requests.observe(n_requests)
+            documents.observe(n_documents)
+            seconds.observe(elapsed)
+            ranked.inc(n_documents)
+
+        return on_batch
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
