@@ -1,0 +1,112 @@
+"""``surerank report``: one self-contained HTML page from evaluation, trust, robustness and throughput."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from surerank.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES = """examples:
+  surerank report --output report.html --qrels dl19 --qrels dl20 \\
+      --run dl19:bm25=dl19-bm25.run --run dl19:embedding=dl19-emb.run \\
+      --run dl20:bm25=dl20-bm25.run --run dl20:embedding=dl20-emb.run \\
+      --robustness robustness-embedding.json --trust trust.json --throughput throughput.json
+  surerank report --output report.html --eval-json eval.json --baseline bm25
+--qrels NAME=PATH names a dataset's judgments; dl19 / dl20 alone use the shared TREC DL qrels.
+--run DATASET:RANKER=PATH adds a TREC run file; significance marks compare each ranker with --baseline
+(default bm25 when present, else the first run of the dataset).
+"""
+
+QRELS_ALIASES = {"dl19": 19, "dl20": 20}
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "report", help="write one self-contained HTML report with plots",
+        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--output", "-o", type=Path, required=True, help="the HTML file to write")
+    parser.add_argument("--title", default="surerank report")
+    ev = parser.add_argument_group("evaluation")
+    ev.add_argument("--qrels", action="append", default=[], metavar="NAME=PATH",
+                    help="judgments of one dataset; repeatable (dl19 / dl20 alone: the shared qrels)")
+    ev.add_argument("--run", action="append", default=[], metavar="DATASET:RANKER=PATH",
+                    help="a TREC run file; repeatable")
+    ev.add_argument("--eval-json", action="append", default=[], type=Path, metavar="PATH",
+                    help="evaluation JSON (per-query values), e.g. from `surerank eval --json`")
+    ev.add_argument("--baseline", help="ranker the significance marks compare against")
+    ev.add_argument("--rel-level", type=int, default=2, help="lowest relevant grade for binary measures")
+    other = parser.add_argument_group("other sections (each optional, each repeatable)")
+    other.add_argument("--trust", action="append", default=[], type=Path, metavar="PATH",
+                       help="JSON with risk_coverage / reliability / cutoffs entries")
+    other.add_argument("--robustness", action="append", default=[], type=Path, metavar="PATH",
+                       help="JSON written by `surerank robustness --output`")
+    other.add_argument("--throughput", action="append", default=[], type=Path, metavar="PATH",
+                       help="JSON rows of throughput measurements")
+    parser.set_defaults(func=run)
+
+
+def resolve_qrels(specs: list[str]) -> tuple[dict[str, dict], list[str]]:
+    from surerank.eval.formats import read_qrels
+
+    qrels, sources = {}, []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            if name.lower() not in QRELS_ALIASES:
+                known = ", ".join(QRELS_ALIASES)
+                raise InputError(f"--qrels {spec!r}: expected NAME=PATH, or one of {known}")
+            from surerank.eval.datasets import load_trec_dl
+
+            qrels[name.lower()] = load_trec_dl(QRELS_ALIASES[name.lower()])[1]
+            sources.append(f"{name} qrels")
+            continue
+        if not name or not path:
+            raise InputError(f"--qrels {spec!r}: expected NAME=PATH")
+        qrels[name] = read_qrels(Path(path))
+        sources.append(path)
+    return qrels, sources
+
+
+def run(args: argparse.Namespace) -> int:
+    from surerank.eval.report import (
+        RunSpec,
+        build_report,
+        evaluate_runs,
+        evaluation_from_json,
+        load_json,
+        write_report,
+    )
+
+    sources: list[str] = []
+    evaluation: dict = {}
+    if args.run:
+        qrels, qrels_sources = resolve_qrels(args.qrels)
+        specs = [RunSpec.parse(text) for text in args.run]
+        if len(qrels) == 1:  # one dataset: runs may leave it out
+            only = next(iter(qrels))
+            specs = [RunSpec(only, s.ranker, s.path) if s.dataset == "default" else s for s in specs]
+        evaluation = evaluate_runs(specs, qrels, rel_level=args.rel_level)
+        sources += qrels_sources + [str(s.path) for s in specs]
+    elif args.qrels:
+        raise InputError("--qrels given without any --run")
+    for path in args.eval_json:
+        for dataset, rankers in evaluation_from_json(load_json(path), str(path)).items():
+            evaluation.setdefault(dataset, {}).update(rankers)
+        sources.append(str(path))
+    trust = [(path.stem, load_json(path)) for path in args.trust]
+    robustness = [load_json(path) for path in args.robustness]
+    throughput = [(path.stem, load_json(path)) for path in args.throughput]
+    sources += [str(p) for p in [*args.trust, *args.robustness, *args.throughput]]
+    html = build_report(evaluation=evaluation or None, trust=trust, robustness=robustness,
+                        throughput=throughput, baseline=args.baseline, title=args.title,
+                        sources=[Path(s).name for s in sources])
+    path = write_report(args.output, html)
+    sys.stdout.write(f"wrote {path} ({len(html):,} bytes)\n")
+    return 0
