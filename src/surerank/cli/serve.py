@@ -35,13 +35,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", action="append", default=None, metavar="NAME=RANKER",
                         help="a served model: NAME=RANKER or RANKER (repeatable; the first is the default)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME.KEY=VALUE",
-                        help="a ranker option (VALUE parsed as JSON when it can be), or NAME.calibration=PATH")
+                        help="a ranker option (VALUE parsed as JSON when it can be), "
+                             "or NAME.calibration=PATH")
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default 8080)")
     parser.add_argument("--api-key", action="append", default=None, metavar="KEY",
                         help="require Authorization: Bearer KEY (repeatable; prefer SURERANK_API_KEYS)")
     parser.add_argument("--max-documents", type=int, help="documents per request (default 1000)")
-    parser.add_argument("--max-document-tokens", type=int, help="estimated tokens per document (default 8192)")
+    parser.add_argument("--max-document-tokens", type=int,
+                        help="estimated tokens per document (default 8192)")
     parser.add_argument("--max-request-tokens", type=int, help="estimated tokens per request")
     parser.add_argument("--max-batch-tokens", type=int, help="token budget of one model batch")
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill (default 5)")
@@ -114,10 +116,13 @@ def run(args: argparse.Namespace) -> int:
     missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
     if missing:
         raise InputError(f"serve needs {', '.join(missing)}: pip install 'surerank[serve]'")
-    from surerank.serve.app import build_rankers, run as serve
+    from surerank.serve.app import build_rankers, build_trust_hooks
+    from surerank.serve.app import run as serve
 
-    rankers = build_rankers(config)  # before binding the port, so a bad model fails fast and clearly
+    # before binding the port, so a bad model or artifact fails fast with a clear message
+    rankers = build_rankers(config)
+    hooks = build_trust_hooks(config, rankers)
     logger.info("surerank serve on http://%s:%d (models: %s)", config.host, config.port,
                 ", ".join(rankers))
-    serve(config, rankers=rankers, access_log=args.access_log)
+    serve(config, rankers=rankers, trust_hooks=hooks, access_log=args.access_log)
     return 0

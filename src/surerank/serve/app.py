@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +27,7 @@ from surerank.errors import InputError, LimitExceededError, SureRankError
 from surerank.ranker import Ranker
 from surerank.serve import schemas
 from surerank.serve.config import ModelConfig, ServeConfig
-from surerank.serve.engine import BatchingEngine, Overloaded
+from surerank.serve.engine import BatchingEngine, OverloadedError
 from surerank.serve.metrics import ServeMetrics
 from surerank.serve.tokens import count_tokens, truncate_tokens
 from surerank.serve.trust_hook import TrustHook, TrustRequest, load_trust_hook, no_calibration
@@ -36,8 +36,13 @@ from surerank.types import Candidate, Query, RankedList
 logger = logging.getLogger(__name__)
 
 RERANK_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank")
-KNOWN_PATHS = frozenset((*RERANK_PATHS, "/v1/models", "/health", "/ready", "/metrics", "/openapi.json", "/docs"))
+KNOWN_PATHS = frozenset(
+    (*RERANK_PATHS, "/v1/models", "/health", "/ready", "/metrics", "/openapi.json", "/docs"))
 TRUNCATED_HEADER = "X-Surerank-Truncated-Documents"
+BearerCredentials = Annotated[
+    HTTPAuthorizationCredentials | None,
+    Depends(HTTPBearer(auto_error=False, description="an API key, when the server has keys configured")),
+]
 _LOC_NOISE = frozenset(("body", "str", "DocumentObject", "list[str]"))
 
 
@@ -72,16 +77,24 @@ def build_ranker(model: ModelConfig) -> Ranker:
     try:
         return Reranker(model.ranker, **dict(model.options))
     except TypeError as error:
-        raise InputError(f"model {model.name!r}: ranker {model.ranker!r} refused its options: {error}") from None
+        raise InputError(
+            f"model {model.name!r}: ranker {model.ranker!r} refused its options: {error}") from None
 
 
 def build_rankers(config: ServeConfig) -> dict[str, Ranker]:
     return {m.name: build_ranker(m) for m in config.served_models()}
 
 
-def build_trust_hooks(config: ServeConfig) -> dict[str, TrustHook]:
-    return {m.name: load_trust_hook(m.calibration) if m.calibration else no_calibration(m.name)
-            for m in config.served_models()}
+def build_trust_hooks(config: ServeConfig, rankers: Mapping[str, Ranker]) -> dict[str, TrustHook]:
+    """One hook per served model; an artifact fitted for another ranker configuration is refused."""
+    hooks: dict[str, TrustHook] = {}
+    for m in config.served_models():
+        if m.calibration:
+            describe = getattr(rankers[m.name], "describe", None)
+            hooks[m.name] = load_trust_hook(m.name, m.calibration, describe() if describe else None)
+        else:
+            hooks[m.name] = no_calibration(m.name)
+    return hooks
 
 
 # -- request preparation ------------------------------------------------------------------------------
@@ -142,7 +155,8 @@ def prepare(
         raise LimitExceededError(
             f"{field_name}: {total_tokens} estimated tokens (query + documents) is over the limit "
             f"max_request_tokens={limits.max_request_tokens}")
-    return Prepared(Query(text=query, candidates=tuple(candidates), id=uuid.uuid4().hex), max(1, total_tokens), cut)
+    query_object = Query(text=query, candidates=tuple(candidates), id=uuid.uuid4().hex)
+    return Prepared(query_object, max(1, total_tokens), cut)
 
 
 def _finite(value: float, warnings: list[str], index: int) -> float:
@@ -188,8 +202,9 @@ class _State:
 
     def load(self, rankers: Mapping[str, Ranker] | None, hooks: Mapping[str, TrustHook] | None) -> None:
         self.rankers = dict(rankers) if rankers is not None else build_rankers(self.config)
-        self.hooks = build_trust_hooks(self.config)
-        self.hooks.update(hooks or {})
+        self.hooks = dict(hooks) if hooks is not None else build_trust_hooks(self.config, self.rankers)
+        for model in self.config.served_models():
+            self.hooks.setdefault(model.name, no_calibration(model.name))
         for model in self.config.served_models():
             ranker = self.rankers[model.name]
             if self.config.warmup:
@@ -220,9 +235,10 @@ class _State:
     async def rank(self, model: str, engine: BatchingEngine, prepared: Prepared) -> RankedList:
         try:
             return await engine.submit(prepared.query, prepared.tokens)
-        except Overloaded as error:
+        except OverloadedError as error:
             self.metrics.shed.labels(model, str(error.status)).inc()
-            raise ApiError(error.status, str(error), "overloaded", {"Retry-After": str(error.retry_after)}) from None
+            headers = {"Retry-After": str(error.retry_after)}
+            raise ApiError(error.status, str(error), "overloaded", headers) from None
 
 
 class _Gate:
@@ -294,10 +310,9 @@ def create_app(
         description="Rerank search results and RAG context (Cohere, Jina and TEI wire formats).",
     )
     app.state.surerank = state
-    bearer = HTTPBearer(auto_error=False, description="an API key, when the server has keys configured")
     keys = [k.encode() for k in config.api_keys]
 
-    async def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def require_key(credentials: BearerCredentials) -> None:
         if not keys:
             return
         if credentials is None:
@@ -383,11 +398,12 @@ def create_app(
             extras = {"abstain": ranked.abstain, "confidence": ranked.confidence,
                       "cutoff": ranked.info.get("cutoff"), "truncated_documents": truncated or None}
         n = len(texts)
+        tokens = prepared.tokens if n else 0
         return {
             "id": prepared.query.id, "model": model, "results": results,
-            "usage": {"total_tokens": prepared.tokens if n else 0, "prompt_tokens": prepared.tokens if n else 0},
-            "meta": {"api_version": {"version": version}, "billed_units": {"search_units": math.ceil(n / 100)},
-                     "warnings": warnings or None},
+            "usage": {"total_tokens": tokens, "prompt_tokens": tokens},
+            "meta": {"api_version": {"version": version},
+                     "billed_units": {"search_units": math.ceil(n / 100)}, "warnings": warnings or None},
             "surerank": extras,
         }
 
@@ -419,7 +435,8 @@ def create_app(
         out = []
         for item in ranked.items:
             score = _finite(item.score, warnings, item.index)
-            rank: dict[str, Any] = {"index": item.index, "score": score if body.raw_scores else _sigmoid(score)}
+            rank: dict[str, Any] = {"index": item.index,
+                                    "score": score if body.raw_scores else _sigmoid(score)}
             if body.return_text:
                 rank["text"] = body.texts[item.index]
             out.append(rank)
@@ -438,7 +455,8 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/ready", response_model=schemas.Health, tags=["info"], responses={503: {"model": schemas.Health}})
+    @app.get("/ready", response_model=schemas.Health, tags=["info"],
+             responses={503: {"model": schemas.Health}})
     async def ready() -> Any:
         """Readiness: models loaded, workers alive, not shutting down."""
         if state.draining:
@@ -458,11 +476,12 @@ def create_app(
     return _Gate(app, state)
 
 
-def run(config: ServeConfig, rankers: Mapping[str, Ranker] | None = None, access_log: bool = False) -> None:
+def run(config: ServeConfig, rankers: Mapping[str, Ranker] | None = None,
+        trust_hooks: Mapping[str, TrustHook] | None = None, access_log: bool = False) -> None:
     """Serve until SIGINT/SIGTERM; on either, refuse new work (503), finish what is in flight, exit."""
     import uvicorn
 
-    gate = create_app(config, rankers)
+    gate = create_app(config, rankers, trust_hooks)
     state: _State = gate.state
 
     class _Server(uvicorn.Server):

@@ -4,7 +4,7 @@ Requests wait in a bounded queue; one worker thread per served model takes as ma
 (or the oldest has waited ``max_wait_ms``), ranks them with a single ``rank_many`` call, and hands each
 result back to the event loop.  Model work never runs on the event loop, so health checks, metrics and
 load shedding keep answering while a batch computes.  A full queue sheds new requests at once
-(:class:`Overloaded`, answered 429 + Retry-After) instead of letting latency grow without bound.
+(:class:`OverloadedError`, answered 429 + Retry-After) instead of letting latency grow without bound.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from surerank.types import Query, RankedList
 logger = logging.getLogger(__name__)
 
 
-class Overloaded(Exception):
+class OverloadedError(Exception):
     """The queue is full; the client should retry after ``retry_after`` seconds."""
 
     def __init__(self, message: str, retry_after: int, status: int = 429) -> None:
@@ -127,13 +127,13 @@ class BatchingEngine:
         b = self.batching
         with self._cond:
             if self._stopping:
-                raise Overloaded("the server is shutting down", retry_after=5, status=503)
+                raise OverloadedError("the server is shutting down", retry_after=5, status=503)
             if len(self._queue) >= b.max_queue_requests:
-                raise Overloaded(
+                raise OverloadedError(
                     f"queue full: {len(self._queue)} requests waiting (max_queue_requests="
                     f"{b.max_queue_requests})", retry_after=self.retry_after())
             if self._queue and self._queued_tokens + tokens > b.max_queue_tokens:
-                raise Overloaded(
+                raise OverloadedError(
                     f"queue full: {self._queued_tokens} estimated tokens waiting (max_queue_tokens="
                     f"{b.max_queue_tokens})", retry_after=self.retry_after())
             self._queue.append(work)
@@ -143,9 +143,9 @@ class BatchingEngine:
             return await asyncio.wait_for(asyncio.shield(work.future), timeout=b.request_timeout_s)
         except asyncio.TimeoutError:
             work.future.cancel()
-            raise Overloaded(
-                f"not answered within request_timeout_s={b.request_timeout_s:g}", retry_after=self.retry_after(),
-                status=503) from None
+            raise OverloadedError(
+                f"not answered within request_timeout_s={b.request_timeout_s:g}",
+                retry_after=self.retry_after(), status=503) from None
         except asyncio.CancelledError:
             work.future.cancel()  # the worker skips it if it has not started yet
             raise

@@ -27,7 +27,7 @@ class SureRankOptions(BaseModel):
     keep: bool = Field(False, description="add a keep flag per result (cutoff) and an abstain flag per query")
     cutoff: str | None = Field(
         None, max_length=64,
-        description="cutoff method for keep flags, e.g. 'threshold', 'conformal', 'gap' (as the trust layer names them)",
+        description="cutoff method for keep flags, as the trust layer names them"
     )
     raw_scores: bool = Field(False, description="add the ranker's raw score per result as 'score'")
 
@@ -47,7 +47,8 @@ class RerankRequest(BaseModel):
     top_n: int | None = Field(None, ge=1, description="return only the best top_n results")
     return_documents: bool = Field(False, description="echo each document in its result")
     max_tokens_per_doc: int | None = Field(
-        None, ge=1, description="cut each document after this many (estimated) tokens; reported in meta.warnings",
+        None, ge=1,
+        description="cut each document after this many (estimated) tokens; reported in meta.warnings",
     )
     priority: int | None = Field(None, description="accepted for Cohere compatibility; not used")
     relevant_spans: RelevantSpans | None = Field(None, description="only mode 'disabled' is supported")

@@ -1,25 +1,31 @@
 """The one place where the service meets the trust layer (calibration, keep flags, abstention, cutoffs).
 
-The app only knows :class:`TrustHook`: given a ranked list and what the request asked for, fill
-``item.probability``, ``item.keep``, ``ranked.abstain`` / ``ranked.confidence`` and, for the cutoff,
-``ranked.info["cutoff"]``.  :func:`load_trust_hook` builds one from a calibration artifact with
-``surerank.trust``; anything else that follows the protocol can be passed to ``create_app``.
+The app only knows :class:`TrustHook`: ``check`` refuses, before any model work, what a request asks
+for that this model cannot give (422 naming the field); ``apply`` fills ``item.probability``,
+``item.keep``, ``ranked.abstain`` / ``ranked.confidence`` and ``ranked.info["cutoff"]`` without
+reordering.  :class:`ArtifactTrustHook` is backed by a ``surerank.trust`` artifact (or by none, in which
+case only the reference-free cutoffs ``gap``, ``zscore`` and ``elbow`` are offered).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from surerank.errors import InputError, MissingDependencyError
+from surerank.errors import InputError
 from surerank.types import RankedList
+
+ADAPTIVE = ("gap", "zscore", "elbow", "mass", "threshold")
+NEEDS_PROBABILITY = ("mass", "threshold")
+_PARAMETER = {"zscore": "z", "mass": "mass", "threshold": "threshold"}
 
 
 @dataclass(frozen=True)
 class TrustRequest:
     probability: bool = False
     keep: bool = False
-    cutoff: str | None = None
+    cutoff: str | None = None  # "conformal", or an adaptive method, optionally "method:parameter"
 
 
 @runtime_checkable
@@ -31,34 +37,92 @@ class TrustHook(Protocol):
         """Fill probabilities, keep flags, abstention and the cutoff; never reorder the list."""
 
 
-def load_trust_hook(path: str) -> TrustHook:
-    """A hook backed by a ``surerank.trust`` calibration artifact."""
+def _parse_cutoff(text: str) -> tuple[str, float | None]:
+    method, _, parameter = text.partition(":")
+    method = method.strip().lower()
+    if method != "conformal" and method not in ADAPTIVE:
+        raise InputError(f"surerank.cutoff: {text!r} is not one of conformal, {', '.join(ADAPTIVE)} "
+                         "(optionally method:parameter, e.g. threshold:0.7)")
+    if not parameter:
+        return method, None
+    if method not in _PARAMETER:
+        raise InputError(f"surerank.cutoff: method {method!r} takes no parameter")
     try:
-        from surerank.trust import serving  # type: ignore[attr-defined]
-    except ImportError as error:
-        raise MissingDependencyError(
-            f"calibration artifact {path!r}: this build has no surerank.trust serving support ({error})"
-        ) from None
-    return serving.load_hook(path)
+        value = float(parameter)
+    except ValueError:
+        raise InputError(f"surerank.cutoff: parameter {parameter!r} of {method!r} is not a number") from None
+    if value != value or value < 0 or (method in NEEDS_PROBABILITY and value > 1):
+        raise InputError(f"surerank.cutoff: parameter {value} of {method!r} is out of range")
+    return method, value
 
 
-def no_calibration(model: str) -> TrustHook:
-    """The hook of a model without an artifact: every extra that needs calibration is refused."""
-    return _Uncalibrated(model)
+class ArtifactTrustHook:
+    """Trust for one served model, from its artifact (``None``: no calibration configured)."""
 
-
-class _Uncalibrated:
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, artifact: Any = None) -> None:
         self.model = model
+        self.artifact = artifact
+
+    def _missing(self, field_name: str, what: str) -> InputError:
+        where = "has no calibration artifact configured (serve it with NAME.calibration=PATH)" \
+            if self.artifact is None else "has a trust artifact without " + what
+        return InputError(f"surerank.{field_name}: model {self.model!r} {where}")
 
     def check(self, request: TrustRequest) -> None:
-        for field_name, wanted in (("probability", request.probability), ("keep", request.keep),
-                                   ("cutoff", request.cutoff is not None)):
-            if wanted:
-                raise InputError(
-                    f"surerank.{field_name}: model {self.model!r} has no calibration artifact configured "
-                    f"(serve it with NAME.calibration=PATH)")
+        calibration = self.artifact is not None and self.artifact.calibration is not None
+        if request.probability and not calibration:
+            raise self._missing("probability", "a calibration map")
+        if request.cutoff is None:
+            if request.keep and (self.artifact is None or self.artifact.cutoff is None):
+                raise self._missing("keep", "a fitted cutoff; name a reference-free one in surerank.cutoff "
+                                            "(gap, zscore, elbow)")
+            return
+        method, _ = _parse_cutoff(request.cutoff)
+        if method == "conformal" and (self.artifact is None or self.artifact.cutoff is None):
+            raise self._missing("cutoff", "a fitted conformal cutoff")
+        if method in NEEDS_PROBABILITY and not calibration:
+            raise self._missing("cutoff", f"a calibration map, which cutoff {method!r} needs")
 
     def apply(self, ranked: RankedList, request: TrustRequest) -> RankedList:
         self.check(request)
+        artifact = self.artifact
+        lists = [ranked]
+        wants_keep = request.keep or request.cutoff is not None
+        method = _parse_cutoff(request.cutoff)[0] if request.cutoff is not None else "conformal"
+        needs_probability = wants_keep and (method in NEEDS_PROBABILITY or (
+            method == "conformal" and artifact is not None and artifact.cutoff is not None
+            and artifact.cutoff.use == "probability"))
+        if artifact is not None and artifact.calibration is not None and (
+                request.probability or needs_probability):
+            artifact.calibration.apply(lists)
+        if wants_keep and artifact is not None and artifact.abstention is not None:
+            artifact.abstention.apply(lists)
+        if wants_keep:
+            method, value = _parse_cutoff(request.cutoff or "conformal")
+            if method == "conformal":
+                artifact.cutoff.apply(lists)
+            else:
+                from surerank.trust import AdaptiveCutoff
+
+                options: dict[str, Any] = {"method": method}
+                if value is not None:
+                    options[_PARAMETER[method]] = value
+                AdaptiveCutoff(**options).apply(lists)
+        if not request.probability:
+            for item in ranked.items:  # computed only for the cutoff; the client did not ask for it
+                item.probability = None
         return ranked
+
+
+def load_trust_hook(model: str, path: str, ranker_description: Mapping[str, Any] | None = None) -> TrustHook:
+    """A hook backed by a ``surerank.trust`` artifact; refuses an artifact fitted for another ranker."""
+    from surerank.trust import TrustArtifact
+
+    artifact = TrustArtifact.load(path)
+    if ranker_description is not None:
+        artifact.check_ranker(ranker_description, strict=True)
+    return ArtifactTrustHook(model, artifact)
+
+
+def no_calibration(model: str) -> TrustHook:
+    return ArtifactTrustHook(model, None)
