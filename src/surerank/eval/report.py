@@ -144,6 +144,8 @@ def load_json(path: str | Path) -> Any:
 
 _COVERAGE_KEYS = ("coverage", "answered", "kept_fraction")
 _RISK_KEYS = ("risk", "error", "loss", "selective_risk")
+_QUALITY_KEYS = ("quality", "mean_quality", "ndcg", "nDCG@10", "metric", "value")
+_Y_KEYS = _RISK_KEYS + _QUALITY_KEYS
 _BIN_OBSERVED = ("accuracy", "observed", "fraction_positive", "frac_positive", "positive_rate", "empirical")
 _BIN_CONFIDENCE = ("confidence", "mean_confidence", "mean_predicted", "mean_probability", "predicted")
 
@@ -163,10 +165,22 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
 
 
-def curve_points(value: Any) -> list[tuple[float, float]] | None:
-    """(coverage, risk) points from a list of dicts or pairs, or from parallel arrays."""
+def curve_measure(value: Any) -> str:
+    """The name of the y quantity of a curve ("risk" for bare pairs)."""
     if isinstance(value, Mapping):
-        xs, ys = _first(value, _COVERAGE_KEYS), _first(value, _RISK_KEYS)
+        inner = _first(value, ("points", "curve"))
+        if inner is not None and _first(value, _Y_KEYS) is None:
+            return curve_measure(inner)
+        return next((k for k in _Y_KEYS if k in value), "risk")
+    if isinstance(value, list) and value and isinstance(value[0], Mapping):
+        return next((k for k in _Y_KEYS if k in value[0]), "risk")
+    return "risk"
+
+
+def curve_points(value: Any) -> list[tuple[float, float]] | None:
+    """(coverage, risk or quality) points from a list of dicts or pairs, or from parallel arrays."""
+    if isinstance(value, Mapping):
+        xs, ys = _first(value, _COVERAGE_KEYS), _first(value, _Y_KEYS)
         if isinstance(xs, list) and isinstance(ys, list) and len(xs) == len(ys):
             pairs = zip(xs, ys, strict=True)
             return sorted((float(x), float(y)) for x, y in pairs if _is_number(x) and _is_number(y))
@@ -176,7 +190,7 @@ def curve_points(value: Any) -> list[tuple[float, float]] | None:
         points = []
         for p in value:
             if isinstance(p, Mapping):
-                x, y = _first(p, _COVERAGE_KEYS), _first(p, _RISK_KEYS)
+                x, y = _first(p, _COVERAGE_KEYS), _first(p, _Y_KEYS)
             elif isinstance(p, (list, tuple)) and len(p) >= 2:
                 x, y = p[0], p[1]
             else:
@@ -239,6 +253,7 @@ def _table_rows(value: Any) -> list[dict[str, Any]] | None:
 @dataclass
 class TrustFigures:
     risk_coverage: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    curve_measures: dict[str, str] = field(default_factory=dict)
     reliability: dict[str, tuple[list, dict]] = field(default_factory=dict)
     cutoffs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -257,10 +272,13 @@ def collect_trust(documents: Sequence[tuple[str, Any]]) -> TrustFigures:
             if "risk_coverage" in lower or lower in ("risk_coverage_curve", "aurc_curve"):
                 if (points := curve_points(value)) is not None:
                     figures.risk_coverage[label] = points
+                    figures.curve_measures[label] = curve_measure(value)
                 elif isinstance(value, Mapping):
                     for name, curve in value.items():
                         if (points := curve_points(curve)) is not None:
-                            figures.risk_coverage[f"{label} / {name}" if path else str(name)] = points
+                            name = f"{label} / {name}" if path else str(name)
+                            figures.risk_coverage[name] = points
+                            figures.curve_measures[name] = curve_measure(curve)
                 continue
             if "reliability" in lower:
                 if (found := reliability_bins(value)) is not None:
@@ -402,14 +420,17 @@ def _section(key: str, title: str, body: str) -> str:
 
 
 def _effectiveness(evaluation: Evaluation, baseline: str | None) -> tuple[str, str, dict[str, str]]:
-    parts, delta_parts, baselines = [], [], {}
+    tables, delta_figs, baselines = [], [], {}
+    all_rankers = list(dict.fromkeys(name for rankers in evaluation.values() for name in rankers))
+    chart_values: dict[str, list[float | None]] = {name: [] for name in all_rankers}
+    chart_notes: dict[str, list[str]] = {name: [] for name in all_rankers}
     for dataset, rankers in evaluation.items():
         names = list(rankers)
         base = choose_baseline(names, baseline if baseline in names else None)
         baselines[dataset] = base
         measures = [m for m in DEFAULT_MEASURES if any(m in r["aggregate"] for r in rankers.values())]
         measures += sorted({m for r in rankers.values() for m in r["aggregate"]} - set(measures))
-        rows, bar_values, notes = [], [], []
+        rows = []
         for name in names:
             ev = rankers[name]
             cells = [escape(name) + (' <span class="base">(baseline)</span>' if name == base else "")]
@@ -423,27 +444,16 @@ def _effectiveness(evaluation: Evaluation, baseline: str | None) -> tuple[str, s
                         mark = (f' <span class="{"up" if better else "down"}" title="p={p:.3g}, n={n}">'
                                 f'{"▲" if better else "▼"}</span>')
                 cells.append(_num(value) + mark)
-            n_q = len(ev.get("per_query", {}))
-            cells.append(str(n_q))
+            cells.append(str(len(ev.get("per_query", {}))))
             rows.append(cells)
-            value = ev["aggregate"].get(MAIN_MEASURE)
-            bar_values.append(value)
-            p, _ = (paired_p_value(_per_query(ev, MAIN_MEASURE), _per_query(rankers[base], MAIN_MEASURE))
-                    if name != base else (None, 0))
-            notes.append("*" if p is not None and p < ALPHA else "")
-        table = _table(["ranker", *measures, "queries"], rows)
-        chart = svg.bar_chart(names, [(MAIN_MEASURE, bar_values)], y_label=MAIN_MEASURE,
-                              title=f"{MAIN_MEASURE} per ranker, {dataset}", annotations=[notes])
-        parts.append(
-            f'<h3>{escape(dataset)}</h3>{table}<p class="note">▲/▼: better/worse than {escape(base)} at '
-            f"p &lt; {ALPHA} (two-sided paired t-test over queries); hover a mark for p and n.</p>"
-            '<div class="figs">'
-            + _figure(f"effectiveness-{dataset}", chart,
-                      f"{MAIN_MEASURE} on {escape(dataset)}; * marks a significant difference from "
-                      f"{escape(base)}.")
-            + "</div>"
-        )
-        figs = []
+        for name in all_rankers:
+            ev = rankers.get(name)
+            chart_values[name].append(ev["aggregate"].get(MAIN_MEASURE) if ev else None)
+            p = None
+            if ev and name != base:
+                p, _ = paired_p_value(_per_query(ev, MAIN_MEASURE), _per_query(rankers[base], MAIN_MEASURE))
+            chart_notes[name].append("*" if p is not None and p < ALPHA else "")
+        tables.append(f"<h3>{escape(dataset)}</h3>" + _table(["ranker", *measures, "queries"], rows))
         for name in names:
             if name == base:
                 continue
@@ -456,30 +466,50 @@ def _effectiveness(evaluation: Evaluation, baseline: str | None) -> tuple[str, s
             losses = sum(d < -1e-12 for d in deltas)
             chart = svg.delta_bars(common, deltas, y_label=f"Δ {MAIN_MEASURE}",
                                    title=f"{name} minus {base}, {dataset}")
-            figs.append(_figure(
+            delta_figs.append(_figure(
                 f"deltas-{dataset}-{name}", chart,
-                f"{escape(dataset)}: {escape(name)} − {escape(base)} per query. Better on {wins}, worse on "
-                f"{losses}, tied on {len(deltas) - wins - losses}; mean Δ {_mean(deltas):+.4f}."))
-        if figs:
-            delta_parts.append(f'<h3>{escape(dataset)}</h3><div class="figs">{"".join(figs)}</div>')
-    return "".join(parts), "".join(delta_parts), baselines
+                f"<b>{escape(dataset)}: {escape(name)} − {escape(base)}</b> per query. Better on {wins}, "
+                f"worse on {losses}, tied on {len(deltas) - wins - losses}; mean Δ {_mean(deltas):+.4f}."))
+    datasets = list(evaluation)
+    chart = svg.bar_chart(datasets, [(name, chart_values[name]) for name in all_rankers],
+                          y_label=MAIN_MEASURE, title=f"{MAIN_MEASURE} per ranker and dataset",
+                          annotations=[chart_notes[name] for name in all_rankers],
+                          width=max(520, 90 * len(datasets) * max(len(all_rankers), 1)))
+    base_names = ", ".join(f"{escape(b)} on {escape(d)}" for d, b in baselines.items())
+    body = (
+        '<div class="figs">'
+        + _figure("effectiveness", chart, f"{MAIN_MEASURE} per ranker; * marks a significant difference "
+                  f"from the baseline ({base_names}) at p &lt; {ALPHA}, two-sided paired t-test over "
+                  "queries.")
+        + "</div>" + "".join(tables)
+        + f'<p class="note">▲/▼: better/worse than the baseline at p &lt; {ALPHA} (two-sided paired t-test '
+        "over the queries both runs were scored on); hover a mark for p and n.</p>"
+    )
+    deltas_html = f'<div class="figs">{"".join(delta_figs)}</div>' if delta_figs else ""
+    return body, deltas_html, baselines
 
 
 def _risk_coverage(figures: TrustFigures) -> str:
     curves = list(figures.risk_coverage.items())
+    measures = sorted(set(figures.curve_measures.get(label, "risk") for label, _ in curves))
+    y_label = " / ".join(measures)
+    risky = all(m in _RISK_KEYS for m in measures)
     chart = svg.line_chart([(label, [p[0] for p in pts], [p[1] for p in pts]) for label, pts in curves],
-                           x_label="coverage (fraction of queries answered)", y_label="risk",
+                           x_label="coverage (fraction of queries answered)", y_label=y_label,
                            title="risk-coverage curves", x_range=(0.0, 1.0), markers=True)
     rows = []
     for label, pts in curves:
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         area = sum((xs[i + 1] - xs[i]) * (ys[i + 1] + ys[i]) / 2 for i in range(len(xs) - 1))
         span = (xs[-1] - xs[0]) or 1.0
-        rows.append([escape(label), str(len(pts)), _num(ys[-1]), _num(area / span)])
-    return ('<div class="figs">' + _figure("risk-coverage", chart,
-            "Risk of the answered queries as coverage grows; lower is better. Abstaining on the least "
-            "confident queries should pull the curve down on the left.") + "</div>"
-            + _table(["curve", "points", "risk at full coverage", "mean risk (area / span)"], rows))
+        rows.append([escape(label), escape(figures.curve_measures.get(label, "risk")), str(len(pts)),
+                     _num(ys[-1]), _num(area / span)])
+    how = ("Risk of the answered queries as coverage grows; lower is better. Abstaining on the least "
+           "confident queries should pull the curve down on the left." if risky else
+           f"Mean {escape(y_label)} of the answered queries as coverage grows (a quality: higher is better, "
+           "so a useful confidence bends the curve up on the left).")
+    return ('<div class="figs">' + _figure("risk-coverage", chart, how) + "</div>"
+            + _table(["curve", "measure", "points", "at full coverage", "mean (area / span)"], rows))
 
 
 def _reliability(figures: TrustFigures) -> str:
@@ -669,7 +699,7 @@ def write_report(path: str | Path, html: str) -> Path:
 
 
 __all__ = [
-    "RunSpec", "TrustFigures", "build_report", "collect_trust", "curve_points", "evaluate_runs",
-    "evaluation_from_json", "load_json", "paired_p_value", "reliability_bins", "throughput_rows",
-    "write_report",
+    "RunSpec", "TrustFigures", "build_report", "collect_trust", "curve_measure", "curve_points",
+    "evaluate_runs", "evaluation_from_json", "load_json", "paired_p_value", "reliability_bins",
+    "throughput_rows", "write_report",
 ]

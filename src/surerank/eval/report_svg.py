@@ -103,14 +103,28 @@ def _axes(frame: Frame, x_ticks: Sequence[float] | None, y_ticks: Sequence[float
 
 
 def _legend(labels: Sequence[str], frame: Frame, colours: Sequence[str]) -> list[str]:
+    """Legend in a row above the plotting area (the caller reserved ``frame.top`` for it)."""
     out = []
-    x = frame.left + 8
-    y = frame.top + 6
+    x, y = frame.left, 6
     for label, c in zip(labels, colours, strict=True):
-        out.append(f'<rect x="{x}" y="{y}" width="10" height="10" fill="{c}"/>')
-        out.append(f'<text x="{x + 14}" y="{y + 9}" fill="#222">{escape(label)}</text>')
-        y += 15
+        width = 20 + 6.2 * len(label)
+        if x + width > frame.width - frame.right and x > frame.left:
+            x, y = frame.left, y + 14
+        out.append(f'<rect x="{x:.1f}" y="{y}" width="10" height="10" fill="{c}"/>')
+        out.append(f'<text x="{x + 14:.1f}" y="{y + 9}" fill="#222">{escape(label)}</text>')
+        x += width
     return out
+
+
+def _legend_top(labels: Sequence[str], width: int) -> int:
+    """Top margin that fits the legend rows."""
+    rows, x = 1, 58.0
+    for label in labels:
+        w = 20 + 6.2 * len(label)
+        if x + w > width - 16 and x > 58:
+            rows, x = rows + 1, 58.0
+        x += w
+    return 14 + 14 * rows
 
 
 def _range(values: Sequence[float], include_zero: bool = False, pad: float = 0.05) -> tuple[float, float]:
@@ -139,7 +153,10 @@ def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *
     y_ticks = nice_ticks(y_lo, y_hi)
     if not y_range:
         y_lo, y_hi = min(y_ticks[0], y_lo), max(y_ticks[-1], y_hi)
+    show_legend = legend and bool(series) and (len(series) > 1 or bool(series[0][0]))
     frame = Frame(width, height, x_lo, x_hi, y_lo, y_hi)
+    if show_legend:
+        frame.top = _legend_top([s[0] for s in series], width)
     out = _open(width, height, title)
     if x_categories is not None:
         tick_labels = [(float(i), str(c)) for i, c in enumerate(x_categories)]
@@ -164,7 +181,7 @@ def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *
                 out.append(f'<circle data-mark="point" cx="{frame.x(x):.1f}" cy="{frame.y(y):.1f}" r="3" '
                            f'fill="{c}"><title>{escape(label)}: {escape(str(shown))} → {y:.4f}</title>'
                            f'</circle>')
-    if legend and series and (len(series) > 1 or series[0][0]):
+    if show_legend:
         out += _legend([s[0] for s in series], frame, [colour(i) for i in range(len(series))])
     out.append("</svg>")
     return "".join(out)
@@ -181,6 +198,8 @@ def bar_chart(categories: Sequence[str], series: Sequence[tuple[str, Sequence[fl
     if not y_range:
         y_lo, y_hi = min(y_ticks[0], y_lo), max(y_ticks[-1], y_hi)
     frame = Frame(width, height, -0.5, len(categories) - 0.5, y_lo, y_hi)
+    if len(series) > 1:
+        frame.top = _legend_top([s[0] for s in series], width)
     out = _open(width, height, title)
     out += _axes(frame, None, y_ticks, x_label, y_label,
                  x_tick_labels=[(float(i), c) for i, c in enumerate(categories)])
@@ -200,7 +219,7 @@ def bar_chart(categories: Sequence[str], series: Sequence[tuple[str, Sequence[fl
             note = annotations[s][i] if annotations else ""
             if note:
                 out.append(f'<text x="{x_left + bar_w / 2:.1f}" y="{top - 3:.1f}" text-anchor="middle" '
-                           f'fill="#222" font-size="10">{escape(note)}</text>')
+                           f'fill="#222" font-size="13" font-weight="bold">{escape(note)}</text>')
     if len(series) > 1:
         out += _legend([s[0] for s in series], frame, [colour(i) for i in range(len(series))])
     out.append("</svg>")
