@@ -43,8 +43,8 @@ def load_year(year: int) -> tuple[list[Query], dict[str, dict[str, int]]]:
     except ImportError:  # before the eval package lands: read the two files directly
         raw = json.loads((DATA / f"dl{year}-bm25-top100.json").read_text())
         queries = [Query(text=e["query"], id=str(e["hits"][0]["qid"]), candidates=tuple(
-            Candidate(id=h["docid"], text=h["content"], metadata={"bm25_score": h["score"]}) for h in e["hits"]))
-            for e in raw]
+            Candidate(id=h["docid"], text=h["content"], metadata={"bm25_score": h["score"]})
+            for h in e["hits"])) for e in raw]
         qrels: dict[str, dict[str, int]] = defaultdict(dict)
         for line in (DATA / f"qrels.dl{year}-passage.txt").read_text().splitlines():
             qid, _, doc, grade = line.split()
@@ -139,7 +139,8 @@ def section_abstention(data: dict, splits: int, rng: np.random.Generator, k: int
         results["u_log"].append(nauc(log.predict(test_s), test_m))
     for name, values in results.items():
         v = np.array(values)
-        print(f"  {name:<6} nAUC mean {v.mean():+.3f}  sd {v.std():.3f}  (MC error {v.std() / np.sqrt(v.size):.3f})")
+        print(f"  {name:<6} nAUC mean {v.mean():+.3f}  sd {v.std():.3f}  "
+              f"(MC error {v.std() / np.sqrt(v.size):.3f})")
     diff = np.array(results["u_lin"]) - np.array(results["max"])
     print(f"  u_lin - max: mean {diff.mean():+.3f}, u_lin better on {np.mean(diff > 0):.0%} of splits")
 
@@ -212,9 +213,10 @@ def section_adaptive(data: dict) -> None:
             print(f"DL{year:<4}{label:<26}{np.mean(ks):>8.1f}{recall:>8.3f}{precision:>11.3f}")
 
         by_qid = {r.query.id: r for r in lists}
-        for cutoff in (AdaptiveCutoff("gap"), AdaptiveCutoff("zscore", z=1.0), AdaptiveCutoff("zscore", z=2.0),
-                       AdaptiveCutoff("elbow"), AdaptiveCutoff("mass", mass=0.5),
-                       AdaptiveCutoff("mass", mass=0.8), AdaptiveCutoff("threshold", threshold=0.5),
+        for cutoff in (AdaptiveCutoff("gap"), AdaptiveCutoff("zscore", z=1.0),
+                       AdaptiveCutoff("zscore", z=2.0), AdaptiveCutoff("elbow"),
+                       AdaptiveCutoff("mass", mass=0.5), AdaptiveCutoff("mass", mass=0.8),
+                       AdaptiveCutoff("threshold", threshold=0.5),
                        AdaptiveCutoff("threshold", threshold=0.3)):
             cutoff.apply(lists)
             ks = [by_qid[x.qid].info["cutoff"]["kept"] for x in lab]
@@ -225,7 +227,8 @@ def section_adaptive(data: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ranker", default="embedding")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/surerank-trust-cache"))
     parser.add_argument("--sections", default="calibration,abstention,crc,adaptive")
@@ -241,7 +244,8 @@ def main() -> None:
     for year in (19, 20):
         lists, qrels, seconds = scored_lists(args.ranker, year, args.cache)
         data[year] = (lists, qrels)
-        print(f"DL{year}: {len(lists)} queries, ranker {args.ranker}, nDCG@10 {ndcg10(lists, qrels).mean():.4f}"
+        print(f"DL{year}: {len(lists)} queries, ranker {args.ranker}, "
+              f"nDCG@10 {ndcg10(lists, qrels).mean():.4f}"
               + (f" (scored in {seconds:.1f}s)" if seconds else " (cached scores)"))
     sections = args.sections.split(",")
     if "calibration" in sections:

@@ -2,8 +2,8 @@
 
 Three maps, all monotone non-decreasing in the score, so applying one never changes a ranking:
 
-* ``platt``: p = sigmoid(a * score + b), fitted by maximum likelihood (Platt, 1999, with his smoothed
-  targets to avoid over-confident 0/1 fits on small sets);
+* ``platt``: p = sigmoid(a * score + b) with a >= 0, fitted by maximum likelihood (Platt, 1999, with his
+  smoothed targets to avoid over-confident 0/1 fits on small sets);
 * ``temperature``: p = sigmoid(score / T), one parameter; it assumes the score is already a logit whose
   zero is the decision boundary (cross-encoders, LLM yes/no logits).  For cosine or BM25 scores use
   ``platt``, which also learns the offset;
@@ -101,11 +101,14 @@ class PlattCalibrator(Calibrator):
             r = expit(t) - y
             return float(loss), np.array([np.sum(r * z), np.sum(r)])
 
-        w = minimize(nll, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B").x
+        # slope >= 0: a calibration map must not contradict the ranking it annotates
+        w = minimize(nll, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B",
+                     bounds=[(0.0, None), (None, None)]).x
         self.a = float(w[0] / sd)
         self.b = float(w[1] - w[0] * mu / sd)
-        if self.a < 0:
-            logger.warning("platt: fitted slope is negative (%.3g): higher scores look less relevant", self.a)
+        if self.a == 0:
+            logger.warning("platt: fitted slope is 0: on these labels the scores carry no information "
+                           "about relevance, every probability is the base rate")
         return self
 
     def predict(self, scores: ArrayLike) -> np.ndarray:
