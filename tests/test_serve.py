@@ -1,0 +1,219 @@
+"""The rerank service over real HTTP: a `surerank serve` subprocess on loopback, called by the official
+Cohere SDK, raw Jina- and TEI-shaped requests, the surerank client, and the LangChain / LlamaIndex adapters.
+Expected answers come from the same ranker run in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+
+import httpx
+import pytest
+
+from serve_support import Server, lexical_ranker, make_ranker, metric
+
+KEY = "test-key-123"
+RANKER = lexical_ranker()
+
+QUERY = "how do solar panels convert sunlight into electricity"
+DOCS = [
+    "Bananas are rich in potassium and easy to digest.",
+    "Solar panels use photovoltaic cells that convert sunlight into electricity.",
+    "The electricity grid balances supply and demand every second.",
+    "Sunlight reaching the earth varies with latitude and season.",
+    "Panels of judges convert raw scores into rankings.",
+    "Photovoltaic solar panels turn sunlight directly into electric current.",
+    "A short note on nothing in particular.",
+]
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server("--model", f"lex={RANKER}", "--max-documents", "20", "--max-document-tokens", "40",
+                 "--max-wait-ms", "2", env={"SURERANK_API_KEYS": KEY})
+    yield srv
+    # uvicorn re-raises SIGTERM after its graceful shutdown, so -SIGTERM is a clean exit here
+    assert srv.stop() in (0, -signal.SIGTERM), srv.output()
+    assert "Application shutdown complete" in srv.output()
+
+
+@pytest.fixture(scope="module")
+def expected():
+    ranked = make_ranker(RANKER).rank(QUERY, DOCS)
+    return ranked
+
+
+def post(server, path, body, key=KEY):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{server.url}{path}", json=body, headers=headers, timeout=30)
+
+
+def test_cohere_sdk_v2_reranks_unchanged(server, expected):
+    import cohere
+
+    client = cohere.ClientV2(api_key=KEY, base_url=server.url)
+    response = client.rerank(model="lex", query=QUERY, documents=DOCS, top_n=3)
+    assert [r.index for r in response.results] == [item.index for item in expected.items[:3]]
+    for got, want in zip(response.results, expected.items, strict=False):
+        assert got.relevance_score == pytest.approx(want.score, rel=1e-6)
+    assert response.id and response.meta.billed_units.search_units == 1
+
+
+def test_jina_shape_mixed_documents(server, expected):
+    documents = [d if i % 2 else {"text": d, "source": f"s{i}"} for i, d in enumerate(DOCS)]
+    response = post(server, "/v1/rerank", {"model": "lex", "query": QUERY, "documents": documents,
+                                           "top_n": 4, "return_documents": True})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "lex" and body["usage"]["total_tokens"] > 0
+    assert [r["index"] for r in body["results"]] == [item.index for item in expected.items[:4]]
+    for result in body["results"]:
+        assert result["document"]["text"] == DOCS[result["index"]]
+        if result["index"] % 2 == 0:
+            assert result["document"]["source"] == f"s{result['index']}"
+
+
+def test_tei_shape(server, expected):
+    raw = post(server, "/rerank", {"query": QUERY, "texts": DOCS, "raw_scores": True, "return_text": True})
+    assert raw.status_code == 200, raw.text
+    ranks = raw.json()
+    assert [r["index"] for r in ranks] == [item.index for item in expected.items]
+    assert all(r["text"] == DOCS[r["index"]] for r in ranks)
+    assert [r["score"] for r in ranks] == pytest.approx(expected.scores, rel=1e-6)
+    squashed = post(server, "/rerank", {"query": QUERY, "texts": DOCS}).json()
+    assert "text" not in squashed[0]
+    assert [r["score"] for r in squashed] == pytest.approx([1 / (1 + math.exp(-s)) for s in expected.scores])
+
+
+def test_api_keys(server):
+    body = {"query": QUERY, "documents": DOCS[:2]}
+    assert post(server, "/v2/rerank", body, key=None).status_code == 401
+    wrong = post(server, "/v2/rerank", body, key="not-the-key")
+    assert wrong.status_code == 401 and "API key" in wrong.json()["message"]
+    assert post(server, "/v2/rerank", body).status_code == 200
+    assert httpx.get(f"{server.url}/v1/models", timeout=10).status_code == 401
+    assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200  # probes need no key
+
+
+def test_limits_and_bad_input_name_the_field(server):
+    too_many = post(server, "/v2/rerank", {"query": "q", "documents": ["d"] * 21})
+    assert too_many.status_code == 413 and "max_documents=20" in too_many.json()["message"]
+    long_doc = " ".join(["word"] * 60)
+    too_long = post(server, "/v2/rerank", {"query": "q", "documents": ["short", long_doc]})
+    assert too_long.status_code == 413
+    message = too_long.json()["message"]
+    assert "documents[1]" in message and "max_document_tokens=40" in message
+    tei_long = post(server, "/rerank", {"query": "q", "texts": [long_doc]})
+    assert tei_long.status_code == 413 and "truncate=true" in tei_long.json()["message"]
+    cases = {
+        "top_n": {"query": "q", "documents": ["a"], "top_n": 0},
+        "documents.1": {"query": "q", "documents": ["a", 5]},
+        "query": {"documents": ["a"]},
+        "colour": {"query": "q", "documents": ["a"], "colour": "red"},
+        "max_tokens_per_doc": {"query": "q", "documents": ["a"], "max_tokens_per_doc": -1},
+    }
+    for field, body in cases.items():
+        response = post(server, "/v2/rerank", body)
+        assert response.status_code == 422, (field, response.text)
+        assert field in response.json()["message"], (field, response.text)
+    broken = httpx.post(f"{server.url}/v2/rerank", content=b"{not json", timeout=10,
+                        headers={"Authorization": f"Bearer {KEY}", "content-type": "application/json"})
+    assert broken.status_code == 422
+    unknown = post(server, "/v2/rerank", {"model": "nope", "query": "q", "documents": ["a"]})
+    assert unknown.status_code == 404 and "lex" in unknown.json()["message"]
+
+
+def test_requested_truncation_is_reported(server):
+    long_doc = "solar " * 30 + "panels " * 30
+    response = post(server, "/v2/rerank", {"query": "solar panels", "documents": [long_doc, "solar"],
+                                           "max_tokens_per_doc": 30})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert any("max_tokens_per_doc" not in w and "30" in w for w in body["meta"]["warnings"])
+    by_index = {r["index"]: r for r in body["results"]}
+    assert by_index[0].get("truncated") is True and "truncated" not in by_index[1]
+    assert body["surerank"]["truncated_documents"] == [0]
+    assert response.headers["x-surerank-truncated-documents"] == "0"
+    # what was scored is the cut text: the same as ranking the first 30 tokens in-process
+    cut = make_ranker(RANKER).rank("solar panels", ["solar " * 30, "solar"])
+    cut_score = next(item.score for item in cut.items if item.index == 0)
+    assert by_index[0]["relevance_score"] == pytest.approx(cut_score)
+
+
+def test_extras(server, expected):
+    needs_calibration = post(server, "/v2/rerank", {"query": QUERY, "documents": DOCS,
+                                                    "surerank": {"probability": True}})
+    assert needs_calibration.status_code == 422
+    assert "surerank.probability" in needs_calibration.json()["message"]
+    response = post(server, "/v2/rerank", {"query": QUERY, "documents": DOCS,
+                                           "surerank": {"cutoff": "gap", "raw_scores": True}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    from surerank.trust import AdaptiveCutoff
+
+    AdaptiveCutoff(method="gap").apply([expected])
+    assert [r["keep"] for r in body["results"]] == [item.keep for item in expected.items]
+    assert body["surerank"]["cutoff"]["kept"] == sum(item.keep for item in expected.items)
+    bad = post(server, "/v2/rerank", {"query": "q", "documents": ["a"], "surerank": {"cutoff": "magic"}})
+    assert bad.status_code == 422 and "surerank.cutoff" in bad.json()["message"]
+
+
+def test_models_health_metrics(server):
+    models = httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    assert models.json()["data"][0]["id"] == "lex" and models.json()["data"][0]["default"] is True
+    assert httpx.get(f"{server.url}/ready", timeout=10).json() == {"status": "ready"}
+    assert metric(server.url, "surerank_http_requests_total", path="/v2/rerank", status="200") >= 1
+    assert metric(server.url, "surerank_documents_ranked_total", model="lex") >= len(DOCS)
+
+
+def test_client_sync_and_async(server, expected):
+    from surerank.serve import AsyncSureRankClient, ServeError, SureRankClient
+
+    with SureRankClient(server.url, api_key=KEY) as client:
+        response = client.rerank(QUERY, DOCS, top_n=2, return_documents=True)
+        assert response.indices == [item.index for item in expected.items[:2]]
+        assert response.results[0].document == {"text": DOCS[expected.items[0].index]}
+        assert [m["id"] for m in client.models()] == ["lex"]
+        with pytest.raises(ServeError) as error:
+            client.rerank("q", ["d"] * 21)
+        assert error.value.status == 413 and "max_documents" in str(error.value)
+
+    async def many() -> list[list[int]]:
+        async with AsyncSureRankClient(server.url, api_key=KEY) as client:
+            # concurrent requests with different document orders: each must get its own answer
+            orders = [DOCS[i:] + DOCS[:i] for i in range(len(DOCS))]
+            answers = await asyncio.gather(*(client.rerank(QUERY, docs) for docs in orders))
+            return [[docs[r.index] for r in a.results] for docs, a in zip(orders, answers, strict=True)]
+
+    texts = [DOCS[item.index] for item in expected.items]
+    for got in asyncio.run(many()):
+        assert got[:3] == texts[:3]
+
+
+def test_langchain_compressor(server, expected):
+    from langchain_core.documents import Document
+
+    from surerank.serve.integrations.langchain import SureRankCompressor
+
+    documents = [Document(page_content=d, metadata={"n": i}) for i, d in enumerate(DOCS)]
+    compressor = SureRankCompressor(base_url=server.url, api_key=KEY, top_n=3)
+    kept = compressor.compress_documents(documents, QUERY)
+    assert [d.metadata["n"] for d in kept] == [item.index for item in expected.items[:3]]
+    assert kept[0].metadata["relevance_score"] == pytest.approx(expected.items[0].score)
+    again = asyncio.run(compressor.acompress_documents(documents, QUERY))
+    assert [d.metadata["n"] for d in again] == [d.metadata["n"] for d in kept]
+
+
+def test_llamaindex_postprocessor(server, expected):
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from surerank.serve.integrations.llamaindex import SureRankPostprocessor
+
+    nodes = [NodeWithScore(node=TextNode(text=d, id_=f"n{i}"), score=0.0) for i, d in enumerate(DOCS)]
+    post_processor = SureRankPostprocessor(base_url=server.url, api_key=KEY, top_n=3)
+    out = post_processor.postprocess_nodes(nodes, query_str=QUERY)
+    assert [n.node.id_ for n in out] == [f"n{item.index}" for item in expected.items[:3]]
+    assert out[0].score == pytest.approx(expected.items[0].score)
+    out_async = asyncio.run(post_processor.apostprocess_nodes(nodes, query_str=QUERY))
+    assert [n.node.id_ for n in out_async] == [n.node.id_ for n in out]
