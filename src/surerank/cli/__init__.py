@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "rankers": "surerank.cli.rankers",
     "batch": "surerank.cli.batch",
     "serve": "surerank.cli.serve",
+    "robustness": "surerank.cli.robustness",
+    "report": "surerank.cli.report",
 }
 
 EPILOG = """examples:

@@ -97,21 +97,21 @@ def lists_to_run(lists: Iterable[RankedList]) -> Run:
 
 def write_run(path: str | os.PathLike[str], lists: Iterable[RankedList], tag: str = "surerank") -> None:
     """Write a TREC run; scores are written so that sorting by score reproduces the ranks."""
-    with _atomic(path) as handle:
+    with _AtomicFile(path) as handle:
         for ranked in lists:
             for item in ranked.items:
                 handle.write(f"{ranked.query.id} Q0 {item.id} {item.rank} {item.score:.8g} {tag}\n")
 
 
 def write_run_dict(path: str | os.PathLike[str], run: Run, tag: str = "surerank") -> None:
-    with _atomic(path) as handle:
+    with _AtomicFile(path) as handle:
         for qid, docs in run.items():
             ordered = sorted(docs.items(), key=lambda kv: -kv[1])
             for rank, (docid, score) in enumerate(ordered, start=1):
                 handle.write(f"{qid} Q0 {docid} {rank} {score:.8g} {tag}\n")
 
 
-class _atomic:
+class _AtomicFile:
     """Write to a temporary file and rename, so a crash never leaves half a result file."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -222,7 +222,7 @@ def ranked_list_record(ranked: RankedList, include_text: bool = True) -> dict[st
 
 def write_jsonl(path: str | os.PathLike[str], lists: Iterable[RankedList], include_text: bool = True) -> None:
     """Write ranked lists in the input JSONL shape, best first, with rank, score and trust fields."""
-    with _atomic(path) as handle:
+    with _AtomicFile(path) as handle:
         for ranked in lists:
             handle.write(json.dumps(ranked_list_record(ranked, include_text)) + "\n")
 
@@ -306,8 +306,8 @@ def read_corpus(path: str | os.PathLike[str]) -> list[Candidate]:
         doc_id = record.get("id", record.get("docid"))
         if not isinstance(text, str) or doc_id is None:
             raise InputError(f"{p}:{number}: a corpus line needs 'id' and a string 'text'")
-        docs.append(Candidate(id=str(doc_id), text=text,
-                              metadata={k: v for k, v in record.items() if k not in ("id", "docid", "text", "contents")}))
+        extra = {k: v for k, v in record.items() if k not in ("id", "docid", "text", "contents")}
+        docs.append(Candidate(id=str(doc_id), text=text, metadata=extra))
     return docs
 
 
