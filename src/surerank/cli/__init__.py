@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "retrieve": "surerank.cli.retrieve",
     "eval": "surerank.cli.evaluate",
     "rankers": "surerank.cli.rankers",
+    "calibrate": "surerank.cli.calibrate",
     "batch": "surerank.cli.batch",
     "serve": "surerank.cli.serve",
     "robustness": "surerank.cli.robustness",

@@ -109,13 +109,7 @@ def load_dataset(name: str, qrels_path: Path | None) -> tuple[list, dict, str]:
         raise InputError(f"--dataset {name}: a dataset file needs --qrels")
     from surerank.eval import formats
 
-    if path.suffix == ".jsonl":
-        from surerank.ranker import coerce_query
-
-        queries = [coerce_query(record, i) for i, record in enumerate(formats.read_jsonl(path))]
-    else:
-        queries = formats.read_rankgpt_json(path)
-    return list(queries), formats.read_qrels(qrels_path), path.stem
+    return list(formats.read_queries(path)), formats.read_qrels(qrels_path), path.stem
 
 
 def run(args: argparse.Namespace) -> int:

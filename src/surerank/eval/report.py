@@ -34,7 +34,7 @@ from surerank.eval import report_svg as svg
 logger = logging.getLogger(__name__)
 
 MAIN_MEASURE = "nDCG@10"
-DEFAULT_MEASURES = ("nDCG@10", "AP", "RR@10", "R@100")
+DEFAULT_MEASURES = ("nDCG@10", "MAP", "MRR@10", "R@100")  # as surerank.eval.metrics
 ALPHA = 0.05
 
 # per_query: qid -> measure -> value; aggregate: measure -> value
@@ -77,11 +77,14 @@ def evaluate_runs(runs: Sequence[RunSpec], qrels: Mapping[str, Mapping[str, Mapp
             raise InputError(f"run {spec.path}: no qrels given for dataset {spec.dataset!r} "
                              f"(known: {', '.join(sorted(qrels)) or 'none'})")
         run = read_run(spec.path)
-        result = evaluate(run, qrels[spec.dataset], measures=tuple(measures), rel_level=rel_level)
+        dataset_qrels = qrels[spec.dataset]
+        judged = {qid: dataset_qrels[qid] for qid in run if qid in dataset_qrels}
+        result = evaluate(run, judged or dataset_qrels, measures=tuple(measures), rel_level=rel_level)
         per_query = {str(q): dict(v) for q, v in result.per_query.items()}
-        for qid in qrels[spec.dataset]:  # a judged query the run missed scores 0, and is counted
-            if qid not in per_query and any(g > 0 for g in qrels[spec.dataset][qid].values()):
-                per_query[qid] = dict.fromkeys(measures, 0.0)
+        missing = [q for q in run if str(q) not in per_query]
+        if missing:  # a query of the run without judgments is not scored: say so, do not drop silently
+            logger.warning("%s: %d queries have no judgments in %s qrels and are not scored",
+                           spec.path, len(missing), spec.dataset)
         evaluation.setdefault(spec.dataset, {})[spec.ranker] = {
             "aggregate": dict(result.aggregate), "per_query": per_query, "source": str(spec.path),
         }
@@ -329,17 +332,18 @@ def throughput_rows(documents: Sequence[tuple[str, Any]]) -> list[dict[str, Any]
 
 
 def paired_p_value(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[float | None, int]:
-    """Two-sided paired t-test over the queries both rankers were scored on."""
-    common = sorted(set(a) & set(b))
+    """Two-sided paired t-test (surerank.eval.metrics) over the queries both rankers were scored on."""
+    from surerank.eval.metrics import paired_test
+
+    common = set(a) & set(b)
     if len(common) < 2:
         return None, len(common)
-    from scipy.stats import ttest_rel
-
-    xs, ys = [a[q] for q in common], [b[q] for q in common]
-    if all(abs(x - y) < 1e-12 for x, y in zip(xs, ys, strict=True)):
-        return 1.0, len(common)
-    p = float(ttest_rel(xs, ys).pvalue)
-    return (p if math.isfinite(p) else None), len(common)
+    diffs = [a[q] - b[q] for q in common]
+    if max(diffs) - min(diffs) < 1e-12:  # no spread: identical (p = 1) or a constant shift (p = 0)
+        return (1.0 if abs(diffs[0]) < 1e-12 else 0.0), len(common)
+    result = paired_test(a, b)
+    p = result.p_value
+    return (p if math.isfinite(p) else None), result.queries
 
 
 def _per_query(ev: RankerEval, measure: str) -> dict[str, float]:

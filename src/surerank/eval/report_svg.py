@@ -30,13 +30,13 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / max(count, 1)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    start = math.floor(low / step) * step
-    ticks, value = [], start
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 10))
-        value += step
+    digits = max(0, 2 - math.floor(math.log10(step)))
+    first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+    ticks = [round(k * step, digits) for k in range(first, last + 1)]
+    if ticks[0] > low:
+        ticks.insert(0, round((first - 1) * step, digits))
     if ticks[-1] < high:
-        ticks.append(round(value, 10))
+        ticks.append(round((last + 1) * step, digits))
     return ticks
 
 

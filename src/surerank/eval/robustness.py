@@ -203,7 +203,8 @@ def ndcg_per_query(run: Run, qrels: Qrels, rel_level: int = 2) -> dict[str, floa
     """nDCG@10 of every query of ``run`` (trec_eval convention, via surerank.eval.metrics)."""
     from surerank.eval.metrics import evaluate
 
-    result = evaluate(run, qrels, measures=(MEASURE,), rel_level=rel_level)
+    judged = {qid: qrels[qid] for qid in run if qid in qrels}  # only the queries this run covers
+    result = evaluate(run, judged, measures=(MEASURE,), rel_level=rel_level)
     out = {qid: float(values[MEASURE]) for qid, values in result.per_query.items()}
     for qid in run:  # a query with no retrieved judged passage still counts, as 0
         out.setdefault(qid, 0.0)
