@@ -66,3 +66,21 @@ def calibration_report(probabilities: ArrayLike, labels: ArrayLike, n_bins: int 
         "base_rate": float(y.mean()),
         "pairs": int(p.size),
     }
+
+
+def reliability_bins(probabilities: ArrayLike, labels: ArrayLike, n_bins: int = 15) -> list[dict[str, float]]:
+    """Per equal-width bin: its edges, pair count, mean probability and observed relevant share.
+
+    The data of a reliability diagram; empty bins are kept with count 0 so the edges stay regular.
+    """
+    p, y = _pairs(probabilities, labels)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    sum_p = np.bincount(bins, weights=p, minlength=n_bins)
+    sum_y = np.bincount(bins, weights=y, minlength=n_bins)
+    return [
+        {"low": b / n_bins, "high": (b + 1) / n_bins, "count": int(counts[b]),
+         "confidence": float(sum_p[b] / counts[b]) if counts[b] else None,
+         "observed": float(sum_y[b] / counts[b]) if counts[b] else None}
+        for b in range(n_bins)
+    ]

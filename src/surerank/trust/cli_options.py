@@ -1,0 +1,94 @@
+"""Trust options shared by the ``rerank`` command line (and anything else that ranks and then decides).
+
+``add_arguments(parser)`` adds ``--trust``, ``--cutoff``, ``--k-min``, ``--k-max`` and ``--abstain``;
+``apply(args, lists, ranker_description)`` fills probability / keep / abstain on the ranked lists.  The
+order of items is never changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from surerank.errors import InputError
+from surerank.trust.abstention import REFERENCE_FREE, Abstainer
+from surerank.trust.cutoffs import METHODS as ADAPTIVE
+from surerank.trust.cutoffs import AdaptiveCutoff
+from surerank.types import RankedList
+
+_PARAMETER = {"zscore": "z", "mass": "mass", "threshold": "threshold"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("trust (probabilities, keep flags, abstention)")
+    group.add_argument("--trust", metavar="ARTIFACT",
+                       help="trust artifact from `surerank calibrate`: attaches probabilities and applies "
+                            "its abstention and conformal cutoff; refused if fitted for another ranker setup")
+    group.add_argument("--cutoff", metavar="METHOD[:VALUE]",
+                       help="keep flags from a cutoff: conformal (from --trust) or one of "
+                            f"{', '.join(ADAPTIVE)}, e.g. gap, zscore:1.5, mass:0.9, threshold:0.5 "
+                            "(mass/threshold need --trust)")
+    group.add_argument("--k-min", type=int, default=1, help="adaptive cutoffs keep at least this many")
+    group.add_argument("--k-max", type=int, default=None, help="adaptive cutoffs keep at most this many")
+    group.add_argument("--abstain", metavar="CONFIDENCE:THRESHOLD",
+                       help=f"abstain when a reference-free confidence ({', '.join(REFERENCE_FREE)}) "
+                            "of the top-10 scores is below THRESHOLD, e.g. max:0.4 "
+                            "(default: the artifact's rule, if any)")
+
+
+def parse_cutoff(text: str) -> tuple[str, float | None]:
+    method, _, value = text.partition(":")
+    method = method.strip().lower()
+    if method != "conformal" and method not in ADAPTIVE:
+        raise InputError(f"--cutoff: {text!r} is not conformal or one of {', '.join(ADAPTIVE)}")
+    if not value:
+        return method, None
+    if method not in _PARAMETER:
+        raise InputError(f"--cutoff: method {method!r} takes no value")
+    try:
+        return method, float(value)
+    except ValueError:
+        raise InputError(f"--cutoff: value {value!r} of {method!r} is not a number") from None
+
+
+def apply(args: argparse.Namespace, lists: Sequence[RankedList],
+          ranker_description: Mapping[str, Any] | None = None) -> Sequence[RankedList]:
+    """Apply whatever trust options were given; a no-op when none were."""
+    artifact = None
+    if getattr(args, "trust", None):
+        from surerank.trust.artifact import TrustArtifact
+
+        artifact = TrustArtifact.load(args.trust)
+        if ranker_description is not None:
+            artifact.check_ranker(ranker_description)
+        if artifact.calibration is not None:
+            artifact.calibration.apply(lists)
+        if artifact.abstention is not None and not getattr(args, "abstain", None):
+            artifact.abstention.apply(lists)
+    if getattr(args, "abstain", None):
+        confidence, _, threshold = args.abstain.partition(":")
+        if confidence not in REFERENCE_FREE or not threshold:
+            raise InputError(f"--abstain: expected CONFIDENCE:THRESHOLD with CONFIDENCE one of "
+                             f"{', '.join(REFERENCE_FREE)}, got {args.abstain!r}")
+        try:
+            value = float(threshold)
+        except ValueError:
+            raise InputError(f"--abstain: threshold {threshold!r} is not a number") from None
+        Abstainer(confidence=confidence, threshold=value).apply(lists)
+    cutoff = getattr(args, "cutoff", None)
+    if cutoff is None and artifact is not None and artifact.cutoff is not None:
+        cutoff = "conformal"
+    if cutoff is not None:
+        method, value = parse_cutoff(cutoff)
+        if method == "conformal":
+            if artifact is None or artifact.cutoff is None:
+                raise InputError(
+                    "--cutoff conformal: needs --trust with an artifact fitted with --cutoff-alpha")
+            artifact.cutoff.apply(lists)
+        else:
+            options: dict[str, Any] = {"method": method, "k_min": args.k_min, "k_max": args.k_max}
+            if value is not None:
+                options[_PARAMETER[method]] = value
+            AdaptiveCutoff(**options).apply(lists)
+    return lists
