@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from surerank.errors import InputError, LimitExceededError, SureRankError
 from surerank.ranker import Ranker
@@ -345,9 +346,21 @@ def create_app(
             return _error_response(413, str(error), "too_large")
         return _error_response(422, str(error), "validation")
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        detail = str(error.detail)
+        if error.status_code == 400:  # the body could not be read as JSON (bad encoding)
+            detail = f"body: {detail}"
+        return _error_response(error.status_code, detail, "http", getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.error("internal error on %s: %s", request.url.path, error, exc_info=error)
+        return _error_response(500, f"internal error: {type(error).__name__}: {error}", "internal")
+
     responses: dict[int | str, dict[str, Any]] = {
         code: {"model": schemas.ErrorBody, "description": text}
-        for code, text in [(401, "missing or wrong API key"), (404, "model not served"),
+        for code, text in [(400, "unreadable body"), (401, "missing or wrong API key"), (404, "model not served"),
                            (413, "over a limit"), (422, "invalid request"), (429, "queue full, retry later"),
                            (503, "shutting down or timed out, retry later")]
     }

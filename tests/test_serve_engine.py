@@ -1,0 +1,101 @@
+"""Cross-request batching, load shedding and graceful shutdown, observed without timing assertions:
+the served ranker holds each batch until the test creates a gate file (tests/serve_support.SlowRanker)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from serve_support import OverlapRanker, Server, metric
+
+DOCS = ["red apple pie", "green pear", "apple", "red car", "blue sky over the red sea"]
+QUERIES = ["red apple", "green pear", "blue sea", "red car", "apple pie", "sky"]
+
+
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def expected_order(query: str) -> list[int]:
+    return [item.index for item in OverlapRanker().rank(query, DOCS).items]
+
+
+def rerank(url: str, query: str) -> httpx.Response:
+    body = {"model": "slow", "query": query, "documents": DOCS}
+    return httpx.post(f"{url}/v2/rerank", json=body, timeout=60)
+
+
+def start_slow(tmp_path: Path, *extra: str) -> tuple[Server, Path]:
+    gate = tmp_path / "gate"
+    server = Server("--model", "slow=serve_support:SlowRanker", "--option", f"slow.gate={gate}",
+                    "--option", "slow.hold_s=60", "--no-warmup", "--max-wait-ms", "1", *extra)
+    return server, gate
+
+
+def test_batching_shedding_and_recovery(tmp_path):
+    server, gate = start_slow(tmp_path, "--max-queue", "4")
+    started = Path(f"{gate}.started")
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(rerank, server.url, QUERIES[0])
+            wait_for(started.exists, "the first batch to reach the model")
+            queued = [pool.submit(rerank, server.url, q) for q in QUERIES[1:5]]
+            wait_for(lambda: metric(server.url, "surerank_queue_requests", model="slow") == 4, "4 queued")
+            shed = rerank(server.url, QUERIES[5])
+            assert shed.status_code == 429, shed.text
+            assert int(shed.headers["retry-after"]) >= 1
+            assert "max_queue_requests=4" in shed.json()["message"]
+            gate.touch()
+            answers = [first.result(), *(f.result() for f in queued)]
+        for query, answer in zip(QUERIES, answers, strict=False):
+            assert answer.status_code == 200, answer.text
+            assert [r["index"] for r in answer.json()["results"]] == expected_order(query)
+        # the four requests that waited together went to the model as one batch
+        assert metric(server.url, "surerank_batch_requests_count", model="slow") == 2
+        assert metric(server.url, "surerank_batch_requests_sum", model="slow") == 5
+        assert metric(server.url, "surerank_requests_shed_total", model="slow", status="429") == 1
+        recovered = rerank(server.url, QUERIES[5])
+        assert recovered.status_code == 200
+        assert [r["index"] for r in recovered.json()["results"]] == expected_order(QUERIES[5])
+    finally:
+        gate.touch()
+        server.stop()
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(tmp_path):
+    server, gate = start_slow(tmp_path)
+    started = Path(f"{gate}.started")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            in_model = pool.submit(rerank, server.url, QUERIES[0])
+            wait_for(started.exists, "the first batch to reach the model")
+            waiting = pool.submit(rerank, server.url, QUERIES[1])
+            wait_for(lambda: metric(server.url, "surerank_queue_requests", model="slow") == 1, "1 queued")
+            server.process.send_signal(signal.SIGTERM)
+
+            def refused() -> bool:
+                try:
+                    return httpx.get(f"{server.url}/ready", timeout=2).status_code == 503
+                except httpx.TransportError:
+                    return True
+
+            wait_for(refused, "the server to stop taking new work")
+            assert server.process.poll() is None  # still finishing its two requests
+            gate.touch()
+            answers = [in_model.result(), waiting.result()]
+        for query, answer in zip(QUERIES, answers, strict=False):
+            assert answer.status_code == 200, answer.text
+            assert [r["index"] for r in answer.json()["results"]] == expected_order(query)
+        assert server.process.wait(30) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in server.output()
+    finally:
+        gate.touch()
+        server.stop()
