@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from surerank.batch.shards import rank_table
@@ -28,6 +29,16 @@ class RankerConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> Any:
+        """A registered name, or ``package.module:Class`` for a ranker class that is not registered."""
+        if ":" in self.name:
+            import importlib
+
+            module_name, _, attr = self.name.partition(":")
+            try:
+                cls = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as error:
+                raise SureRankError(f"--ranker {self.name!r}: cannot import it ({error})") from error
+            return cls(**self.options)
         from surerank import Reranker
 
         return Reranker(self.name, **self.options)
@@ -69,7 +80,7 @@ class RayOptions:
 def _import_ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401 - the Data library is a separate extra of ray
+        import ray.data  # the Data library is a separate extra of ray
     except ImportError as error:
         raise MissingDependencyError.for_extra("ray[data]", "ray", "--engine ray") from error
     return ray
@@ -93,9 +104,10 @@ def run_ray(
     started_here = False
     if not ray.is_initialized():
         if options.address:
-            ray.init(address=options.address, log_to_driver=False)
+            ray.init(address=options.address, log_to_driver=False, runtime_env=ray_runtime_env())
         else:
-            ray.init(num_cpus=options.local_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=options.local_cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env=ray_runtime_env())
             started_here = True
     try:
         context = ray.data.DataContext.get_current()
@@ -126,7 +138,8 @@ def run_ray(
                     duplicates += part.num_rows
                     continue
                 keys = seen.setdefault(shard_id, set())
-                new_pairs = list(zip(part.column("qid").to_pylist(), part.column("docid").to_pylist()))
+                qids, docids = part.column("qid").to_pylist(), part.column("docid").to_pylist()
+                new_pairs = list(zip(qids, docids, strict=True))
                 fresh = [i for i, pair in enumerate(new_pairs) if pair not in keys]
                 duplicates += part.num_rows - len(fresh)
                 if len(fresh) != part.num_rows:
@@ -154,6 +167,24 @@ def run_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def ray_runtime_env() -> dict[str, Any] | None:
+    """The job-level runtime env for ``ray.init``: ship surerank itself when it runs from a source tree.
+
+    An installed surerank (``pip install surerank[ray]`` on every node) needs nothing; a source checkout
+    is uploaded to the workers as a ``py_modules`` entry.  Callers that run ``ray.init`` themselves
+    before using the Ray engine should pass this too.
+    """
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("surerank")
+    except PackageNotFoundError:
+        import surerank
+
+        return {"py_modules": [str(Path(surerank.__file__).parent)]}
+    return None
 
 
 def _user_error(error: BaseException) -> SureRankError | None:

@@ -74,58 +74,18 @@ def _candidate(raw: Any, where: str, position: int) -> Candidate:
     return Candidate(id=str(doc_id), text=text, metadata=extra)
 
 
-def read_jsonl_queries(path: Path) -> Iterator[Query]:
-    """One query per line: ``{"qid", "query", "candidates": [{"id", "text", ...}]}``."""
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{where}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{where}: expected a JSON object per line")
-            if "qid" not in record:
-                raise InputError(f"{where}: missing field 'qid'")
-            if not isinstance(record.get("query"), str):
-                raise InputError(f"{where}: field 'query' must be a string")
-            candidates = record.get("candidates")
-            if not isinstance(candidates, list):
-                raise InputError(f"{where}: field 'candidates' must be a list")
-            yield Query(
-                text=record["query"],
-                candidates=tuple(_candidate(c, where, i) for i, c in enumerate(candidates)),
-                id=str(record["qid"]),
-            )
+def read_jsonl_queries(path: Path) -> list[Query]:
+    """One query per line: ``{"qid", "query", "candidates": [{"id", "text", ...}]}`` (eval.formats)."""
+    from surerank.eval.formats import read_jsonl
+
+    return read_jsonl(path)
 
 
-def read_rankgpt_queries(path: Path) -> Iterator[Query]:
-    """The TREC DL top-100 files: ``[{"query", "hits": [{"qid", "docid", "rank", "score", "content"}]}]``."""
-    with open(path, encoding="utf-8") as handle:
-        try:
-            records = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
-    if not isinstance(records, list):
-        raise InputError(f"{path}: expected a JSON list of {{'query', 'hits'}} objects")
-    for position, record in enumerate(records):
-        where = f"{path}: entry {position}"
-        hits = record.get("hits") if isinstance(record, dict) else None
-        if not isinstance(hits, list) or not isinstance(record.get("query"), str):
-            raise InputError(f"{where}: needs a string 'query' and a list 'hits'")
-        if not hits:
-            raise InputError(f"{where}: empty 'hits' list gives no qid")
-        candidates = []
-        for i, hit in enumerate(sorted(hits, key=lambda h: h.get("rank", 0))):
-            if "docid" not in hit or not isinstance(hit.get("content"), str):
-                raise InputError(f"{where}: hits[{i}] needs 'docid' and a string 'content'")
-            candidates.append(Candidate(
-                id=str(hit["docid"]), text=hit["content"],
-                metadata={"bm25_score": hit.get("score"), "first_stage_rank": hit.get("rank")},
-            ))
-        yield Query(text=record["query"], candidates=tuple(candidates), id=str(hits[0]["qid"]))
+def read_rankgpt_queries(path: Path) -> list[Query]:
+    """The TREC DL top-100 files, first-stage order kept (eval.formats)."""
+    from surerank.eval.formats import read_rankgpt_json
+
+    return read_rankgpt_json(path)
 
 
 def _pair_rows_to_queries(rows: Iterable[tuple[str, str, str, str]], where: str) -> Iterator[Query]:
@@ -173,34 +133,22 @@ def read_parquet_queries(path: Path) -> Iterator[Query]:
             f"candidates; missing {', '.join(absent)}"
         )
     data = table.select(needed).to_pydict()
-    yield from _pair_rows_to_queries(zip(*(data[n] for n in needed)), str(path))
+    yield from _pair_rows_to_queries(zip(*(data[n] for n in needed), strict=True), str(path))
 
 
-def read_trec_run(path: Path) -> dict[str, list[tuple[str, float, int]]]:
-    """``qid Q0 docid rank score tag`` lines → per qid [(docid, score, rank)] in run order (rank, then score)."""
-    run: dict[str, list[tuple[str, float, int]]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise InputError(f"{path}:{line_number}: a TREC run line has 6 fields "
-                                 f"(qid Q0 docid rank score tag), found {len(parts)}")
-            try:
-                rank, score = int(parts[3]), float(parts[4])
-            except ValueError:
-                raise InputError(f"{path}:{line_number}: rank must be an integer and score a number") from None
-            run.setdefault(parts[0], []).append((parts[2], score, rank))
-    for hits in run.values():
-        hits.sort(key=lambda h: (h[2], -h[1]))
-    return run
+def read_trec_run(path: Path) -> dict[str, list[tuple[str, float]]]:
+    """A TREC run (eval.formats) as per-qid [(docid, score)], best first (score order, file order on ties)."""
+    from surerank.eval.formats import read_run
+
+    return {qid: sorted(docs.items(), key=lambda hit: -hit[1]) for qid, docs in read_run(path).items()}
 
 
-def _read_id_text_file(path: Path, wanted: set[str] | None, kind: str) -> dict[str, str]:
-    """TSV ``id<TAB>text`` (MS MARCO style) or JSONL with an id field and a text field (BEIR style)."""
-    id_keys = ("_id", "id", "docid", "qid")
-    text_keys = ("text", "contents", "query") if kind == "queries" else ("text", "contents")
+def read_passages(path: Path, wanted: set[str]) -> dict[str, str]:
+    """Texts of the ``wanted`` docids only, streaming the file (a whole MS MARCO collection need not fit).
+
+    TSV ``docid<TAB>text`` (MS MARCO ``collection.tsv``) or JSONL with ``id``/``docid``/``_id`` and
+    ``text``/``contents`` (a ``title`` field is prepended, BEIR style).
+    """
     out: dict[str, str] = {}
     jsonl = path.name.lower().endswith((".jsonl", ".ndjson"))
     with open(path, encoding="utf-8") as handle:
@@ -213,35 +161,36 @@ def _read_id_text_file(path: Path, wanted: set[str] | None, kind: str) -> dict[s
                     record = json.loads(line)
                 except json.JSONDecodeError as error:
                     raise InputError(f"{where}: not valid JSON ({error.msg})") from None
-                key = next((k for k in id_keys if k in record), None)
-                value = next((k for k in text_keys if k in record), None)
-                if key is None or value is None:
-                    raise InputError(f"{where}: {kind} line needs an id field ({'/'.join(id_keys)}) and a "
-                                     f"text field ({'/'.join(text_keys)})")
-                ident, text = str(record[key]), str(record[value])
+                key = next((k for k in ("id", "docid", "_id") if k in record), None)
+                text = record.get("text", record.get("contents"))
+                if key is None or not isinstance(text, str):
+                    raise InputError(f"{where}: a passage line needs an id (id/docid/_id) and a string "
+                                     "'text' (or 'contents')")
+                ident = str(record[key])
                 if record.get("title"):
                     text = f"{record['title']} {text}"
             else:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) < 2:
-                    raise InputError(f"{where}: {kind} TSV line needs 'id<TAB>text'")
-                ident, text = parts[0], " ".join(parts[1:])
-            if wanted is None or ident in wanted:
+                ident, sep, text = line.rstrip("\n").partition("\t")
+                if not sep:
+                    raise InputError(f"{where}: a passage TSV line is 'docid<TAB>text'")
+            if ident in wanted:
                 out[ident] = text
     return out
 
 
 def read_trec_queries(run_path: Path, passages: Path | None, queries: Path | None) -> Iterator[Query]:
     """A TREC run with its passage texts and query texts, each candidate list in run order."""
+    from surerank.eval.formats import read_query_texts
+
     if passages is None or queries is None:
         raise InputError(f"--input {run_path} is a TREC run: it needs --passages and --queries files")
     run = read_trec_run(run_path)
-    wanted = {docid for hits in run.values() for docid, _, _ in hits}
-    texts = _read_id_text_file(passages, wanted, "passages")
-    query_texts = _read_id_text_file(queries, set(run), "queries")
+    wanted = {docid for hits in run.values() for docid, _ in hits}
+    texts = read_passages(passages, wanted)
+    query_texts = {q.id: q.text for q in read_query_texts(queries)}
     missing_docs = sorted(wanted - texts.keys())
     if missing_docs:
-        raise InputError(f"{passages}: {len(missing_docs)} docids of the run {run_path} have no passage text, "
+        raise InputError(f"{passages}: {len(missing_docs)} docids of the run {run_path} have no text, "
                          f"e.g. {', '.join(missing_docs[:5])}")
     missing_queries = sorted(set(run) - query_texts.keys())
     if missing_queries:
@@ -253,7 +202,7 @@ def read_trec_queries(run_path: Path, passages: Path | None, queries: Path | Non
             candidates=tuple(
                 Candidate(id=docid, text=texts[docid], metadata={"first_stage_score": score,
                                                                  "first_stage_rank": rank})
-                for docid, score, rank in hits
+                for rank, (docid, score) in enumerate(hits, start=1)
             ),
             id=qid,
         )
@@ -309,7 +258,8 @@ def write_output(table: Any, path: Path, fmt: str, tag: str) -> None:
         elif fmt == "trec":
             data = table.select(["qid", "docid", "rank", "score"]).to_pydict()
             with open(tmp, "w", encoding="utf-8") as handle:
-                for qid, docid, rank, score in zip(data["qid"], data["docid"], data["rank"], data["score"]):
+                columns = (data["qid"], data["docid"], data["rank"], data["score"])
+                for qid, docid, rank, score in zip(*columns, strict=True):
                     handle.write(f"{qid} Q0 {docid} {rank} {score!r} {tag}\n")
         else:
             raise InputError(f"--output-format {fmt!r}: expected one of {', '.join(OUTPUT_FORMATS[1:])}")

@@ -168,6 +168,9 @@ def run_batch(
             on_shard_done(record)
 
     ranker = RankerConfig(config.ranker, config.ranker_options)
+    for shard_id, _ in [t for t in tables if t[1].num_rows == 0]:  # queries without candidates only
+        on_result(shard_id, result_schema(config.keep_text).empty_table())
+    tables = [t for t in tables if t[1].num_rows]
     try:
         if config.engine == "local":
             run_local(tables, ranker, config.keep_text, on_result)
@@ -207,7 +210,7 @@ def merge_shards(
     parts = [pq.read_table(work_dir / s.file) for s in manifest.shards]
     table = pa.concat_tables(parts).cast(result_schema(keep_text))
     seen: set[tuple[str, str]] = set()
-    for qid, docid in zip(table.column("qid").to_pylist(), table.column("docid").to_pylist()):
+    for qid, docid in zip(table.column("qid").to_pylist(), table.column("docid").to_pylist(), strict=True):
         if (qid, docid) in seen:
             raise SureRankError(f"merge: ({qid!r}, {docid!r}) appears twice across shards")
         seen.add((qid, docid))

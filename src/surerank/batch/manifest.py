@@ -91,7 +91,7 @@ class Manifest:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
-            raise InputError(f"{path}: unreadable manifest ({error}); pass --overwrite to start afresh") from None
+            raise InputError(f"{path}: unreadable manifest ({error}); pass --overwrite to restart") from None
         if raw.get("version") != MANIFEST_VERSION:
             raise InputError(f"{path}: manifest version {raw.get('version')} is not {MANIFEST_VERSION}; "
                              "pass --overwrite to start afresh")
