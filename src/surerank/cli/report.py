@@ -38,8 +38,9 @@ def register(subparsers: Any) -> None:
                     help="judgments of one dataset; repeatable (dl19 / dl20 alone: the shared qrels)")
     ev.add_argument("--run", action="append", default=[], metavar="DATASET:RANKER=PATH",
                     help="a TREC run file; repeatable")
-    ev.add_argument("--eval-json", action="append", default=[], type=Path, metavar="PATH",
-                    help="evaluation JSON (per-query values), e.g. from `surerank eval --json`")
+    ev.add_argument("--eval-json", action="append", default=[], metavar="[DATASET=]PATH",
+                    help="evaluation JSON with per-query values, e.g. from `surerank eval --json`; "
+                         "DATASET= names the dataset (default: from the qrels file name)")
     ev.add_argument("--baseline", help="ranker the significance marks compare against")
     ev.add_argument("--rel-level", type=int, default=2, help="lowest relevant grade for binary measures")
     other = parser.add_argument_group("other sections (each optional, each repeatable)")
@@ -96,10 +97,13 @@ def run(args: argparse.Namespace) -> int:
         sources += qrels_sources + [str(s.path) for s in specs]
     elif args.qrels:
         raise InputError("--qrels given without any --run")
-    for path in args.eval_json:
-        for dataset, rankers in evaluation_from_json(load_json(path), str(path)).items():
+    for spec in args.eval_json:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = "", spec
+        for dataset, rankers in evaluation_from_json(load_json(path), path, dataset=name or None).items():
             evaluation.setdefault(dataset, {}).update(rankers)
-        sources.append(str(path))
+        sources.append(path)
     trust = [(path.stem, load_json(path)) for path in args.trust]
     robustness = [load_json(path) for path in args.robustness]
     throughput = [(path.stem, load_json(path)) for path in args.throughput]

@@ -79,6 +79,7 @@ def register(subparsers: Any) -> None:
                         help="position check: one relevant among N-1 judged non-relevant passages")
     checks.add_argument("--typo-kinds", type=name_list, default=TYPO_KINDS,
                         help=f"comma-separated subset of {','.join(TYPO_KINDS)}")
+    checks.add_argument("--typo-depth", type=int, help="typo check: rerank the top N (default: --depth)")
     checks.add_argument("--typo-seeds", type=int_list, default=(0, 1, 2), help="comma-separated seeds")
     checks.add_argument("--depths", type=int_list, default=(10, 20, 50, 100),
                         help="depth check: comma-separated reranking depths")
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = RobustnessConfig(
         checks=tuple(args.checks), depth=args.depth, shuffles=args.shuffles, order_depth=args.order_depth,
+        typo_depth=args.typo_depth,
         position_list_size=args.list_size, typo_kinds=tuple(args.typo_kinds),
         typo_seeds=tuple(args.typo_seeds), depths=tuple(args.depths), rel_level=args.rel_level,
         seed=args.seed, max_queries=args.max_queries,

@@ -91,10 +91,24 @@ def evaluate_runs(runs: Sequence[RunSpec], qrels: Mapping[str, Mapping[str, Mapp
     return evaluation
 
 
-def evaluation_from_json(data: Any, source: str = "") -> Evaluation:
-    """Read evaluation JSON: ``{dataset: {ranker: {aggregate, per_query}}}``, a list of such records
-    with ``dataset``/``ranker`` (or ``run``) fields, or one record."""
+def _dataset_label(qrels_path: Any) -> str:
+    """``…/qrels.dl19-passage.txt`` → ``dl19-passage``: a readable dataset name from a qrels path."""
+    if not qrels_path:
+        return "default"
+    name = Path(str(qrels_path)).name
+    name = name.removeprefix("qrels.").removeprefix("qrels-")
+    return Path(name).stem if "." in name else name
+
+
+def evaluation_from_json(data: Any, source: str = "", dataset: str | None = None) -> Evaluation:
+    """Read evaluation JSON: what ``surerank eval --json`` writes (``{"qrels", "runs": {path: record}}``),
+    ``{dataset: {ranker: {aggregate, per_query}}}``, a list of records with ``dataset``/``ranker`` (or
+    ``run``) fields, or one record.  ``dataset`` overrides the name taken from the file."""
     records: list[Mapping[str, Any]] = []
+    if isinstance(data, Mapping) and isinstance(data.get("runs"), Mapping):
+        label = dataset or _dataset_label(data.get("qrels"))
+        return {label: {Path(str(run)).stem or str(run): _eval_record(record, f"{source}[runs][{run}]")
+                        for run, record in data["runs"].items()}}
     if isinstance(data, Mapping) and ("per_query" in data or "aggregate" in data):
         records = [data]
     elif isinstance(data, Mapping) and isinstance(data.get("runs"), list):
@@ -114,10 +128,10 @@ def evaluation_from_json(data: Any, source: str = "") -> Evaluation:
     for i, record in enumerate(records):
         if not isinstance(record, Mapping):
             raise InputError(f"{source}: record {i} is not an object")
-        dataset = str(record.get("dataset") or "default")
+        dataset_name = dataset or str(record.get("dataset") or "default")
         fallback = Path(str(record.get("run", f"run{i}"))).stem
         ranker = str(record.get("ranker") or record.get("name") or fallback)
-        out.setdefault(dataset, {})[ranker] = _eval_record(record, f"{source}[{i}]")
+        out.setdefault(dataset_name, {})[ranker] = _eval_record(record, f"{source}[{i}]")
     return out
 
 

@@ -168,6 +168,7 @@ class RobustnessConfig:
     depth: int | None = None  # rerank only the first-stage top ``depth`` in the clean/typo/trap runs
     shuffles: int = 5
     order_depth: int | None = None  # candidates per list in the order check (default: ``depth``)
+    typo_depth: int | None = None  # first-stage top N reranked in the typo check (default: ``depth``)
     position_list_size: int = 10
     typo_kinds: tuple[str, ...] = TYPO_KINDS
     typo_seeds: tuple[int, ...] = (0, 1, 2)
@@ -185,7 +186,7 @@ class RobustnessConfig:
             raise InputError(
                 f"typo_kinds: unknown {', '.join(bad_kinds)}; choose from {', '.join(TYPO_KINDS)}"
             )
-        for name in ("depth", "order_depth", "max_queries"):
+        for name in ("depth", "order_depth", "typo_depth", "max_queries"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"{name} must be at least 1, got {value}")
@@ -370,8 +371,16 @@ def position_check(ranker: Any, queries: list[Query], qrels: Qrels, config: Robu
 
 def typo_check(ranker: Any, queries: list[Query], qrels: Qrels, clean: Mapping[str, float],
                config: RobustnessConfig, progress: Callable[[str], None]) -> dict[str, Any]:
-    """nDCG@10 after one typo in one content word, per typo kind, averaged over seeds."""
+    """nDCG@10 after one typo in one content word, per typo kind, averaged over seeds.
+
+    ``clean`` is the ranker's nDCG@10 at ``config.depth``; at another ``typo_depth`` the clean
+    reference is rerun at that depth, so a delta only ever compares equal depths.
+    """
     timer = _Timer()
+    depth = config.typo_depth or config.depth
+    if depth != config.depth:
+        clean = ndcg_per_query(_run_at_depth(ranker, queries, depth, progress, suffix="#typo-clean"), qrels,
+                               config.rel_level)
     kinds: dict[str, Any] = {}
     examples = []
     for kind in config.typo_kinds:
@@ -394,7 +403,7 @@ def typo_check(ranker: Any, queries: list[Query], qrels: Qrels, clean: Mapping[s
                                      "typo": typo.text})
             if not chosen:
                 continue
-            run = _run_at_depth(ranker, chosen, config.depth, progress, texts=texts, suffix=f"#typo-{kind}")
+            run = _run_at_depth(ranker, chosen, depth, progress, texts=texts, suffix=f"#typo-{kind}")
             scores = ndcg_per_query(run, qrels, config.rel_level)
             deltas = {qid: scores[qid] - clean[qid] for qid in scores}
             for qid, d in deltas.items():
@@ -416,7 +425,7 @@ def typo_check(ranker: Any, queries: list[Query], qrels: Qrels, clean: Mapping[s
             "per_seed": per_seed,
         }
     all_deltas = [k["delta"] for k in kinds.values() if k["delta"] is not None]
-    return {"seeds": list(config.typo_seeds), "kinds": kinds, "delta_mean": _mean(all_deltas),
+    return {"seeds": list(config.typo_seeds), "depth": depth, "kinds": kinds, "delta_mean": _mean(all_deltas),
             "examples": examples, "seconds": timer.seconds()}
 
 
