@@ -1,0 +1,165 @@
+"""In-process GGUF models through llama-cpp-python (the ``llama-cpp`` extra), imported lazily.
+
+First-token log-probabilities come straight from the logits after the prompt (no ``logits_all`` matrix),
+query likelihood from token-by-token evaluation of the query after the passage prefix, and text from greedy
+decoding.  The prompt is formatted with the model's own chat template (from the GGUF metadata) or, for
+models without one, a plain ``User:/Assistant:`` layout.  A prompt longer than the context is an error
+reported on that call, never silently cut.  One model, one lock: calls are serialised.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surerank.errors import InputError, MissingDependencyError
+from surerank.llm.backend import LLMBackend
+from surerank.llm.cache import JudgmentCache
+from surerank.llm.types import LLMRequest, LLMResponse
+
+logger = logging.getLogger(__name__)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    x = x - x.max()
+    return x - math.log(float(np.exp(x).sum()))
+
+
+class LlamaCppBackend(LLMBackend):
+    name = "llama-cpp"
+
+    def __init__(self, model_path: str | os.PathLike[str], n_ctx: int = 4096, n_threads: int | None = None,
+                 n_batch: int = 512, cache: JudgmentCache | str | None = None, seed: int = 0,
+                 chat_template: str | None = "auto", model: str | None = None) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise InputError(f"model_path: no GGUF file at {str(path)!r}")
+        super().__init__(model=model or path.name, concurrency=1, cache=cache)
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise MissingDependencyError.for_extra("llama-cpp-python", "llama-cpp",
+                                                   "the llama-cpp backend") from exc
+        self._lib = llama_cpp
+        self.model_path = str(path)
+        self.n_ctx = int(n_ctx)
+        self._llm = llama_cpp.Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_batch=n_batch,
+                                    n_threads=n_threads, logits_all=False, seed=seed, verbose=False)
+        self._lock = threading.Lock()
+        self._formatter = None
+        template = self._llm.metadata.get("tokenizer.chat_template") if chat_template == "auto" else chat_template
+        if template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._formatter = Jinja2ChatFormatter(template=template, eos_token=self._token_text(self._llm.token_eos()),
+                                                  bos_token=self._token_text(self._llm.token_bos()))
+        self._label_ids: dict[str, list[int]] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "model_path": self.model_path, "n_ctx": self.n_ctx,
+                "chat_template": self._formatter is not None}
+
+    # --- helpers -------------------------------------------------------------------------------------
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def format(self, request: LLMRequest) -> tuple[str, list[str]]:
+        """The prompt string the model sees and its stop strings."""
+        if request.prompt is not None:
+            return request.prompt, list(request.stop)
+        messages = request.message_dicts()
+        if self._formatter is not None:
+            formatted = self._formatter(messages=messages)
+            stop = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
+            return formatted.prompt, [*stop, *request.stop]
+        text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
+        return text, ["\nUser:", *request.stop]
+
+    def _tokens(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def _eval_last_logits(self, tokens: list[int]) -> np.ndarray:
+        """Evaluate ``tokens`` (reusing the cached common prefix) and return the last position's logits."""
+        llm = self._llm
+        cached = llm._input_ids.tolist()
+        common = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(tokens) - 1)  # always evaluate at least one token to get fresh logits
+        llm.n_tokens = common
+        llm.eval(tokens[common:])
+        pointer = self._lib.llama_get_logits_ith(llm.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).copy()
+
+    def _label_token_ids(self, label: str) -> list[int]:
+        if label not in self._label_ids:
+            ids = set()
+            plain = self._llm.tokenize(label.encode(), add_bos=False, special=False)
+            if plain:
+                ids.add(plain[0])
+            spaced = self._llm.tokenize((" " + label).encode(), add_bos=False, special=False)
+            if len(spaced) == 1:
+                ids.add(spaced[0])
+            self._label_ids[label] = sorted(ids)
+        return self._label_ids[label]
+
+    # --- backend contract ----------------------------------------------------------------------------
+    def _generate_one(self, request: LLMRequest) -> LLMResponse:
+        prompt, stop = self.format(request)
+        with self._lock:
+            tokens = self._tokens(prompt)
+            budget = self.n_ctx - max(1, request.max_tokens)
+            if len(tokens) > budget:
+                return LLMResponse(error=f"prompt of {len(tokens)} tokens does not fit n_ctx={self.n_ctx} with "
+                                         f"max_tokens={request.max_tokens}; raise n_ctx or lower max_words",
+                                   prompt_tokens=0)
+            if request.labels:
+                logprobs = _log_softmax(self._eval_last_logits(tokens))
+                first: dict[str, float] = {}
+                for label in request.labels:
+                    ids = self._label_token_ids(label)
+                    if ids:
+                        first[label] = float(np.logaddexp.reduce(logprobs[ids]))
+                best = max(first, key=first.__getitem__) if first else ""
+                # the label the model puts most mass on stands in for its (one-token) answer
+                return LLMResponse(text=best, raw_text=best, prompt_tokens=len(tokens), completion_tokens=1,
+                                   first_token_logprobs=first, info={"text_from": "labels"})
+            out = self._llm.create_completion(prompt=tokens, max_tokens=request.max_tokens,
+                                              temperature=request.temperature, top_k=1 if request.temperature == 0
+                                              else 40, stop=stop or None)
+        text = out["choices"][0]["text"]
+        usage = out.get("usage") or {}
+        return LLMResponse(text=text, raw_text=text, prompt_tokens=int(usage.get("prompt_tokens", len(tokens))),
+                           completion_tokens=int(usage.get("completion_tokens", 0)))
+
+    def _continuation_logprob(self, prefix: str, continuation: str) -> LLMResponse:
+        with self._lock:
+            prefix_tokens = self._tokens(prefix)
+            full = self._tokens(prefix + continuation)
+            if len(full) > self.n_ctx:
+                return LLMResponse(error=f"{len(full)} tokens do not fit n_ctx={self.n_ctx}")
+            k = 0
+            while k < min(len(prefix_tokens), len(full)) and prefix_tokens[k] == full[k]:
+                k += 1
+            k = max(1, k)
+            total = 0.0
+            logits = self._eval_last_logits(full[:k])
+            for position in range(k, len(full)):
+                token = full[position]
+                total += float(_log_softmax(logits)[token])
+                if position + 1 < len(full):
+                    self._llm.eval([token])
+                    pointer = self._lib.llama_get_logits_ith(self._llm.ctx, -1)
+                    logits = np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),)).copy()
+        return LLMResponse(prompt_tokens=len(full), info={"logprob": total, "tokens": len(full) - k})

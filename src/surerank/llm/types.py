@@ -1,0 +1,71 @@
+"""Requests to and answers from an LLM backend, independent of the wire protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One model call: a chat (``messages``) or a raw completion (``prompt``)."""
+
+    messages: tuple[tuple[str, str], ...] = ()
+    prompt: str | None = None
+    max_tokens: int = 128
+    temperature: float = 0.0
+    top_logprobs: int = 0
+    stop: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    """Candidate first tokens (``Yes``/``No``, ``A``/``B``, ids) whose log-probabilities the caller wants."""
+
+    @classmethod
+    def chat(cls, user: str, system: str | None = None, **kwargs: Any) -> LLMRequest:
+        messages = ((("system", system),) if system else ()) + (("user", user),)
+        return cls(messages=messages, **kwargs)
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+    def text(self) -> str:
+        """All the prompt text, for token estimates and judges."""
+        if self.prompt is not None:
+            return self.prompt
+        return "\n".join(content for _, content in self.messages)
+
+    def estimated_prompt_tokens(self) -> int:
+        """A tokenizer-free estimate (about 4 characters a token) for budgets and dry runs."""
+        return max(1, len(self.text()) // 4 + 4 * len(self.messages))
+
+    def cache_key(self, model: str, extra: dict[str, Any] | None = None) -> str:
+        payload = {"model": model, **asdict(self), "extra": extra or {}}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class LLMResponse:
+    """What came back: text with reasoning stripped, token counts, first-token log-probabilities."""
+
+    text: str = ""
+    raw_text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_logprobs: dict[str, float] | None = None
+    error: str | None = None
+    cached: bool = False
+    latency_s: float = 0.0
+    attempts: int = 1
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in ("cached", "latency_s", "attempts")}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LLMResponse:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})

@@ -1,0 +1,107 @@
+"""JointRank: rank overlapping blocks in parallel, then aggregate the implied pairwise wins.
+
+The design puts every item in ``replicas`` blocks of about ``block_size`` items (one shuffled partition of
+the list per replica), re-drawn until the co-occurrence graph is connected so that one global order is
+identifiable.  All blocks go out in ONE round (listwise text answers or FIRST-style logits), so latency is
+one call deep however long the list; :mod:`surerank.aggregate` turns the block rankings into the order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from surerank.aggregate import AGGREGATORS, aggregate, rankings_to_wins
+from surerank.errors import InputError
+from surerank.llm import Session
+from surerank.llm.session import BudgetExhaustedError
+from surerank.rankers.llm_base import LLMRanker
+from surerank.rankers.llm_listwise import rank_windows
+from surerank.types import Query
+
+
+def _connected(n: int, blocks: list[list[int]]) -> bool:
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for block in blocks:
+        for item in block[1:]:
+            parent[find(item)] = find(block[0])
+    return len({find(i) for i in range(n)}) == 1
+
+
+def block_design(n: int, block_size: int, replicas: int, seed: int = 0, max_tries: int = 50) -> list[list[int]]:
+    """``replicas`` shuffled partitions of ``range(n)`` into near-equal blocks of at most ``block_size``.
+
+    The first replica keeps the input order (the first stage's ranking is informative: its top items
+    meet each other), the others are random; redrawn until connected.  Every item is in exactly
+    ``replicas`` blocks.
+    """
+    if block_size < 2:
+        raise InputError(f"block_size: must be >= 2, got {block_size}")
+    if replicas < 1:
+        raise InputError(f"replicas: must be >= 1, got {replicas}")
+    if n <= block_size:
+        return [list(range(n))]
+    n_blocks = -(-n // block_size)
+    rng = np.random.default_rng(seed)
+    blocks: list[list[int]] = []
+    for _ in range(max_tries):
+        blocks = []
+        for r in range(replicas):
+            perm = np.arange(n) if r == 0 else rng.permutation(n)
+            blocks.extend([int(i) for i in part] for part in np.array_split(perm, n_blocks))
+        if replicas == 1 or _connected(n, blocks):
+            return blocks
+    return blocks
+
+
+class JointRankLLMRanker(LLMRanker):
+    """Options: ``block_size``, ``replicas`` (r: blocks per item), ``aggregation`` (pagerank by default),
+    ``first_token`` (rank blocks by first-identifier logits, FIRST-style, instead of generated permutations)."""
+
+    name: ClassVar[str] = "llm-jointrank"
+
+    def __init__(self, backend: Any = "openai", *, block_size: int = 20, replicas: int = 2,
+                 aggregation: str = "pagerank", first_token: bool = False, max_new_tokens: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(backend, **kwargs)
+        if aggregation not in AGGREGATORS:
+            raise InputError(f"aggregation: expected one of {', '.join(AGGREGATORS)}, got {aggregation!r}")
+        if first_token and block_size > 20:
+            raise InputError(f"block_size: FIRST-style blocks read top-20 logprobs; {block_size} > 20")
+        block_design(block_size + 1, block_size, replicas)  # validates
+        self.block_size, self.replicas = block_size, replicas
+        self.aggregation, self.first_token = aggregation, first_token
+        self.max_new_tokens = max_new_tokens
+
+    def options(self) -> dict[str, Any]:
+        return {"block_size": self.block_size, "replicas": self.replicas, "aggregation": self.aggregation,
+                "first_token": self.first_token}
+
+    def _rank_one(self, query: Query, passages: list[str], session: Session):
+        n = len(passages)
+        blocks = block_design(n, self.block_size, self.replicas, seed=self.seed)
+        if session.budget.max_calls is not None:
+            left = max(0, session.budget.max_calls - session.cost.calls)
+            if left < len(blocks):  # rank the blocks that fit; the aggregation still orders every item seen
+                session.budget_exhausted = True
+                blocks = blocks[:left]
+        if not blocks:
+            return list(range(n)), None, {"blocks": 0}
+        try:
+            rankings = rank_windows(session, query, passages, blocks, first=self.first_token,
+                                    max_new_tokens=self.max_new_tokens)
+        except BudgetExhaustedError:
+            return list(range(n)), None, {"blocks": 0}
+        if len(blocks) == 1:
+            return rankings[0], None, {"blocks": 1}
+        w = rankings_to_wins(n, rankings)
+        order, scores = aggregate(w, self.aggregation, seed=self.seed)
+        return order, scores, {"blocks": len(blocks)}

@@ -1,0 +1,111 @@
+"""Pointwise LLM rankers: a yes/no relevance logit or a fine-grained 0..k grade per passage, and query
+likelihood (UPR: log P(query | passage)).  Every passage is judged independently, so one round per query."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from surerank.errors import InputError
+from surerank.llm import LLMRequest, Session
+from surerank.llm import prompts as tpl
+from surerank.llm.parse import parse_grade, parse_yes_no
+from surerank.llm.session import BudgetExhaustedError
+from surerank.rankers.llm_base import LLMRanker, label_scores
+from surerank.types import Query
+
+
+class PointwiseLLMRanker(LLMRanker):
+    """Score = log P(Yes) - log P(No) of the first answer token (``scale=None``), or the expected grade
+    over the first-token distribution of ``0..scale`` (fine-grained relevance labels).
+
+    Without log-probabilities the parsed answer is used (yes = 1, no = -1; the grade itself), and an
+    unreadable answer scores 0 (yes/no) or ``scale / 2``, counted in ``info['fallbacks']``.
+    Candidates beyond the call budget are left unscored below the scored ones, in input order.
+    """
+
+    name: ClassVar[str] = "llm-pointwise"
+
+    def __init__(self, backend: Any = "openai", *, scale: int | None = None, max_new_tokens: int = 4,
+                 **kwargs: Any) -> None:
+        super().__init__(backend, **kwargs)
+        if scale is not None and not 1 <= scale <= 9:
+            raise InputError(f"scale: fine-grained grades run 0..scale with 1 <= scale <= 9, got {scale}")
+        self.scale = scale
+        self.max_new_tokens = max_new_tokens
+
+    def options(self) -> dict[str, Any]:
+        return {"scale": self.scale}
+
+    def _rank_one(self, query: Query, passages: list[str], session: Session):
+        if self.scale is None:
+            labels: tuple[str, ...] = ("Yes", "No")
+            prompts = [tpl.pointwise_yes_no(query.text, p) for p in passages]
+        else:
+            labels = tuple(str(g) for g in range(self.scale + 1))
+            prompts = [tpl.pointwise_grade(query.text, p, self.scale) for p in passages]
+        requests = [LLMRequest.chat(p, system=tpl.SYSTEM, max_tokens=self.max_new_tokens, top_logprobs=20,
+                                    labels=labels) for p in prompts]
+        try:
+            responses = session.run(requests, partial=True)
+        except BudgetExhaustedError:
+            responses = []
+        n = len(passages)
+        floor = -1e9
+        scores = np.full(n, floor)
+        for i, response in enumerate(responses):
+            lp = label_scores(response.first_token_logprobs, labels)
+            if lp is not None:
+                if self.scale is None:
+                    scores[i] = lp[0] - lp[1]
+                else:
+                    probs = np.exp(lp - lp.max())
+                    scores[i] = float(probs @ np.arange(len(labels)) / probs.sum())
+                continue
+            if self.scale is None:
+                verdict = parse_yes_no(response.text)
+                scores[i] = {1.0: 1.0, 0.0: -1.0, None: 0.0}[verdict]
+            else:
+                grade = parse_grade(response.text, self.scale)
+                scores[i] = self.scale / 2 if grade is None else grade
+                verdict = grade
+            if verdict is None:
+                session.fallbacks += 1
+        unscored = n - len(responses)
+        if unscored:
+            # below every scored passage, in input order
+            low = (scores[: len(responses)].min() if responses else 0.0) - 1.0
+            scores[len(responses):] = low - np.arange(unscored) * 1e-6
+        order = [int(i) for i in np.argsort(-scores, kind="stable")]
+        return order, scores, {"unscored": unscored}
+
+
+class QueryLikelihoodRanker(LLMRanker):
+    """UPR: score = log P(query | passage) under the model, from echoed prompt log-probabilities
+    (``/v1/completions`` with ``echo``) or in-process logits.  Needs a backend that scores continuations."""
+
+    name: ClassVar[str] = "llm-query-likelihood"
+
+    def _rank_one(self, query: Query, passages: list[str], session: Session):
+        pairs = []
+        for passage in passages:
+            prefix, template = tpl.query_likelihood(passage)
+            pairs.append((prefix, template.format(query=tpl.one_line(query.text))))
+        try:
+            responses = session.score_continuations(pairs)
+        except BudgetExhaustedError:
+            responses = []
+        n = len(passages)
+        scores = np.full(n, -1e9)
+        for i, response in enumerate(responses):
+            if response.ok and "logprob" in response.info:
+                scores[i] = float(response.info["logprob"])
+            else:
+                session.fallbacks += 1
+        unscored = n - len(responses)
+        if unscored:
+            low = (scores[: len(responses)].min() if responses else 0.0) - 1.0
+            scores[len(responses):] = low - np.arange(unscored) * 1e-6
+        order = [int(i) for i in np.argsort(-scores, kind="stable")]
+        return order, scores, {"unscored": unscored}
