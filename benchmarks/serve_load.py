@@ -1,0 +1,226 @@
+"""Load test of `surerank serve` on loopback, beside the offline engine on the same work.
+
+1. Offline anchor: ``ranker.rank_many`` over every request's (query, documents) in one process.
+2. Bounded load: the same requests over HTTP (/v2/rerank) from ``--concurrency`` clients; throughput, the
+   ratio to the offline figure (goal >= 0.8), p50/p99 latency, errors (goal: none), and every answer
+   checked against the offline scores.
+3. Overload: a server with a small queue, hit by many more clients than it can hold, with no retries;
+   it must shed with 429/503 + Retry-After, answer every accepted request correctly, and then recover.
+
+Requests are DL19+DL20 queries with ``--docs`` of their BM25 top-100 passages (cycled to reach
+``--requests``).  Example (the issue's shape; scale ``--requests`` down on a small shared machine)::
+
+    python benchmarks/serve_load.py --requests 2000 --concurrency 32 --docs 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SURERANK_DATA", ROOT.parent / "shared" / "data")) / "trec-dl"
+
+
+def workload(n_requests: int, n_docs: int) -> list[tuple[str, list[str]]]:
+    topics = []
+    for name in ("dl19-bm25-top100.json", "dl20-bm25-top100.json"):
+        topics += json.loads((DATA / name).read_text())
+    requests = []
+    for i in range(n_requests):
+        topic = topics[i % len(topics)]
+        hits = [h["content"] for h in topic["hits"]]
+        start = (i // len(topics)) * n_docs % max(1, len(hits) - n_docs + 1)
+        requests.append((topic["query"], hits[start:start + n_docs]))
+    return requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(ranker: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    probe = subprocess.run([sys.executable, "-c", "import surerank.cli as c; c.build_parser()"], env=env,
+                           capture_output=True)
+    cli = ["-m", "surerank.cli", "serve"] if probe.returncode == 0 else ["-m", "surerank.cli.serve"]
+    process = subprocess.Popen([sys.executable, *cli, "--model", f"bench={ranker}", "--port", str(port),
+                                *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited: {process.stderr.read().decode()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("server not ready within 300 s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def check(result: dict, expected: np.ndarray, tolerance: float) -> str | None:
+    """None when the answer ranks every document once, best first, with the offline scores."""
+    indices = [r["index"] for r in result["results"]]
+    scores = np.array([r["relevance_score"] for r in result["results"]])
+    if sorted(indices) != list(range(expected.size)):
+        return "not a permutation of the documents"
+    if np.any(np.diff(scores) > 1e-9):
+        return "not sorted best first"
+    worst = float(np.max(np.abs(scores - expected[indices]))) if indices else 0.0
+    return None if worst <= tolerance else f"score differs from offline by {worst:.2e}"
+
+
+async def drive(url: str, requests: list[tuple[str, list[str]]], expected: list[np.ndarray],
+                concurrency: int, tolerance: float) -> dict:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    wrong: list[str] = []
+    retry_after: list[int] = []
+    cursor = iter(range(len(requests)))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        async def worker() -> None:
+            for i in cursor:
+                query, docs = requests[i]
+                start = time.perf_counter()
+                try:
+                    response = await client.post("/v2/rerank", json={"model": "bench", "query": query,
+                                                                     "documents": docs})
+                except httpx.TransportError as error:
+                    statuses[-1] = statuses.get(-1, 0) + 1
+                    wrong.append(f"request {i}: {type(error).__name__}")
+                    continue
+                elapsed = time.perf_counter() - start
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code == 200:
+                    latencies.append(elapsed)
+                    problem = check(response.json(), expected[i], tolerance)
+                    if problem:
+                        wrong.append(f"request {i}: {problem}")
+                elif response.status_code in (429, 503):
+                    retry_after.append(int(response.headers.get("retry-after", "-1")))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return {"wall": wall, "latencies": latencies, "statuses": statuses, "wrong": wrong,
+            "retry_after": retry_after}
+
+
+def batch_stats(url: str) -> tuple[float, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name in ("surerank_batch_requests_sum", "surerank_batch_requests_count"):
+                values[sample.name] = sample.value
+    count = values.get("surerank_batch_requests_count", 0.0)
+    return count, values.get("surerank_batch_requests_sum", 0.0) / count if count else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ranker", default="embedding")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--docs", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest score difference to offline")
+    parser.add_argument("--overload-requests", type=int, default=96)
+    parser.add_argument("--overload-concurrency", type=int, default=64)
+    parser.add_argument("--overload-queue", type=int, default=4)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    import surerank
+    from surerank.types import Query
+
+    requests = workload(args.requests, args.docs)
+    queries = [Query.from_texts(q, docs, id=str(i)) for i, (q, docs) in enumerate(requests)]
+    print(f"workload: {len(requests)} requests x {args.docs} documents (DL19+DL20 BM25 top-100 passages), "
+          f"ranker {args.ranker}, {os.cpu_count()} CPUs")
+
+    ranker = surerank.Reranker(args.ranker)
+    ranker.rank_many(queries[:1])  # warm up
+    start = time.perf_counter()
+    offline = ranker.rank_many(queries)
+    offline_s = time.perf_counter() - start
+    expected = []
+    for ranked in offline:
+        scores = np.zeros(len(ranked.items))
+        for item in ranked.items:
+            scores[item.index] = item.score
+        expected.append(scores)
+    del ranker
+    offline_rps = len(requests) / offline_s
+    print(f"offline  rank_many: {offline_s:8.1f} s  {offline_rps:8.2f} requests/s  "
+          f"{offline_rps * args.docs:8.1f} documents/s")
+
+    # -- bounded load ---------------------------------------------------------------------------------
+    process, url = start_server(args.ranker, "--max-queue", str(max(256, args.concurrency * 2)))
+    try:
+        run = asyncio.run(drive(url, requests, expected, args.concurrency, args.tolerance))
+        batches, per_batch = batch_stats(url)
+    finally:
+        stop_server(process)
+    lat = np.array(run["latencies"])
+    served_rps = len(lat) / run["wall"]
+    errors = sum(n for s, n in run["statuses"].items() if s != 200)
+    print(f"served   /v2/rerank: {run['wall']:8.1f} s  {served_rps:8.2f} requests/s  "
+          f"{served_rps * args.docs:8.1f} documents/s  ({args.concurrency} concurrent clients, loopback)")
+    print(f"ratio served/offline: {served_rps / offline_rps:.3f}  (goal >= 0.80)")
+    if lat.size:
+        print(f"latency p50 {np.percentile(lat, 50):.2f} s  p99 {np.percentile(lat, 99):.2f} s  "
+              f"max {lat.max():.2f} s")
+    print(f"model batches: {batches:.0f}, {per_batch:.1f} requests per batch on average")
+    print(f"errors: {errors}  wrong answers: {len(run['wrong'])}  statuses: {run['statuses']}")
+    for line in run["wrong"][:5]:
+        print("  ", line)
+
+    # -- overload -------------------------------------------------------------------------------------
+    n = min(args.overload_requests, len(requests))
+    process, url = start_server(args.ranker, "--max-queue", str(args.overload_queue), "--max-batch-tokens", "8192")
+    try:
+        burst = asyncio.run(drive(url, requests[:n], expected[:n], args.overload_concurrency, args.tolerance))
+        shed = sum(burst["statuses"].get(s, 0) for s in (429, 503))
+        accepted = burst["statuses"].get(200, 0)
+        other = {s: c for s, c in burst["statuses"].items() if s not in (200, 429, 503)}
+        by_status = {s: burst["statuses"].get(s, 0) for s in (429, 503)}
+        print(f"overload: {n} requests from {args.overload_concurrency} clients, queue {args.overload_queue}, "
+              f"no retries: {accepted} answered, {shed} shed {by_status}, "
+              f"other {other}, wrong answers {len(burst['wrong'])}, "
+              f"Retry-After seen {sorted(set(burst['retry_after']))[:6]}")
+        recovery = asyncio.run(drive(url, requests[:8], expected[:8], 1, args.tolerance))
+        print(f"recovery: 8 sequential requests after the burst: statuses {recovery['statuses']}, "
+              f"wrong answers {len(recovery['wrong'])}")
+    finally:
+        stop_server(process)
+
+
+if __name__ == "__main__":
+    main()
