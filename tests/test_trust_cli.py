@@ -72,6 +72,13 @@ def test_calibrate_from_a_run_file_then_apply_and_score(tmp_path, capsys):
         cli_options.apply(args, lists, {"ranker": "bm25", "k1": 0.9})
 
 
+def test_cli_option_names_agree_with_the_library():
+    from surerank.trust import abstention, cutoffs
+
+    assert cli_options.REFERENCE_FREE == abstention.REFERENCE_FREE
+    assert cli_options.ADAPTIVE == cutoffs.METHODS
+
+
 def test_adaptive_and_abstain_options_without_artifact():
     lists = first_stage_lists(19, 5)
     args = argparse.Namespace(trust=None, cutoff="zscore:1.5", k_min=2, k_max=30, abstain="gap:0.5")
@@ -117,3 +124,44 @@ def test_calibrate_with_the_real_embedding_ranker(tmp_path):
     assert ranked.ids == ids and ranked.scores == scores
     probs = [i.probability for i in ranked]
     assert np.all(np.diff(probs) <= 1e-12)  # monotone in the score, so non-increasing down the list
+
+
+def test_rerank_with_trust_then_eval_reports_it(tmp_path, capsys):
+    """The real command line: calibrate (bm25 over a DL20 slice) → rerank --trust → eval of the JSONL."""
+    from surerank.cli import main
+    from surerank.eval.formats import read_rankgpt_json
+
+    def slice_file(year: int, n: int) -> Path:
+        rows = [{"qid": q.id, "query": q.text, "candidates": [{"id": c.id, "text": c.text}
+                                                               for c in q.candidates[:30]]}
+                for q in read_rankgpt_json(DATA / f"dl{year}-bm25-top100.json")[:n]]
+        path = tmp_path / f"dl{year}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+
+    artifact = tmp_path / "bm25.trust.json"
+    assert main(["calibrate", "--input", str(slice_file(20, 20)), "--ranker", "bm25",
+                 "--qrels", str(DATA / "qrels.dl20-passage.txt"), "--abstain", "max",
+                 "--cutoff-alpha", "0.3", "--output", str(artifact)]) == 0
+    out = tmp_path / "dl19.bm25.jsonl"
+    assert main(["rerank", "--input", str(slice_file(19, 8)), "--ranker", "bm25", "--trust", str(artifact),
+                 "--output", str(out)]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all("probability" in c and "keep" in c for r in lines for c in r["candidates"])
+    assert all(r["abstain"] in (True, False) for r in lines)
+    report = tmp_path / "eval.json"
+    qids = {r["qid"] for r in lines}  # judgments of the slice only (eval.metrics wants run ⊇ qrels)
+    qrels = tmp_path / "slice.qrels"
+    qrels.write_text("".join(x + "\n" for x in (DATA / "qrels.dl19-passage.txt").read_text().splitlines()
+                             if x.split()[0] in qids))
+    capsys.readouterr()
+    assert main(["eval", "--run", str(out), "--qrels", str(qrels), "--json", str(report)]) == 0
+    printed = capsys.readouterr()
+    assert "ECE(15 bins)" in printed.out + printed.err
+    trust = json.loads(report.read_text())["runs"][str(out)]["trust"]
+    assert set(trust) >= {"calibration", "cutoff", "abstention"}
+    # an artifact fitted for other ranker options is refused by rerank, with a clear message
+    code = main(["rerank", "--input", str(slice_file(19, 2)), "--ranker", "bm25", "--option", "k1=0.5",
+                 "--trust", str(artifact), "--output", str(tmp_path / "x.jsonl")])
+    assert code == 2
+    assert "another ranker configuration" in capsys.readouterr().err

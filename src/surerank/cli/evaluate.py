@@ -10,6 +10,7 @@ from surerank.cli._common import echo, read_scored
 from surerank.errors import InputError
 from surerank.eval.formats import read_qrels
 from surerank.eval.metrics import DEFAULT_MEASURES, evaluate, paired_test
+from surerank.trust.cli_options import trust_summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
                 echo(f"  {qid:<{label - 2}}" + "".join(f"{values[m]:>11.4f} " for m in measures))
     if base is not None:
         echo(f"* p < 0.05, paired {args.test} against {Path(args.baseline).name}")
+    for name in names:  # ECE/Brier, keep flags, abstention of JSONL runs that carry them
+        if (trust := trust_summary(name, qrels, args.rel_level, echo)) is not None:
+            report[name]["trust"] = trust
     if args.json:
         Path(args.json).write_text(json.dumps({"qrels": args.qrels, "measures": measures,
                                                "rel_level": args.rel_level, "baseline": args.baseline,

@@ -16,6 +16,8 @@ from surerank.cli._common import (
 from surerank.eval.formats import lists_to_run, read_qrels, read_queries
 from surerank.eval.metrics import evaluate, paired_test
 from surerank.registry import create
+from surerank.trust.cli_options import add_arguments as add_trust_arguments
+from surerank.trust.cli_options import apply as apply_trust
 
 DESCRIPTION = """Rerank the candidates of every query in a file.
 
@@ -43,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="rerank only the top DEPTH candidates; the rest follow in input order")
     parser.add_argument("--max-queries", type=int, default=None, help="only the first N queries (a quick look)")
     parser.add_argument("--tag", default=None, help="run tag written in TREC run files (default: the ranker)")
+    add_trust_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if truncated:
         echo(f"note: {truncated} candidates were longer than the model's input and were truncated "
              "(see 'truncation' in the JSONL output)")
+    apply_trust(args, lists, ranker.describe())  # probabilities, keep flags, abstention; never reorders
     if args.output:
         write_lists(args.output, lists, tag=args.tag or args.ranker)
         echo(f"wrote {args.output}")

@@ -1,22 +1,22 @@
 """Trust options shared by the ``rerank`` command line (and anything else that ranks and then decides).
 
 ``add_arguments(parser)`` adds ``--trust``, ``--cutoff``, ``--k-min``, ``--k-max`` and ``--abstain``;
-``apply(args, lists, ranker_description)`` fills probability / keep / abstain on the ranked lists.  The
-order of items is never changed.
+``apply(args, lists, ranker_description)`` fills probability / keep / abstain on the ranked lists (the
+order of items is never changed); ``trust_summary`` gives ``surerank eval`` the trust metrics of a JSONL run.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from surerank.errors import InputError
-from surerank.trust.abstention import REFERENCE_FREE, Abstainer
-from surerank.trust.cutoffs import METHODS as ADAPTIVE
-from surerank.trust.cutoffs import AdaptiveCutoff
 from surerank.types import RankedList
 
+# spelled out here so that building the command line imports no numpy/scipy (tests check they agree)
+REFERENCE_FREE = ("max", "std", "gap")
+ADAPTIVE = ("gap", "zscore", "elbow", "mass", "threshold")
 _PARAMETER = {"zscore": "z", "mass": "mass", "threshold": "threshold"}
 
 
@@ -75,6 +75,8 @@ def apply(args: argparse.Namespace, lists: Sequence[RankedList],
             value = float(threshold)
         except ValueError:
             raise InputError(f"--abstain: threshold {threshold!r} is not a number") from None
+        from surerank.trust.abstention import Abstainer
+
         Abstainer(confidence=confidence, threshold=value).apply(lists)
     cutoff = getattr(args, "cutoff", None)
     if cutoff is None and artifact is not None and artifact.cutoff is not None:
@@ -90,5 +92,40 @@ def apply(args: argparse.Namespace, lists: Sequence[RankedList],
             options: dict[str, Any] = {"method": method, "k_min": args.k_min, "k_max": args.k_max}
             if value is not None:
                 options[_PARAMETER[method]] = value
+            from surerank.trust.cutoffs import AdaptiveCutoff
+
             AdaptiveCutoff(**options).apply(lists)
     return lists
+
+
+def trust_summary(path: str, qrels: Mapping[str, Mapping[str, int]], relevance_level: int,
+                  echo: Callable[[str], Any]) -> dict[str, Any] | None:
+    """For ``surerank eval``: trust metrics of a JSONL run that carries probabilities, keep or abstain.
+
+    Returns None (and prints nothing) for TREC run files and for JSONL output without trust fields.
+    """
+    if not str(path).endswith((".jsonl", ".ndjson")):
+        return None
+    from surerank.trust.report import read_ranked_jsonl, trust_metrics
+
+    metrics = trust_metrics(read_ranked_jsonl(path), qrels, relevance_level)
+    parts = [k for k in ("calibration", "cutoff", "abstention") if k in metrics]
+    if not parts:
+        return None
+    echo(f"trust of {path} ({metrics['queries']} judged queries, relevant = grade >= {relevance_level}):")
+    if "calibration" in metrics:
+        c = metrics["calibration"]
+        echo(f"  calibration: ECE(15 bins) {c['ece']:.4f}  Brier {c['brier']:.4f}  log loss "
+             f"{c['log_loss']:.4f}  mean probability {c['mean_probability']:.3f} vs base rate "
+             f"{c['base_rate']:.3f} ({c['pairs']} pairs, unjudged = not relevant)")
+    if "cutoff" in metrics:
+        c = metrics["cutoff"]
+        echo(f"  keep flags: mean kept {c['mean_kept']:.1f}  recall of relevant candidates "
+             f"{c['recall_of_candidates']:.3f} (of all judged relevant {c['recall_of_judged']:.3f})  "
+             f"precision {c['precision']:.3f}")
+    if "abstention" in metrics:
+        a = metrics["abstention"]
+        answered = "-" if a["quality_answered"] is None else f"{a['quality_answered']:.4f}"
+        echo(f"  abstention: rate {a['abstention_rate']:.1%}  {a['metric']} answered {answered} vs all "
+             f"{a['quality_all']:.4f}  nAUC of the confidence {a['nauc']:.3f}")
+    return metrics
