@@ -422,6 +422,10 @@ def _num(value: Any, digits: int = 4) -> str:
     return escape(str(value))
 
 
+def _plain(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if _is_number(value) else ""
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -581,14 +585,17 @@ def _robustness(results: Sequence[Mapping[str, Any]]) -> str:
         figs = []
         ordered = [r for r in group if "order" in r]
         if ordered:
+            taus = [r["order"]["kendall_tau_mean"] for r in ordered]
+            flips = [r["order"]["top1_flip_rate"] for r in ordered]
             chart = svg.bar_chart([str(r["ranker"]) for r in ordered],
-                                  [("Kendall tau (mean)", [r["order"]["kendall_tau_mean"] for r in ordered]),
-                                   ("top-1 flip rate", [r["order"]["top1_flip_rate"] for r in ordered])],
-                                  y_label="value", title="input-order sensitivity", y_range=(0.0, 1.0))
+                                  [("Kendall tau (mean)", taus), ("top-1 flip rate", flips)],
+                                  y_label="value", title="input-order sensitivity", y_range=(0.0, 1.05),
+                                  annotations=[[_plain(v, 3) for v in taus], [_plain(v, 3) for v in flips]])
             m = ordered[0]["order"]
+            lists = f"top-{m['depth']}" if m.get("depth") else "full"
             figs.append(_figure(f"robust-order-{dataset}", chart,
-                                f"{m['shuffles']} shuffles of each top-{m['depth'] or 'all'} list: tau 1 "
-                                "and flip rate 0 mean the ranker ignores input order."))
+                                f"{m['shuffles']} shuffles of each {lists} candidate list: tau 1 and flip "
+                                "rate 0 mean the ranker ignores input order."))
         positioned = [r for r in group if r.get("position", {}).get("top1_accuracy")]
         if positioned:
             series = [(str(r["ranker"]), r["position"]["positions"], r["position"]["top1_accuracy"])
@@ -656,8 +663,8 @@ def _throughput(rows: Sequence[Mapping[str, Any]]) -> str:
         chart = svg.bar_chart(labels, [(rate_key, [float(r[rate_key]) for r in rows])], y_label=rate_key,
                               title="throughput", width=max(520, 70 * len(rows)))
         fig = '<div class="figs">' + _figure("throughput", chart, f"{escape(rate_key)} per configuration "
-                                             "(higher is better); see the table for the anchor each was "
-                                             "measured against.") + "</div>"
+                                             "(higher is better); the table has every measured column.")
+        fig += "</div>"
     return fig + table
 
 
