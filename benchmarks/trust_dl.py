@@ -22,12 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-from surerank.trust.abstention import LinearConfidence, LogisticConfidence, nauc, reference_free
+from surerank.trust.abstention import (
+    LinearConfidence,
+    LogisticConfidence,
+    coverage_curve,
+    nauc,
+    reference_free,
+)
 from surerank.trust.calibration import CALIBRATORS, fit_calibrator
 from surerank.trust.conformal import crc_index, ltt_index, threshold_losses, topk_losses
 from surerank.trust.cutoffs import AdaptiveCutoff
 from surerank.trust.labels import LabelledList, calibration_pairs, ndcg_from_qrels
-from surerank.trust.metrics import calibration_report
+from surerank.trust.metrics import calibration_report, reliability_bins
 from surerank.types import Candidate, Query, RankedList
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl"
@@ -91,7 +97,7 @@ def ndcg10(lists: list[RankedList], qrels: dict) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ sections
 
 
-def section_calibration(data: dict) -> None:
+def section_calibration(data: dict, out: dict) -> None:
     print("\n## 1. Calibration: fit on one year, test on the other (relevant = grade >= 2, unjudged = 0)")
     print(f"{'fit -> test':<12}{'map':<13}{'ECE':>8}{'Brier':>8}{'logloss':>9}{'mean p':>8}{'base':>7}"
           f"{'nDCG@10 before':>16}{'after':>8}")
@@ -111,13 +117,15 @@ def section_calibration(data: dict) -> None:
             rows.append((method, cal.predict(s_test), after_ndcg))
         for row in rows:
             rep = calibration_report(row[1], y_test)
+            out.setdefault("reliability", {})[f"DL{fit_year}->DL{test_year} {row[0]}"] = {
+                "bins": reliability_bins(row[1], y_test), "ece": rep["ece"], "brier": rep["brier"]}
             after = f"{row[2]:.4f}" if len(row) > 2 else "-"
             print(f"DL{fit_year}->DL{test_year}  {row[0]:<13}{rep['ece']:>8.4f}{rep['brier']:>8.4f}"
                   f"{rep['log_loss']:>9.4f}{rep['mean_probability']:>8.3f}{rep['base_rate']:>7.3f}"
                   f"{before_ndcg:>16.4f}{after:>8}")
 
 
-def section_abstention(data: dict, splits: int, rng: np.random.Generator, k: int) -> None:
+def section_abstention(data: dict, splits: int, rng: np.random.Generator, k: int, out: dict) -> None:
     lists = data[19][0] + data[20][0]
     qrels = {**data[19][1], **data[20][1]}
     metric = ndcg10(lists, qrels)
@@ -141,11 +149,22 @@ def section_abstention(data: dict, splits: int, rng: np.random.Generator, k: int
         v = np.array(values)
         print(f"  {name:<6} nAUC mean {v.mean():+.3f}  sd {v.std():.3f}  "
               f"(MC error {v.std() / np.sqrt(v.size):.3f})")
+    # one curve per confidence for the report: u_lin fitted on DL20, all confidences evaluated on DL19
+    n19 = len(data[19][0])
+    lin = LinearConfidence(k=k, alpha=1.0).fit(scores[n19:], metric[n19:])
+    confs = {name: reference_free(scores[:n19], name, k) for name in ("max", "std", "gap")}
+    confs["u_lin"] = lin.predict(scores[:n19])
+    curves = {}
+    for name, conf in confs.items():
+        coverage, quality = coverage_curve(conf, metric[:n19])
+        curves[name] = {"coverage": coverage.tolist(), "nDCG@10": quality.tolist()}
+    out["risk_coverage"] = curves
+    out["nauc"] = {name: float(np.mean(v)) for name, v in results.items()}
     diff = np.array(results["u_lin"]) - np.array(results["max"])
     print(f"  u_lin - max: mean {diff.mean():+.3f}, u_lin better on {np.mean(diff > 0):.0%} of splits")
 
 
-def section_crc(data: dict, splits: int, rng: np.random.Generator, delta: float) -> None:
+def section_crc(data: dict, splits: int, rng: np.random.Generator, delta: float, out: dict) -> None:
     lists = data[19][0] + data[20][0]
     qrels = {**data[19][1], **data[20][1]}
     lab_all = labelled(lists, qrels)
@@ -186,6 +205,12 @@ def section_crc(data: dict, splits: int, rng: np.random.Generator, delta: float)
                 kept.append(k_grid[j] if kept_of is None else kept_of[test, j].mean())
             miss = float(np.mean(test_miss))
             fixed_k = int(k_grid[np.flatnonzero(pooled_miss_by_k <= miss + 1e-12)[0]])
+            out.setdefault("rows", []).append({
+                "method": name, "alpha": alpha, "mean_miss": miss,
+                "mc_error": float(np.std(test_miss) / np.sqrt(splits)), "mean_kept": float(np.mean(kept)),
+                "fixed_k_same_miss": fixed_k,
+                "share_over_alpha_test": float(np.mean(over)) if name.startswith("LTT") else None,
+                "share_over_alpha_population": float(np.mean(over_pop)) if name.startswith("LTT") else None})
             print(f"{name:<16}{alpha:>6.1f}{miss:>11.4f}{np.std(test_miss) / np.sqrt(splits):>8.4f}"
                   f"{np.mean(kept):>11.1f}{fixed_k:>19d}"
                   f"{np.mean(over) if name.startswith('LTT') else float('nan'):>20.3f}"
@@ -194,7 +219,7 @@ def section_crc(data: dict, splits: int, rng: np.random.Generator, delta: float)
           f"test half, 'pop.' = risk on all {n} queries (the finite population the splits are drawn from)")
 
 
-def section_adaptive(data: dict) -> None:
+def section_adaptive(data: dict, out: dict) -> None:
     print("\n## 4. Adaptive cutoffs (k_min=1, k_max=100); probabilities from Platt fitted on the other year")
     print(f"{'year':<6}{'cutoff':<26}{'mean k':>8}{'recall':>8}{'precision':>11}")
     for year, other in ((19, 20), (20, 19)):
@@ -211,6 +236,9 @@ def section_adaptive(data: dict) -> None:
             recall = np.mean(kept_rel[mask] / total[mask])
             precision = np.mean([kr / k if k else 0.0 for kr, k in zip(kept_rel, ks, strict=True)])
             print(f"DL{year:<4}{label:<26}{np.mean(ks):>8.1f}{recall:>8.3f}{precision:>11.3f}")
+            out.setdefault("rows", []).append({"dataset": f"DL{year}", "cutoff": label,
+                                               "mean_k": float(np.mean(ks)), "recall": float(recall),
+                                               "precision": float(precision)})
 
         by_qid = {r.query.id: r for r in lists}
         for cutoff in (AdaptiveCutoff("gap"), AdaptiveCutoff("zscore", z=1.0),
@@ -237,6 +265,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10, help="top-K scores used by abstention confidences")
     parser.add_argument("--delta", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the figures (for `surerank report --trust`)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rng = np.random.default_rng(args.seed)
@@ -248,14 +277,20 @@ def main() -> None:
               f"nDCG@10 {ndcg10(lists, qrels).mean():.4f}"
               + (f" (scored in {seconds:.1f}s)" if seconds else " (cached scores)"))
     sections = args.sections.split(",")
+    # shaped for `surerank report --trust`: reliability bins, risk_coverage curves, cutoffs tables
+    figures: dict = {"ranker": args.ranker, "calibration": {}, "abstention": {},
+                     "conformal": {"cutoffs": {}}, "adaptive": {"cutoffs": {}}}
     if "calibration" in sections:
-        section_calibration(data)
+        section_calibration(data, figures["calibration"])
     if "abstention" in sections:
-        section_abstention(data, args.abstention_splits, rng, args.k)
+        section_abstention(data, args.abstention_splits, rng, args.k, figures["abstention"])
     if "crc" in sections:
-        section_crc(data, args.splits, rng, args.delta)
+        section_crc(data, args.splits, rng, args.delta, figures["conformal"]["cutoffs"])
     if "adaptive" in sections:
-        section_adaptive(data)
+        section_adaptive(data, figures["adaptive"]["cutoffs"])
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+        print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":

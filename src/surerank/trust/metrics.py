@@ -69,9 +69,9 @@ def calibration_report(probabilities: ArrayLike, labels: ArrayLike, n_bins: int 
 
 
 def reliability_bins(probabilities: ArrayLike, labels: ArrayLike, n_bins: int = 15) -> list[dict[str, float]]:
-    """Per equal-width bin: its edges, pair count, mean probability and observed relevant share.
+    """Per non-empty equal-width bin: its edges, pair count, mean probability and observed relevant share.
 
-    The data of a reliability diagram; empty bins are kept with count 0 so the edges stay regular.
+    The data of a reliability diagram (empty bins are left out; each bin carries its own edges).
     """
     p, y = _pairs(probabilities, labels)
     bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
@@ -80,7 +80,6 @@ def reliability_bins(probabilities: ArrayLike, labels: ArrayLike, n_bins: int = 
     sum_y = np.bincount(bins, weights=y, minlength=n_bins)
     return [
         {"low": b / n_bins, "high": (b + 1) / n_bins, "count": int(counts[b]),
-         "confidence": float(sum_p[b] / counts[b]) if counts[b] else None,
-         "observed": float(sum_y[b] / counts[b]) if counts[b] else None}
-        for b in range(n_bins)
+         "confidence": float(sum_p[b] / counts[b]), "observed": float(sum_y[b] / counts[b])}
+        for b in range(n_bins) if counts[b]
     ]
