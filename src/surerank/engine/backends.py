@@ -1,0 +1,148 @@
+"""Model backends: ONNX Runtime on CPU (fp32 / int8) and torch (CPU or GPU, fp32 / fp16 / bf16).
+
+A backend takes one padded :class:`~surerank.engine.batching.Batch` and returns a float32 array
+``[batch, dim]``: the pooled embedding (``mean``/``cls`` heads) or the logits (``classifier`` head).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import Any, Protocol
+
+import numpy as np
+
+from surerank.engine.batching import Batch
+from surerank.engine.model_files import ModelFiles
+from surerank.errors import InputError, MissingDependencyError
+
+logger = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    name: str
+    precision: str
+    device: str
+
+    def run(self, batch: Batch) -> np.ndarray: ...
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        return os.cpu_count() or 1
+
+
+class OnnxBackend:
+    """ONNX Runtime CPU session over the graph built by :mod:`surerank.engine.onnx_build`."""
+
+    name = "onnx"
+    device = "cpu"
+
+    def __init__(self, files: ModelFiles, head: str, precision: str = "fp32", threads: int | None = None,
+                 onnx_path: str | os.PathLike[str] | None = None):
+        import onnxruntime as ort
+
+        from surerank.engine.onnx_build import onnx_model_path
+
+        self.precision = precision
+        self.path = str(onnx_path) if onnx_path else str(onnx_model_path(files, head, precision))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.threads = int(threads) if threads else available_cpus()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.output = self.session.get_outputs()[0].name
+
+    def run(self, batch: Batch) -> np.ndarray:
+        feed = {"input_ids": batch.input_ids, "token_type_ids": batch.token_type_ids,
+                "attention_mask": batch.attention_mask}
+        if "position_ids" in self.input_names:
+            feed["position_ids"] = batch.position_ids
+        return np.asarray(self.session.run([self.output], feed)[0], dtype=np.float32)
+
+
+_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+class TorchBackend:
+    """transformers model with SDPA attention; fp16/bf16 on GPU; batches shrink on out-of-memory."""
+
+    name = "torch"
+
+    def __init__(self, files: ModelFiles, head: str, precision: str = "fp32", device: str | None = None,
+                 threads: int | None = None):
+        for module in ("torch", "transformers"):
+            if importlib.util.find_spec(module) is None:
+                raise MissingDependencyError.for_extra(module, "torch", "backend='torch'")
+        import torch
+        from transformers import AutoModel, AutoModelForSequenceClassification
+
+        if precision not in _TORCH_DTYPES:
+            raise InputError(f"precision: {precision!r} is not available on the torch backend "
+                             f"(choose from {', '.join(_TORCH_DTYPES)})")
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cpu" and precision == "fp16":
+            raise InputError("precision: fp16 needs a GPU; use fp32 or bf16 on CPU")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.precision = precision
+        self.head = head
+        dtype = getattr(torch, _TORCH_DTYPES[precision])
+        cls = AutoModelForSequenceClassification if head == "classifier" else AutoModel
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        try:
+            self.model = cls.from_pretrained(str(files.directory), attn_implementation="sdpa", **kwargs)
+        except (ValueError, ImportError):  # architectures without SDPA support
+            self.model = cls.from_pretrained(str(files.directory), **kwargs)
+        self.model.eval().to(self.device)
+        self.torch = torch
+
+    def _to(self, array: np.ndarray) -> Any:
+        t = self.torch.from_numpy(array.astype(np.int64, copy=False))
+        if self.device.startswith("cuda"):
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def run(self, batch: Batch) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            inputs = {"input_ids": self._to(batch.input_ids), "attention_mask": self._to(batch.attention_mask),
+                      "token_type_ids": self._to(batch.token_type_ids)}
+            if getattr(self.model.config, "type_vocab_size", 2) <= 1 and not batch.token_type_ids.any():
+                inputs.pop("token_type_ids")
+            if batch.position_ids is not None:
+                inputs["position_ids"] = self._to(batch.position_ids)
+            out = self.model(**inputs)
+            if self.head == "classifier":
+                result = out.logits
+            elif self.head == "cls":
+                result = out.last_hidden_state[:, 0]
+            else:
+                mask = inputs["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
+                result = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)
+            return result.float().cpu().numpy()
+
+    def is_oom(self, exc: BaseException) -> bool:
+        oom = getattr(self.torch.cuda, "OutOfMemoryError", None)
+        return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
+
+    def empty_cache(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()
+
+
+def make_backend(files: ModelFiles, head: str, backend: str, precision: str, device: str | None,
+                 threads: int | None, onnx_path: str | None = None) -> Any:
+    if backend == "onnx":
+        if device not in (None, "cpu"):
+            raise InputError(f"device: the onnx backend runs on CPU; for {device!r} use backend='torch'")
+        return OnnxBackend(files, head, precision, threads, onnx_path=onnx_path)
+    if backend == "torch":
+        return TorchBackend(files, head, precision, device, threads)
+    raise InputError(f"backend: {backend!r} is unknown; choose 'onnx' (default, CPU) or 'torch'")

