@@ -140,6 +140,25 @@ def bradley_terry(w: np.ndarray, ties: np.ndarray | None = None, prior: float = 
             hess[n, n] -= 1e-6
         return ll, grad, hess
 
+    with _single_threaded_blas():
+        x = _newton(objective, x, max_iter, tol)
+    return x[:n] - x[:n].mean()
+
+
+def _single_threaded_blas():
+    """Small dense solves are 100x slower when a threaded BLAS oversubscribes busy cores; pin to one thread
+    where threadpoolctl is installed (optional), else run as is."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _newton(objective, x: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
+    """Damped Newton ascent with backtracking on a concave objective returning (value, gradient, Hessian)."""
     ll, grad, hess = objective(x)
     for _ in range(max_iter):
         try:
@@ -159,7 +178,7 @@ def bradley_terry(w: np.ndarray, ties: np.ndarray | None = None, prior: float = 
         ll, grad, hess = ll_new, grad_new, hess_new
         if abs(improvement) < tol and float(np.max(np.abs(grad))) < 1e-6:
             break
-    return x[:n] - x[:n].mean()
+    return x
 
 
 def pagerank(w: np.ndarray, damping: float = 0.85, max_iter: int = 200, tol: float = 1e-12) -> np.ndarray:

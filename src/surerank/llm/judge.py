@@ -26,7 +26,11 @@ from surerank.llm.backend import LLMBackend
 from surerank.llm.types import LLMRequest, LLMResponse
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "how", "in", "is", "it", "of", "on", "or", "the", "to", "was", "what", "when", "where", "which", "who", "why", "with", "does", "do", "did", "can", "you", "your", "this", "that"])
+_STOP = frozenset([
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "how", "in", "is", "it", "of", "on",
+    "or", "the", "to", "was", "what", "when", "where", "which", "who", "why", "with", "does", "do", "did",
+    "can", "you", "your", "this", "that",
+])
 
 
 def word_overlap(query: str, passage: str) -> float:
@@ -274,7 +278,8 @@ class StandInServer:
         return f"http://{host}:{port}/v1"
 
     def start(self) -> StandInServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True, name="stand-in-llm")
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
+                                        name="stand-in-llm")
         self._thread.start()
         return self
 

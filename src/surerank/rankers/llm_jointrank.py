@@ -63,27 +63,32 @@ def block_design(n: int, block_size: int, replicas: int, seed: int = 0, max_trie
 
 
 class JointRankLLMRanker(LLMRanker):
-    """Options: ``block_size``, ``replicas`` (r: blocks per item), ``aggregation`` (pagerank by default),
-    ``first_token`` (rank blocks by first-identifier logits, FIRST-style, instead of generated permutations)."""
+    """Options: ``block_size``, ``replicas`` (r: blocks per item), ``aggregation`` (Bradley-Terry by default:
+    it beat PageRank, win counts and Kemeny in ``benchmarks/llm_strategies.py``), ``first_token`` (rank blocks
+    by first-identifier logits, FIRST-style), ``refine`` (re-rank the aggregated top ``refine`` items in one
+    more listwise call: a second round that sharpens the head of the list)."""
 
     name: ClassVar[str] = "llm-jointrank"
 
-    def __init__(self, backend: Any = "openai", *, block_size: int = 20, replicas: int = 2,
-                 aggregation: str = "pagerank", first_token: bool = False, max_new_tokens: int | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, backend: Any = "openai", *, block_size: int = 20, replicas: int = 3,
+                 aggregation: str = "bradley-terry", first_token: bool = False, refine: int = 0,
+                 max_new_tokens: int | None = None, **kwargs: Any) -> None:
         super().__init__(backend, **kwargs)
         if aggregation not in AGGREGATORS:
             raise InputError(f"aggregation: expected one of {', '.join(AGGREGATORS)}, got {aggregation!r}")
         if first_token and block_size > 20:
             raise InputError(f"block_size: FIRST-style blocks read top-20 logprobs; {block_size} > 20")
         block_design(block_size + 1, block_size, replicas)  # validates
+        if refine < 0 or refine == 1:
+            raise InputError(f"refine: 0 (off) or the number of top items to re-rank (>= 2), got {refine}")
+        self.refine = refine
         self.block_size, self.replicas = block_size, replicas
         self.aggregation, self.first_token = aggregation, first_token
         self.max_new_tokens = max_new_tokens
 
     def options(self) -> dict[str, Any]:
         return {"block_size": self.block_size, "replicas": self.replicas, "aggregation": self.aggregation,
-                "first_token": self.first_token}
+                "first_token": self.first_token, "refine": self.refine}
 
     def _rank_one(self, query: Query, passages: list[str], session: Session):
         n = len(passages)
@@ -104,4 +109,14 @@ class JointRankLLMRanker(LLMRanker):
             return rankings[0], None, {"blocks": 1}
         w = rankings_to_wins(n, rankings)
         order, scores = aggregate(w, self.aggregation, seed=self.seed)
-        return order, scores, {"blocks": len(blocks)}
+        info = {"blocks": len(blocks), "refined": 0}
+        if self.refine:
+            head = order[: self.refine]
+            try:
+                order[: len(head)] = rank_windows(session, query, passages, [head], first=self.first_token,
+                                                  max_new_tokens=self.max_new_tokens)[0]
+                info["refined"] = len(head)
+                return order, None, info
+            except BudgetExhaustedError:
+                pass
+        return order, scores, info
