@@ -124,3 +124,42 @@ def test_report_is_self_contained_and_sections_are_optional() -> None:
         build_report()
     with pytest.raises(InputError, match="found no risk_coverage"):
         build_report(trust=[("t", {"something": 1})])
+
+
+def test_trust_parts_of_eval_json_are_read() -> None:
+    from surerank.trust.metrics import reliability_bins as trust_bins
+
+    bins = trust_bins([0.05, 0.1, 0.9, 0.95], [0, 0, 1, 1], n_bins=10)  # empty bins have count 0
+    trust = {"calibration": {"ece": 0.07, "brier": 0.01, "reliability": bins},
+             "cutoff": {"mean_kept": 3.5, "precision": 0.6},
+             "abstention": {"risk_coverage": {"coverage": [0.5, 1.0], "quality": [0.7, 0.6]}}}
+    figures = collect_trust([("eval", {"dl19": {"embedding": trust}})])
+    [(label, (drawn, extras))] = figures.reliability.items()
+    assert label == "dl19 / embedding / calibration" and extras["ece"] == 0.07
+    assert [b[:2] for b in drawn] == [(0.0, 0.1), (0.1, 0.2), (0.9, 1.0)]  # empty bins are not drawn
+    assert figures.curve_measures["dl19 / embedding / abstention"] == "quality"
+    assert figures.cutoffs["what the cutoffs kept"] == [
+        {"run": "dl19 / embedding", "mean_kept": 3.5, "precision": 0.6}]
+
+
+def test_report_from_eval_json(tmp_path, capsys) -> None:
+    from surerank.cli import main
+    from surerank.eval.datasets import load_trec_dl, trec_dl_paths
+    from surerank.eval.formats import write_run
+    from surerank.registry import create
+
+    queries, _ = load_trec_dl(19)
+    runs = []
+    for name in ("first-stage", "bm25"):
+        path = tmp_path / f"{name}.run"
+        write_run(path, create(name).rank_many(queries[:6]), tag=name)
+        runs.append(str(path))
+    qrels = str(trec_dl_paths(19)[1])
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--run", runs[1], "--baseline", runs[0], "--qrels", qrels, "--json", str(out)]) == 0
+    html = tmp_path / "r.html"
+    assert main(["report", "--eval-json", f"dl19={out}", "--output", str(html)]) == 0
+    text = html.read_text()
+    assert 'data-plot="effectiveness"' in text and 'data-plot="deltas-dl19-bm25"' in text
+    assert "first-stage <span class=\"base\">(baseline)</span>" in text
+    assert "wrote" in capsys.readouterr().out

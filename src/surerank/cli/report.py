@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from surerank.eval.report import (
         RunSpec,
         build_report,
+        collect_trust,
         evaluate_runs,
         evaluation_from_json,
         load_json,
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     sources: list[str] = []
     evaluation: dict = {}
+    trust_from_eval: list[tuple[str, object]] = []
     if args.run:
         qrels, qrels_sources = resolve_qrels(args.qrels)
         specs = [RunSpec.parse(text) for text in args.run]
@@ -101,10 +103,19 @@ def run(args: argparse.Namespace) -> int:
         name, sep, path = spec.partition("=")
         if not sep:
             name, path = "", spec
-        for dataset, rankers in evaluation_from_json(load_json(path), path, dataset=name or None).items():
+        data = load_json(path)
+        loaded = evaluation_from_json(data, path, dataset=name or None)
+        for dataset, rankers in loaded.items():
             evaluation.setdefault(dataset, {}).update(rankers)
+        if isinstance(data, dict) and isinstance(data.get("runs"), dict):  # eval --json: trust per run
+            parts = {Path(run).stem: record["trust"] for run, record in data["runs"].items()
+                     if isinstance(record, dict) and isinstance(record.get("trust"), dict)}
+            labelled = {next(iter(loaded)): parts}
+            found = collect_trust([("eval", labelled)])
+            if found.risk_coverage or found.reliability or found.cutoffs:
+                trust_from_eval.append(("eval", labelled))
         sources.append(path)
-    trust = [(path.stem, load_json(path)) for path in args.trust]
+    trust = [(path.stem, load_json(path)) for path in args.trust] + trust_from_eval
     robustness = [load_json(path) for path in args.robustness]
     throughput = [(path.stem, load_json(path)) for path in args.throughput]
     sources += [str(p) for p in [*args.trust, *args.robustness, *args.throughput]]

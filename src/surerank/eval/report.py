@@ -107,8 +107,12 @@ def evaluation_from_json(data: Any, source: str = "", dataset: str | None = None
     records: list[Mapping[str, Any]] = []
     if isinstance(data, Mapping) and isinstance(data.get("runs"), Mapping):
         label = dataset or _dataset_label(data.get("qrels"))
-        return {label: {Path(str(run)).stem or str(run): _eval_record(record, f"{source}[runs][{run}]")
-                        for run, record in data["runs"].items()}}
+        out = {label: {}}
+        for run, record in data["runs"].items():
+            entry = _eval_record(record, f"{source}[runs][{run}]")
+            entry["baseline"] = bool(data.get("baseline")) and str(data.get("baseline")) == str(run)
+            out[label][Path(str(run)).stem or str(run)] = entry
+        return out
     if isinstance(data, Mapping) and ("per_query" in data or "aggregate" in data):
         records = [data]
     elif isinstance(data, Mapping) and isinstance(data.get("runs"), list):
@@ -244,6 +248,8 @@ def reliability_bins(value: Any) -> tuple[list[tuple[float, float, float, float 
     n = len(value)
     bins = []
     for i, b in enumerate(value):
+        if b.get("count", 1) == 0:  # an empty bin (kept for regular edges) has nothing to draw
+            continue
         observed = _first(b, _BIN_OBSERVED)
         if observed is None:
             return None
@@ -252,8 +258,6 @@ def reliability_bins(value: Any) -> tuple[list[tuple[float, float, float, float 
         high = b.get("high", b.get("upper", b.get("bin_high")))
         if not (_is_number(low) and _is_number(high)):
             low, high = i / n, (i + 1) / n
-        if b.get("count", 1) == 0:
-            continue
         bins.append((float(low), float(high), float(observed) if _is_number(observed) else float("nan"),
                      float(confidence) if _is_number(confidence) else None))
     return bins, extras
@@ -275,17 +279,32 @@ class TrustFigures:
     cutoffs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
+_SKIP_IN_LABELS = {"runs", "trust", "items"}
+_SUMMARY_KEYS = ("ece", "brier", "log_loss", "mce", "pairs", "base_rate", "mean_probability")
+
+
 def collect_trust(documents: Sequence[tuple[str, Any]]) -> TrustFigures:
-    """Find risk-coverage curves, reliability bins and cutoff tables anywhere in the given JSON."""
+    """Find risk-coverage curves, reliability bins and cutoff tables anywhere in the given JSON.
+
+    Accepts the trust part of ``surerank eval --json`` (``runs/<run>/trust/{calibration,cutoff,
+    abstention}``) as well as hand-made files; an object of scalars under a ``cutoff`` key becomes one
+    row of a summary table.
+    """
     figures = TrustFigures()
+    summary_rows: list[dict[str, Any]] = []
+
+    def name_of(path: list[str]) -> str:
+        shown = [p for p in path if p not in _SKIP_IN_LABELS]
+        return " / ".join(shown) or "trust"
 
     def visit(node: Any, path: list[str]) -> None:
         if not isinstance(node, Mapping):
             return
+        siblings = {k: v for k, v in node.items() if str(k).lower() in _SUMMARY_KEYS and _is_number(v)}
         for key, value in node.items():
             lower = str(key).lower()
             here = [*path, str(key)]
-            label = " / ".join(path) or "trust"
+            label = name_of(path)
             if "risk_coverage" in lower or lower in ("risk_coverage_curve", "aurc_curve"):
                 if (points := curve_points(value)) is not None:
                     figures.risk_coverage[label] = points
@@ -299,7 +318,7 @@ def collect_trust(documents: Sequence[tuple[str, Any]]) -> TrustFigures:
                 continue
             if "reliability" in lower:
                 if (found := reliability_bins(value)) is not None:
-                    figures.reliability[label] = found
+                    figures.reliability[label] = (found[0], {**siblings, **found[1]})
                 elif isinstance(value, Mapping):
                     for name, bins in value.items():
                         if (found := reliability_bins(bins)) is not None:
@@ -308,6 +327,9 @@ def collect_trust(documents: Sequence[tuple[str, Any]]) -> TrustFigures:
             if "cutoff" in lower:
                 if (rows := _table_rows(value)) is not None:
                     figures.cutoffs[label] = rows
+                    continue
+                if isinstance(value, Mapping) and value and all(_is_number(v) for v in value.values()):
+                    summary_rows.append({"run": label, **value})
                     continue
                 if isinstance(value, Mapping):
                     found_any = False
@@ -323,6 +345,8 @@ def collect_trust(documents: Sequence[tuple[str, Any]]) -> TrustFigures:
         if isinstance(document, list):
             document = {"items": {str(i): d for i, d in enumerate(document)}}
         visit(document, [source] if len(documents) > 1 else [])
+    if summary_rows:
+        figures.cutoffs["what the cutoffs kept"] = summary_rows
     return figures
 
 
@@ -448,7 +472,8 @@ def _effectiveness(evaluation: Evaluation, baseline: str | None) -> tuple[str, s
     chart_notes: dict[str, list[str]] = {name: [] for name in all_rankers}
     for dataset, rankers in evaluation.items():
         names = list(rankers)
-        base = choose_baseline(names, baseline if baseline in names else None)
+        marked = [n for n in names if rankers[n].get("baseline")]
+        base = choose_baseline(names, baseline if baseline in names else (marked[0] if marked else None))
         baselines[dataset] = base
         measures = [m for m in DEFAULT_MEASURES if any(m in r["aggregate"] for r in rankers.values())]
         measures += sorted({m for r in rankers.values() for m in r["aggregate"]} - set(measures))
