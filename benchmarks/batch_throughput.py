@@ -4,8 +4,9 @@ Anchor (measured in the same run): ``Reranker(name).rank_many`` called directly 
 one process, the same thread count per model as each actor gets.  Printed: pairs/s of each engine,
 its ratio to the anchor, the steady-state pairs/s per actor (after every actor's first shard, so model
 load and Ray start-up are excluded), and the quality kept (max |score diff| to the anchor, nDCG@10).
+At the end, each Ray run is compared with the local engine: max |score diff| and rank mismatches.
 
-    nice python benchmarks/batch_throughput.py --queries 43 --ranker embedding
+    nice python benchmarks/batch_throughput.py --collections dl19,dl20 --ranker embedding
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,19 +22,24 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl"
 
 
-def ndcg10(run: dict[str, dict[str, float]], qrels_path: Path) -> float:
-    import ir_measures
-    from ir_measures import nDCG
+def ndcg10(run: dict[str, dict[str, float]], collections: list[str]) -> str:
+    from surerank.eval.formats import read_qrels
+    from surerank.eval.metrics import evaluate
 
-    qrels = list(ir_measures.read_trec_qrels(str(qrels_path)))
-    return ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10]
+    parts = []
+    for name in collections:
+        qrels = read_qrels(DATA / f"qrels.{name}-passage.txt")
+        sub = {q: docs for q, docs in run.items() if q in qrels}
+        parts.append(f"{name} {evaluate(sub, qrels, measures=('nDCG@10',)).aggregate['nDCG@10']:.4f}")
+    return " ".join(parts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ranker", default="embedding")
     parser.add_argument("--option", action="append", default=[], help="ranker option key=value")
-    parser.add_argument("--queries", type=int, default=43, help="first N DL19 queries (43 = all)")
+    parser.add_argument("--collections", default="dl19", help="comma-separated: dl19, dl20")
+    parser.add_argument("--queries", type=int, default=0, help="first N queries of each collection (0 = all)")
     parser.add_argument("--shard-size", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1, help="threads per model (anchor and each actor)")
     parser.add_argument("--actors", default="1,2")
@@ -51,7 +58,11 @@ def main() -> None:
     options = parse_options(args.option)
     if args.ranker == "embedding":
         options.setdefault("threads", args.threads)
-    queries = list(read_rankgpt_queries(DATA / "dl19-bm25-top100.json"))[: args.queries]
+    collections = args.collections.split(",")
+    queries = []
+    for name in collections:
+        found = list(read_rankgpt_queries(DATA / f"{name}-bm25-top100.json"))
+        queries += found[: args.queries] if args.queries else found
     pairs = sum(len(q.candidates) for q in queries)
     work = Path(tempfile.mkdtemp(prefix="surerank-batch-bench-"))
     source = work / "in.jsonl"
@@ -70,13 +81,16 @@ def main() -> None:
     reference = {(r.query.id, item.id): item.score for r in direct for item in r.items}
     run = {r.query.id: {item.id: item.score for item in r.items} for r in direct}
     del ranker
-    print(f"{len(queries)} DL19 queries, {pairs} pairs, ranker {args.ranker} {options}, shard {args.shard_size}")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{len(queries)} queries of {'+'.join(collections)}, {pairs} pairs, ranker {args.ranker} {options}, "
+          f"shard {args.shard_size} pairs")
     print(f"anchor  rank_many in-process           {anchor:8.1f} pairs/s  ({anchor_s:.1f} s)  "
-          f"nDCG@10 {ndcg10(run, DATA / 'qrels.dl19-passage.txt'):.4f}")
+          f"nDCG@10 {ndcg10(run, collections)}")
 
     t0 = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=ray_runtime_env())
     print(f"ray.init (local cluster, 2 CPUs): {time.perf_counter() - t0:.1f} s (not counted below)")
+    outputs: dict[str, dict[tuple[str, str], tuple[int, float]]] = {}
     engines = [("local", 1)] + [("ray", int(n)) for n in args.actors.split(",")]
     for engine, actors in engines:
         stamps: list[tuple[float, int]] = []
@@ -100,8 +114,18 @@ def main() -> None:
         print(f"{engine:5s} actors={actors}  wall {pairs / wall:8.1f} pairs/s ({wall:.1f} s, ratio to anchor "
               f"{pairs / wall / anchor:.2f})  steady {steady:8.1f} pairs/s = {steady / actors:.1f}/actor "
               f"(ratio {steady / anchor:.2f})  max|Δscore| {diff:.1e}  "
-              f"nDCG@10 {ndcg10(out_run, DATA / 'qrels.dl19-passage.txt'):.4f}")
+              f"nDCG@10 {ndcg10(out_run, collections)}")
+        outputs[f"{engine}-{actors}"] = {(q, d): (r, s) for q, d, r, s in zip(
+            *(table.column(c).to_pylist() for c in ("qid", "docid", "rank", "score")), strict=True)}
     ray.shutdown()
+    local = outputs["local-1"]
+    for name, out in outputs.items():
+        if name != "local-1":
+            assert out.keys() == local.keys()
+            ranks = sum(out[k][0] != local[k][0] for k in local)
+            diff = max(abs(out[k][1] - local[k][1]) for k in local)
+            print(f"{name} vs local: {len(local)} pairs, max|Δscore| {diff:.1e}, rank mismatches {ranks}")
+    print(f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

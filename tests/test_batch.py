@@ -131,6 +131,12 @@ def test_restart_keeps_done_shards_and_redoes_partial_and_corrupt_ones(tmp_path,
     assert not list(work.glob(".*.tmp-*"))
     third = run_batch(config)
     assert (third.shards_skipped, third.shards_ranked) == (6, 0)
+    # a complete job with --clean: the output's checksum is recorded, so a rerun has nothing to do
+    config.clean = True
+    run_batch(config)
+    assert not list(work.glob("shard-*.parquet"))
+    again = run_batch(config)
+    assert again.shards_ranked == 0 and pq.read_table(again.output).equals(reference)
 
 
 def test_restart_refuses_a_different_job_unless_overwrite(tmp_path, dl19_slice):

@@ -128,6 +128,17 @@ def run_batch(
     for stale in work_dir.glob(".*.tmp-*"):
         stale.unlink()
 
+    finished = manifest.output if manifest is not fresh else {}
+    if (finished.get("status") == "complete" and config.output.exists()
+            and finished.get("path") == str(config.output) and sha256_file(config.output) == finished.get("sha256")):
+        logger.info("%s is already complete (manifest %s); nothing to do", config.output, manifest_path)
+        if config.clean:
+            _remove_shard_files(manifest, work_dir)
+        return BatchResult(
+            output=config.output, manifest=manifest_path, queries=manifest.totals["queries"],
+            pairs=manifest.totals["pairs"], shards=len(manifest.shards), shards_skipped=len(manifest.shards),
+            shards_ranked=0, seconds_ranking=0.0, pairs_ranked=0,
+        )
     for record in manifest.done():
         path = work_dir / record.file
         if not path.exists() or record.rows != record.pairs or sha256_file(path) != record.sha256:
@@ -188,8 +199,7 @@ def run_batch(
                        "sha256": sha256_file(config.output), "status": "complete"}
     manifest.save(manifest_path)
     if config.clean:
-        for record in manifest.shards:
-            (work_dir / record.file).unlink(missing_ok=True)
+        _remove_shard_files(manifest, work_dir)
     return BatchResult(
         output=config.output, manifest=manifest_path, queries=manifest.totals["queries"],
         pairs=manifest.totals["pairs"], shards=len(manifest.shards), shards_skipped=skipped,
@@ -218,6 +228,11 @@ def merge_shards(
         raise SureRankError(f"merge: the shards hold {len(seen)} pairs that do not match the input's "
                             f"{manifest.totals['pairs']}")
     return table.drop_columns(["shard"])
+
+
+def _remove_shard_files(manifest: Manifest, work_dir: Path) -> None:
+    for record in manifest.shards:
+        (work_dir / record.file).unlink(missing_ok=True)
 
 
 class _NullProgress:
