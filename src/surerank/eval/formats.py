@@ -65,7 +65,9 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
             else:
                 raise ValueError(f"expected 4 fields 'qid iter docid grade' (or 3), got {len(fields)}")
         except ValueError as error:
-            raise InputError(f"{p}:{number}: malformed qrels line: {error}") from None
+            detail = str(error) if "expected" in str(error) else "the grade must be an integer"
+            raise InputError(f"{p}:{number}: malformed qrels line {line.strip()!r}: {detail} "
+                             "(TREC: 'qid iter docid grade'; Cranfield: 'query doc grade')") from None
         qrels.setdefault(qid, {})[docid] = grade
     if not qrels:
         raise InputError(f"{p}: no judgments found")

@@ -23,7 +23,7 @@ DEFAULT_MEASURES = ("nDCG@10", "MAP", "MRR@10", "R@100")
 _NAME = re.compile(r"^(ndcg|map|ap|mrr|rr|recall|r|p)(?:@(\d+))?$", re.IGNORECASE)
 
 
-def to_ir_measure(name: str, rel_level: int = 2):  # noqa: ANN201 - ir_measures measure object
+def to_ir_measure(name: str, rel_level: int = 2):
     """Map a readable measure name (``nDCG@10``, ``MAP``, ``MRR@10``, ``R@100``, ``P@10``) to ir_measures."""
     import ir_measures
 
@@ -82,7 +82,7 @@ def evaluate(
     by_measure = {str(m): name for name, m in by_name.items()}
     per_query: dict[str, dict[str, float]] = {qid: {} for qid in judged}
     run_judged = {qid: dict(run[qid]) for qid in judged}
-    qrels_dict = {qid: dict(docs) for qid, docs in qrels.items()}
+    qrels_dict = {qid: dict(qrels[qid]) for qid in judged}  # ir_measures also yields qrels-only queries
     for metric in ir_measures.iter_calc(list(by_name.values()), qrels_dict, run_judged):
         per_query[metric.query_id][by_measure[str(metric.measure)]] = float(metric.value)
     for qid in judged:  # queries with an empty ranking score 0 on every measure, as in trec_eval -c

@@ -1,0 +1,5 @@
+"""``python -m surerank`` runs the command line."""
+
+from surerank.cli import main
+
+raise SystemExit(main())
