@@ -51,7 +51,7 @@ punctuated = st.tuples(queries, st.sampled_from(["", "?", ".", " 2019", "'s"])).
 kinds = st.sampled_from(TYPO_KINDS)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(text=punctuated, kind=kinds, seed=st.integers(0, 10_000))
 def test_typo_changes_exactly_one_content_word(text: str, kind: str, seed: int) -> None:
     typo = make_typo(text, kind, random.Random(seed))
@@ -69,7 +69,7 @@ def test_typo_changes_exactly_one_content_word(text: str, kind: str, seed: int) 
     assert text[typo.start + len(typo.word):] == typo.text[typo.start + len(typo.typo_word):]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(text=punctuated, kind=kinds, seed=st.integers(0, 10_000))
 def test_edit_distance_matches_the_kind(text: str, kind: str, seed: int) -> None:
     typo = make_typo(text, kind, random.Random(seed))

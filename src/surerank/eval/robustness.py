@@ -12,6 +12,7 @@ only source of variation.  Nothing here knows which model is behind the ranker.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
@@ -67,6 +68,7 @@ _WORD = re.compile(r"[^\W\d_]+")
 MIN_WORD_LENGTH = 3
 
 
+@functools.lru_cache(maxsize=1)
 def _stopwords() -> frozenset[str]:
     # bm25s (a core dependency) ships an English list that also covers question words (how, what, does).
     from bm25s.stopwords import STOPWORDS_EN_PLUS
