@@ -446,6 +446,16 @@ def _num(value: Any, digits: int = 4) -> str:
     return escape(str(value))
 
 
+def _per_kind(examples: Sequence[Mapping[str, Any]], keep: int) -> list[Mapping[str, Any]]:
+    seen: dict[str, int] = {}
+    out = []
+    for e in examples:
+        seen[e["kind"]] = seen.get(e["kind"], 0) + 1
+        if seen[e["kind"]] <= keep:
+            out.append(e)
+    return out
+
+
 def _plain(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if _is_number(value) else ""
 
@@ -667,8 +677,13 @@ def _robustness(results: Sequence[Mapping[str, Any]]) -> str:
                                    x_range=(-0.3, len(depths) - 0.7), x_categories=[str(d) for d in depths])
             figs.append(_figure(f"robust-depth-{dataset}", chart,
                                 f"{MAIN_MEASURE} when the ranker reorders only the first-stage top k."))
+        examples = next((r["typos"]["examples"] for r in typed if r["typos"].get("examples")), [])
+        example_table = _table(["typo", "query", "with the typo"],
+                               ([escape(e["kind"]), escape(e["query"]), escape(e["typo"])]
+                                for e in _per_kind(examples, 2))) if examples else ""
         parts.append(f"<h3>{escape(dataset)}: {escape(', '.join(names))}</h3>"
-                     f'<div class="figs">{"".join(figs)}</div><pre class="note">{escape(text)}</pre>')
+                     f'<div class="figs">{"".join(figs)}</div><pre class="note">{escape(text)}</pre>'
+                     + example_table)
     return "".join(parts)
 
 
