@@ -14,7 +14,7 @@ from surerank.llm.parse import parse_permutation, strip_thinking
 from surerank.llm.session import Budget, DryRunBackend, Session
 from surerank.llm.types import LLMRequest, LLMResponse
 
-BACKENDS = ("openai", "llama-cpp", "judge")
+BACKENDS = ("openai", "llama-cpp", "transformers", "judge")
 
 
 def make_backend(backend: str | LLMBackend = "openai", **options: Any) -> LLMBackend:
@@ -37,6 +37,10 @@ def make_backend(backend: str | LLMBackend = "openai", **options: Any) -> LLMBac
         from surerank.llm.llama_cpp import LlamaCppBackend
 
         return LlamaCppBackend(**options)
+    if backend == "transformers":
+        from surerank.llm.hf import TransformersBackend
+
+        return TransformersBackend(**options)
     if backend == "judge":
         from surerank.llm.judge import JudgeBackend
 

