@@ -27,7 +27,7 @@ from surerank.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
 _PREFIXES = ("bert.", "roberta.", "model.", "encoder_model.", "")
 
@@ -156,8 +156,13 @@ def build_encoder_graph(files: ModelFiles, head: str) -> Any:
         ]
         outputs.append(helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", hidden]))
     elif head in ("cls", "classifier"):
-        init("zero", np.array(0, np.int64))
-        nodes.append(helper.make_node("Gather", [x, "zero"], ["cls_vec"], axis=1))
+        init("start0", np.array([0], np.int64))
+        init("end1", np.array([1], np.int64))
+        init("axis1", np.array([1], np.int64))
+        nodes += [  # x[:, 0, :] as Slice + Squeeze (a scalar Gather gets a wrong shape after ORT fusions)
+            helper.make_node("Slice", [x, "start0", "end1", "axis1"], ["cls_3d"]),
+            helper.make_node("Squeeze", ["cls_3d", "axis1"], ["cls_vec"]),
+        ]
         if head == "cls":
             nodes.append(helper.make_node("Identity", ["cls_vec"], ["embedding"]))
             outputs.append(helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", hidden]))
