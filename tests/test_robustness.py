@@ -153,3 +153,15 @@ def test_cli_runs_bm25_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFix
 def test_cli_rejects_unknown_dataset(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["robustness", "bm25", "--dataset", "nowhere.json"]) == 2
     assert "neither a known dataset" in capsys.readouterr().err
+
+
+def test_one_call_gives_the_same_figures_as_one_call_per_check(dl19) -> None:
+    from surerank.registry import create
+
+    queries, qrels = dl19
+    batched = run_robustness(create("bm25"), queries[:3], qrels, config(one_call=True))
+    separate = run_robustness(create("bm25"), queries[:3], qrels, config(one_call=False))
+    for part in ("clean", "order", "position", "typos", "trap", "depth"):
+        for key in batched[part]:
+            if key != "seconds":
+                assert batched[part][key] == separate[part][key], (part, key)

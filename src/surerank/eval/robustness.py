@@ -178,6 +178,7 @@ class RobustnessConfig:
     rel_level: int = 2
     seed: int = 0
     max_queries: int | None = None
+    one_call: bool = True  # every ranking of every check in one rank_many call (see run_robustness)
 
     def validate(self) -> None:
         unknown = [c for c in self.checks if c not in CHECKS]
@@ -264,17 +265,28 @@ def _rank(ranker: Any, queries: list[Query], progress: Callable[[str], None]) ->
     return ranked
 
 
-def _run_at_depth(ranker: Any, queries: list[Query], depth: int | None, progress: Callable[[str], None],
-                  texts: Mapping[str, str] | None = None, suffix: str = "") -> Run:
-    """Rerank the first-stage top ``depth`` of each query; the rest keep first-stage order behind them."""
+@dataclass(frozen=True)
+class _Job:
+    """One ranking to do: a query, how deep to rerank, and an optional replacement query text."""
+
+    query: Query
+    depth: int | None
+    text: str | None = None
+
+
+def _run_jobs(ranker: Any, jobs: Sequence[_Job], progress: Callable[[str], None]) -> list[dict[str, float]]:
+    """All jobs in one ``rank_many`` call (a batching ranker encodes a repeated passage once).
+
+    Each result is the scores of one job's query: the reranked head, then the first-stage tail.
+    """
     batch, tails = [], []
-    for query in queries:
-        ordered = first_stage_order(query)
-        head = ordered if depth is None else ordered[:depth]
-        batch.append(with_candidates(query, head, suffix, texts.get(query.id) if texts else None))
+    for j, job in enumerate(jobs):
+        ordered = first_stage_order(job.query)
+        head = ordered if job.depth is None else ordered[: job.depth]
+        batch.append(with_candidates(job.query, head, f"#job{j}", job.text))
         tails.append([c.id for c in ordered])
     ranked = _rank(ranker, batch, progress)
-    return {q.id: ranked_to_scores(r, tail) for q, r, tail in zip(queries, ranked, tails, strict=True)}
+    return [ranked_to_scores(r, tail) for r, tail in zip(ranked, tails, strict=True)]
 
 
 def _summary(per_query: Mapping[str, float]) -> dict[str, Any]:
@@ -380,40 +392,48 @@ def typo_check(ranker: Any, queries: list[Query], qrels: Qrels, clean: Mapping[s
     """
     timer = _Timer()
     depth = config.typo_depth or config.depth
+    jobs: list[_Job] = []
     if depth != config.depth:
-        clean = ndcg_per_query(_run_at_depth(ranker, queries, depth, progress, suffix="#typo-clean"), qrels,
-                               config.rel_level)
-    kinds: dict[str, Any] = {}
+        jobs += [_Job(q, depth) for q in queries]
     examples = []
+    keys: list[tuple[str, int, str]] = []
+    skipped: dict[str, set[str]] = {kind: set() for kind in config.typo_kinds}
     for kind in config.typo_kinds:
-        per_seed = []
-        perturbed_ids: set[str] = set()
-        skipped: set[str] = set()
-        per_query_delta: dict[str, list[float]] = {}
         for seed in config.typo_seeds:
-            texts, chosen = {}, []
             for query in queries:
                 typo = make_typo(query.text, kind, typo_rng(seed, kind, query.id))
                 if typo is None:
-                    skipped.add(query.id)
+                    skipped[kind].add(query.id)
                     continue
-                texts[query.id] = typo.text
-                chosen.append(query)
-                if seed == config.typo_seeds[0] and len(examples) < 3 * len(config.typo_kinds) \
-                        and sum(e["kind"] == kind for e in examples) < 3:
+                jobs.append(_Job(query, depth, typo.text))
+                keys.append((kind, seed, query.id))
+                if seed == config.typo_seeds[0] and sum(e["kind"] == kind for e in examples) < 3:
                     examples.append({"kind": kind, "seed": seed, "qid": query.id, "query": query.text,
                                      "typo": typo.text})
-            if not chosen:
+    scored = _run_jobs(ranker, jobs, progress) if jobs else []
+    if depth != config.depth:
+        clean_run = {q.id: scores for q, scores in zip(queries, scored[: len(queries)], strict=True)}
+        clean = ndcg_per_query(clean_run, qrels, config.rel_level)
+        scored = scored[len(queries):]
+    runs: dict[tuple[str, int], Run] = {}
+    for (kind, seed, qid), scores in zip(keys, scored, strict=True):
+        runs.setdefault((kind, seed), {})[qid] = scores
+    kinds: dict[str, Any] = {}
+    for kind in config.typo_kinds:
+        per_seed = []
+        per_query_delta: dict[str, list[float]] = {}
+        perturbed_ids: set[str] = set()
+        for seed in config.typo_seeds:
+            if (kind, seed) not in runs:
                 continue
-            run = _run_at_depth(ranker, chosen, depth, progress, texts=texts, suffix=f"#typo-{kind}")
-            scores = ndcg_per_query(run, qrels, config.rel_level)
-            deltas = {qid: scores[qid] - clean[qid] for qid in scores}
+            values = ndcg_per_query(runs[(kind, seed)], qrels, config.rel_level)
+            deltas = {qid: values[qid] - clean[qid] for qid in values}
             for qid, d in deltas.items():
                 per_query_delta.setdefault(qid, []).append(d)
-            perturbed_ids.update(scores)
-            per_seed.append({"seed": seed, MEASURE: _mean(scores.values()),
-                             "clean": _mean(clean[q] for q in scores), "delta": _mean(deltas.values()),
-                             "n_queries": len(scores)})
+            perturbed_ids.update(values)
+            per_seed.append({"seed": seed, MEASURE: _mean(values.values()),
+                             "clean": _mean(clean[q] for q in values), "delta": _mean(deltas.values()),
+                             "n_queries": len(values)})
         deltas_mean = {q: float(np.mean(v)) for q, v in per_query_delta.items()}
         kinds[kind] = {
             MEASURE: _mean(s[MEASURE] for s in per_seed),
@@ -423,7 +443,7 @@ def typo_check(ranker: Any, queries: list[Query], qrels: Qrels, clean: Mapping[s
             "queries_hurt": sum(d < -1e-9 for d in deltas_mean.values()),
             "queries_helped": sum(d > 1e-9 for d in deltas_mean.values()),
             "n_queries": len(perturbed_ids),
-            "skipped": sorted(skipped),
+            "skipped": sorted(skipped[kind]),
             "per_seed": per_seed,
         }
     all_deltas = [k["delta"] for k in kinds.values() if k["delta"] is not None]
@@ -487,20 +507,86 @@ def depth_check(ranker: Any, queries: list[Query], qrels: Qrels, config: Robustn
     """nDCG@10 when reranking the first-stage top k, for each k in ``depths``."""
     timer = _Timer()
     longest = max(len(q.candidates) for q in queries)
+    wanted = sorted(set(config.depths))
+    todo = sorted({min(k, longest) for k in wanted} - set(known))
+    jobs = [_Job(q, k) for k in todo for q in queries]
+    scored = _run_jobs(ranker, jobs, progress) if jobs else []
+    by_depth: dict[int | None, Mapping[str, float]] = dict(known)
+    for i, k in enumerate(todo):
+        part = scored[i * len(queries):(i + 1) * len(queries)]
+        by_depth[k] = ndcg_per_query({q.id: sc for q, sc in zip(queries, part, strict=True)}, qrels,
+                                     config.rel_level)
     rows = []
-    for k in sorted(set(config.depths)):
+    for k in wanted:
         effective = min(k, longest)
-        if effective in known:
-            scores = known[effective]
-        else:
-            run = _run_at_depth(ranker, queries, effective, progress, suffix=f"#top{k}")
-            scores = ndcg_per_query(run, qrels, config.rel_level)
-        rows.append({"depth": k, MEASURE: _mean(scores.values()),
+        rows.append({"depth": k, MEASURE: _mean(by_depth[effective].values()),
                      "capped_at": effective if effective < k else None})
     first_stage = {q.id: {c.id: float(len(q.candidates) - i) for i, c in enumerate(first_stage_order(q))}
                    for q in queries}
     first_stage_ndcg = ndcg_per_query(first_stage, qrels, config.rel_level)
     return {"depths": rows, "first_stage": _mean(first_stage_ndcg.values()), "seconds": timer.seconds()}
+
+
+class _Recorder:
+    """Stands in for the ranker while the checks say what they will ask; answers in input order."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.batches: list[list[Query]] = []
+
+    def rank_many(self, queries: Iterable[Query]) -> list[RankedList]:
+        batch = list(queries)
+        self.batches.append(batch)
+        return [RankedList.from_order(q, list(range(len(q.candidates))), ranker=self.name) for q in batch]
+
+    def size(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+
+class _Replayer:
+    """Hands back the real ranker's answers, batch by batch, checking they answer the same requests."""
+
+    def __init__(self, name: str, batches: list[list[Query]], answers: list[RankedList]) -> None:
+        self.name = name
+        self._batches = iter(batches)
+        self._answers = iter(answers)
+
+    def rank_many(self, queries: Iterable[Query]) -> list[RankedList]:
+        batch, expected = list(queries), next(self._batches)
+        out = [next(self._answers) for _ in expected]
+        for asked, recorded, answer in zip(batch, expected, out, strict=True):
+            if asked.id != recorded.id or asked.text != recorded.text or sorted(answer.ids) != sorted(
+                    c.id for c in asked.candidates):
+                raise RuntimeError(f"robustness replay out of step at query {asked.id!r}")
+        return out
+
+
+def _checks(ranker: Any, judged: list[Query], qrels: Qrels, config: RobustnessConfig, bm25: Any | None,
+            say: Callable[[str], None]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    say(f"clean run over {len(judged)} queries")
+    jobs = [_Job(q, config.depth) for q in judged]
+    clean_run = {q.id: sc for q, sc in zip(judged, _run_jobs(ranker, jobs, say), strict=True)}
+    clean = ndcg_per_query(clean_run, qrels, config.rel_level)
+    result["clean"] = {**_summary(clean), "depth": config.depth, "per_query": clean}
+    if "order" in config.checks:
+        say("order sensitivity")
+        result["order"] = order_check(ranker, judged, config, say)
+    if "position" in config.checks:
+        say("position bias")
+        result["position"] = position_check(ranker, judged, qrels, config, say)
+    if "typos" in config.checks:
+        say("typos")
+        result["typos"] = typo_check(ranker, judged, qrels, clean, config, say)
+    if "trap" in config.checks:
+        say("lexical trap slice")
+        result["trap"] = trap_check(judged, qrels, clean, config, bm25)
+    if "depth" in config.checks:
+        say("reranking depth")
+        longest = max(len(q.candidates) for q in judged)
+        known = {min(config.depth or longest, longest): clean}
+        result["depth"] = depth_check(ranker, judged, qrels, config, say, known)
+    return result
 
 
 def run_robustness(ranker: Any, queries: Sequence[Query], qrels: Qrels,
@@ -531,27 +617,17 @@ def run_robustness(ranker: Any, queries: Sequence[Query], qrels: Qrels,
         "unjudged_queries": unjudged,
         "config": asdict(config),
     }
-    say(f"{name}: clean run over {len(judged)} queries")
-    clean_run = _run_at_depth(ranker, judged, config.depth, say)
-    clean = ndcg_per_query(clean_run, qrels, config.rel_level)
-    result["clean"] = {**_summary(clean), "depth": config.depth, "per_query": clean}
-    if "order" in config.checks:
-        say("order sensitivity")
-        result["order"] = order_check(ranker, judged, config, say)
-    if "position" in config.checks:
-        say("position bias")
-        result["position"] = position_check(ranker, judged, qrels, config, say)
-    if "typos" in config.checks:
-        say("typos")
-        result["typos"] = typo_check(ranker, judged, qrels, clean, config, say)
-    if "trap" in config.checks:
-        say("lexical trap slice")
-        result["trap"] = trap_check(judged, qrels, clean, config, bm25)
-    if "depth" in config.checks:
-        say("reranking depth")
-        longest = max(len(q.candidates) for q in judged)
-        known = {min(config.depth or longest, longest): clean}
-        result["depth"] = depth_check(ranker, judged, qrels, config, say, known)
+    if config.one_call:
+        # Every ranking the checks ask for is fixed by the seeds, not by the ranker's answers: record
+        # them with a stand-in, rank them all in one rank_many call (a batching ranker then encodes each
+        # distinct passage once), and replay the answers to the same checks.
+        recorder = _Recorder(name)
+        _checks(recorder, judged, qrels, config, bm25, lambda message: None)
+        say(f"{name}: ranking {recorder.size()} lists in one call")
+        answers = _rank(ranker, [q for batch in recorder.batches for q in batch], say)
+        result.update(_checks(_Replayer(name, recorder.batches, answers), judged, qrels, config, bm25, say))
+    else:
+        result.update(_checks(ranker, judged, qrels, config, bm25, say))
     result["seconds"] = timer.seconds()
     return result
 
