@@ -6,7 +6,9 @@
 Prints one table (one column per ranker) and writes one JSON per ranker, the input of
 ``surerank report --robustness``.  The anchor measured in the same run is the first-stage BM25 order
 (its nDCG@10 must match the collection's known figure: 0.5058 on DL19, 0.4796 on DL20), and every
-ranker's figures sit beside it.  ``fusion`` is RRF of bm25 and embedding.
+ranker's figures sit beside it.  ``fusion`` is RRF of ``--fusion-members`` (default: the first-stage
+BM25 scores and embedding, the usual hybrid; the first-stage part ignores the query text, so typos only
+reach it through the embedding).  ``bm25`` reranks with statistics of the candidate list alone.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--typo-depth", type=int, default=30)
     parser.add_argument("--depths", type=ints, default=(10, 20, 50, 100))
     parser.add_argument("--max-queries", type=int)
+    parser.add_argument("--fusion-members", default="first-stage,embedding")
     parser.add_argument("--out-dir", type=Path, default=Path("robustness-out"))
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
@@ -80,7 +83,8 @@ def main() -> None:
     print(f"# robustness on {args.dataset}: {len(queries)} queries; config {json.dumps(vars(config))}")
     results, lines = [], []
     for name in [r for r in args.rankers.split(",") if r]:
-        inner = create("fusion", rankers=["bm25", "embedding"]) if name == "fusion" else create(name)
+        members = [m for m in args.fusion_members.split(",") if m]
+        inner = create("fusion", rankers=members) if name == "fusion" else create(name)
         ranker = Counting(inner, name)
         start = time.perf_counter()
         result = run_robustness(ranker, queries, qrels, config, dataset=args.dataset,
