@@ -22,7 +22,7 @@ import time
 
 from surerank import Reranker
 from surerank.eval.datasets import load_trec_dl
-from surerank.eval.metrics import evaluate, run_from_order
+from surerank.eval.metrics import evaluate, paired_test, run_from_order
 from surerank.llm.judge import Judge, JudgeBackend
 from surerank.llm.prompts import clip, one_line
 from surerank.types import Query
@@ -114,11 +114,14 @@ def main() -> None:
     for noise in args.noise:
         print(f"\njudge noise sigma = {noise} grades, position bias = {args.position_bias}, "
               f"{args.seeds} seed(s)")
-        print("| strategy | nDCG@10 | calls/query | rounds/query | prompt tokens/query (est.) | s |")
+        print("| strategy | nDCG@10 (vs window, paired t p) | calls/query | rounds/query | "
+              "prompt tokens/query (est.) | s |")
         print("|---|---|---|---|---|---|")
         anchor = None
+        anchor_per_query: dict[str, float] = {}
         for label, name, options in STRATEGIES:
             ndcgs, calls, rounds, tokens, elapsed = [], 0, 0, 0, 0.0
+            per_query: dict[str, float] = {}
             for seed in range(args.seeds):
                 judge = make_judge(queries, qrels, noise, args.position_bias, seed, max_words=100)
                 ranker = Reranker(name, backend=JudgeBackend(judge), max_words=100, seed=seed, **options)
@@ -126,14 +129,21 @@ def main() -> None:
                 lists = ranker.rank_many(queries)
                 elapsed += time.perf_counter() - start
                 run = run_from_order({r.query.id: r.ids for r in lists})
-                ndcgs.append(evaluate(run, qrels, measures=("nDCG@10",)).aggregate["nDCG@10"])
+                result = evaluate(run, qrels, measures=("nDCG@10",))
+                ndcgs.append(result.aggregate["nDCG@10"])
+                for qid, value in result.values("nDCG@10").items():  # seed-averaged per query
+                    per_query[qid] = per_query.get(qid, 0.0) + value / args.seeds
                 calls += sum(r.cost.calls for r in lists)
                 rounds += sum(r.cost.rounds for r in lists)
                 tokens += sum(r.cost.prompt_tokens for r in lists)
             n = len(queries) * args.seeds
             ndcg = sum(ndcgs) / len(ndcgs)
-            anchor = ndcg if anchor is None else anchor
-            print(f"| {label} | {ndcg:.4f} ({ndcg - anchor:+.4f} vs window) | {calls / n:.1f} | "
+            if anchor is None:
+                anchor, anchor_per_query = ndcg, per_query
+                versus = "anchor"
+            else:
+                versus = f"{ndcg - anchor:+.4f}, p={paired_test(per_query, anchor_per_query).p_value:.3f}"
+            print(f"| {label} | {ndcg:.4f} ({versus}) | {calls / n:.1f} | "
                   f"{rounds / n:.1f} | {tokens / n:,.0f} | {elapsed:.1f} |")
 
 

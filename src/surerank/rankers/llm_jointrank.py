@@ -40,8 +40,8 @@ def block_design(n: int, block_size: int, replicas: int, seed: int = 0, max_trie
     """``replicas`` shuffled partitions of ``range(n)`` into near-equal blocks of at most ``block_size``.
 
     The first replica keeps the input order (the first stage's ranking is informative: its top items
-    meet each other), the others are random; redrawn until connected.  Every item is in exactly
-    ``replicas`` blocks.
+    meet each other), the others are random; redrawn until connected.  Every item is in ``replicas``
+    blocks (one item per replica in one more, if ``block_size`` is 2 and ``n`` odd).
     """
     if block_size < 2:
         raise InputError(f"block_size: must be >= 2, got {block_size}")
@@ -56,7 +56,11 @@ def block_design(n: int, block_size: int, replicas: int, seed: int = 0, max_trie
         blocks = []
         for r in range(replicas):
             perm = np.arange(n) if r == 0 else rng.permutation(n)
-            blocks.extend([int(i) for i in part] for part in np.array_split(perm, n_blocks))
+            for part in np.array_split(perm, n_blocks):
+                block = [int(i) for i in part]
+                if len(block) == 1:  # only when block_size is 2 and n is odd: pair it with one more item
+                    block.append(int(perm[0]) if int(perm[0]) != block[0] else int(perm[1]))
+                blocks.append(block)
         if replicas == 1 or _connected(n, blocks):
             return blocks
     return blocks
