@@ -573,7 +573,7 @@ def _reliability(figures: TrustFigures) -> str:
     figs = []
     for i, (label, (bins, extras)) in enumerate(figures.reliability.items()):
         chart = svg.reliability_diagram(bins, title=f"reliability: {label}")
-        summary = ", ".join(f"{escape(k)} {_num(float(v))}" for k, v in extras.items()
+        summary = ", ".join(f"{escape(k)} {_num(v)}" for k, v in extras.items()
                             if k.lower() in ("ece", "brier", "log_loss", "mce", "pairs", "n"))
         figs.append(_figure(f"reliability-{i}", chart,
                             f"{escape(label)}: observed relevance rate per predicted-probability bin; the "
