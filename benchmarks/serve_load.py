@@ -55,9 +55,7 @@ def free_port() -> int:
 def start_server(ranker: str, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    probe = subprocess.run([sys.executable, "-c", "import surerank.cli as c; c.build_parser()"], env=env,
-                           capture_output=True)
-    cli = ["-m", "surerank.cli", "serve"] if probe.returncode == 0 else ["-m", "surerank.cli.serve"]
+    cli = ["-m", "surerank", "serve"]
     process = subprocess.Popen([sys.executable, *cli, "--model", f"bench={ranker}", "--port", str(port),
                                 *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -182,7 +180,9 @@ def main() -> None:
           f"{offline_rps * args.docs:8.1f} documents/s")
 
     # -- bounded load ---------------------------------------------------------------------------------
-    process, url = start_server(args.ranker, "--max-queue", str(max(256, args.concurrency * 2)))
+    # a bounded run: the queue holds every client, and no request times out however slow the machine is
+    process, url = start_server(args.ranker, "--max-queue", str(max(256, args.concurrency * 2)),
+                                "--request-timeout", "3600")
     try:
         run = asyncio.run(drive(url, requests, expected, args.concurrency, args.tolerance))
         batches, per_batch = batch_stats(url)

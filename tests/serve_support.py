@@ -66,12 +66,8 @@ def free_port() -> int:
 
 
 def _cli() -> list[str]:
-    """``python -m surerank.cli serve``; the standalone module while the full CLI cannot be imported."""
-    probe = subprocess.run([sys.executable, "-c", "import surerank.cli as c; c.build_parser()"],
-                           env=server_env(), capture_output=True, timeout=60)
-    if probe.returncode == 0:
-        return [sys.executable, "-m", "surerank.cli", "serve"]
-    return [sys.executable, "-m", "surerank.cli.serve"]
+    """The real entry point: ``python -m surerank serve``."""
+    return [sys.executable, "-m", "surerank", "serve"]
 
 
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:

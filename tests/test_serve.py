@@ -31,7 +31,7 @@ DOCS = [
 @pytest.fixture(scope="module")
 def server():
     srv = Server("--model", f"lex={RANKER}", "--max-documents", "20", "--max-document-tokens", "40",
-                 "--max-wait-ms", "2", env={"SURERANK_API_KEYS": KEY})
+                 "--max-wait-ms", "2", env={"SURERANK_API_KEYS": KEY, "SURERANK_MAX_BODY_BYTES": "20000"})
     yield srv
     # uvicorn re-raises SIGTERM after its graceful shutdown, so -SIGTERM is a clean exit here
     assert srv.stop() in (0, -signal.SIGTERM), srv.output()
@@ -122,6 +122,19 @@ def test_limits_and_bad_input_name_the_field(server):
     assert broken.status_code == 422
     unknown = post(server, "/v2/rerank", {"model": "nope", "query": "q", "documents": ["a"]})
     assert unknown.status_code == 404 and "lex" in unknown.json()["message"]
+
+
+def test_body_size_limit_with_and_without_content_length(server):
+    body = ('{"query": "q", "documents": ["' + "x" * 30000 + '"]}').encode()
+    headers = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    declared = httpx.post(f"{server.url}/v2/rerank", content=body, headers=headers, timeout=30)
+    chunked = httpx.post(f"{server.url}/v2/rerank", content=iter([body[:100], body[100:]]), headers=headers,
+                         timeout=30)
+    for response in (declared, chunked):
+        assert response.status_code == 413 and "max_body_bytes=20000" in response.json()["message"]
+    small = b'{"query": "solar", "documents": ["solar panels"]}'
+    assert httpx.post(f"{server.url}/v2/rerank", content=iter([small[:5], small[5:]]), headers=headers,
+                      timeout=30).status_code == 200
 
 
 def test_requested_truncation_is_reported(server):

@@ -127,24 +127,3 @@ def run(args: argparse.Namespace) -> int:
     serve(config, rankers=rankers, trust_hooks=hooks, access_log=args.access_log)
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m surerank.cli.serve ...``: the serve command alone (no other subcommand imported)."""
-    import sys
-
-    from surerank.errors import SureRankError
-
-    parser = argparse.ArgumentParser(prog="surerank")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (SureRankError, FileNotFoundError) as error:
-        sys.stderr.write(f"surerank serve: error: {error}\n")
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

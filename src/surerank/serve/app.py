@@ -270,17 +270,33 @@ class _Gate:
                     413, f"body: {int(length)} bytes is over the limit max_body_bytes={limit}", "too_large")
                 await response(scope, receive, send_wrapper)
                 return
-            received = [0]
+            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                # no declared length (chunked): read the body here, within the limit, then replay it
+                chunks, size, more = [], 0, True
+                while more:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client went away
+                    chunks.append(message.get("body", b""))
+                    size += len(chunks[-1])
+                    more = message.get("more_body", False)
+                    if size > limit:
+                        response = _error_response(
+                            413, f"body: over the limit max_body_bytes={limit}", "too_large")
+                        await response(scope, receive, send_wrapper)
+                        return
+                body = b"".join(chunks)
+                replayed = [False]
 
-            async def receive_wrapper() -> dict[str, Any]:
-                message = await receive()
-                if message["type"] == "http.request":
-                    received[0] += len(message.get("body", b""))
-                    if received[0] > limit:
-                        raise ApiError(413, f"body: over the limit max_body_bytes={limit}", "too_large")
-                return message
+                async def replay() -> dict[str, Any]:
+                    if not replayed[0]:
+                        replayed[0] = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    return await receive()
 
-            await self.app(scope, receive_wrapper, send_wrapper)
+                await self.app(scope, replay, send_wrapper)
+                return
+            await self.app(scope, receive, send_wrapper)
         finally:
             metrics = self.state.metrics
             metrics.requests.labels(path, str(status[0])).inc()
