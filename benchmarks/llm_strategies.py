@@ -64,19 +64,19 @@ GGUF_METHODS: list[tuple[str, str, dict]] = [
 ]
 
 
-def run_gguf(path: str, queries: list[Query], qrels: dict, threads: int | None) -> None:
+def run_gguf(path: str, queries: list[Query], qrels: dict, threads: int | None, max_words: int) -> None:
     from surerank.llm.llama_cpp import LlamaCppBackend
 
     backend = LlamaCppBackend(path, n_ctx=4096, n_threads=threads)
     base = evaluate(run_from_order({q.id: [c.id for c in q.candidates] for q in queries}), qrels,
                     measures=("nDCG@10",)).aggregate["nDCG@10"]
     print(f"{backend.model} in-process (llama-cpp), DL19 {len(queries)} queries, BM25 top-{len(queries[0].candidates)}")
-    print(f"BM25 order of the same candidates: nDCG@10 = {base:.4f}")
+    print(f"BM25 order of the same candidates: nDCG@10 = {base:.4f}; passages cut to {max_words} words")
     print("| method | nDCG@10 | calls/query | rounds/query | prompt tok/query | completion tok/query | "
           "repairs | fallbacks | errors | s/query |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for label, name, options in GGUF_METHODS:
-        ranker = Reranker(name, backend=backend, max_words=100, **options)
+        ranker = Reranker(name, backend=backend, max_words=max_words, **options)
         start = time.perf_counter()
         lists = ranker.rank_many(queries)
         elapsed = time.perf_counter() - start
@@ -99,13 +99,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="judge noise seeds averaged")
     parser.add_argument("--gguf", help="run this GGUF model in-process instead of the simulated judge")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (--gguf)")
+    parser.add_argument("--max-words", type=int, default=100, help="words kept per passage (--gguf)")
     args = parser.parse_args()
 
     queries, qrels = load_trec_dl(19)
     queries = [Query(q.text, q.candidates[: args.depth], q.id) for q in queries[: args.queries]]
     qrels = {q.id: qrels[q.id] for q in queries if q.id in qrels}
     if args.gguf:
-        run_gguf(args.gguf, queries, qrels, args.threads)
+        run_gguf(args.gguf, queries, qrels, args.threads, args.max_words)
         return
     base = evaluate(run_from_order({q.id: [c.id for c in q.candidates] for q in queries}), qrels,
                     measures=("nDCG@10",)).aggregate["nDCG@10"]

@@ -5,6 +5,10 @@ query likelihood from token-by-token evaluation of the query after the passage p
 decoding.  The prompt is formatted with the model's own chat template (from the GGUF metadata) or, for
 models without one, a plain ``User:/Assistant:`` layout.  A prompt longer than the context is an error
 reported on that call, never silently cut.  One model, one lock: calls are serialised.
+
+``extra_buffers`` (off by default) lets llama.cpp repack weights into extra CPU buffer types (AMX, AVX
+repacks).  It is faster where it works, but on AMX-capable CPUs inside some sandboxes/VMs the AMX path
+crashes the process on the first batched decode (seen here with a Q4_1 GGUF); plain buffers always work.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from surerank.llm.cache import JudgmentCache
 from surerank.llm.types import LLMRequest, LLMResponse
 
 logger = logging.getLogger(__name__)
+_PARAMS_LOCK = threading.Lock()
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -37,7 +42,8 @@ class LlamaCppBackend(LLMBackend):
 
     def __init__(self, model_path: str | os.PathLike[str], n_ctx: int = 4096, n_threads: int | None = None,
                  n_batch: int = 512, cache: JudgmentCache | str | None = None, seed: int = 0,
-                 chat_template: str | None = "auto", model: str | None = None) -> None:
+                 chat_template: str | None = "auto", model: str | None = None, extra_buffers: bool = False
+                 ) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise InputError(f"model_path: no GGUF file at {str(path)!r}")
@@ -50,8 +56,8 @@ class LlamaCppBackend(LLMBackend):
         self._lib = llama_cpp
         self.model_path = str(path)
         self.n_ctx = int(n_ctx)
-        self._llm = llama_cpp.Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_batch=n_batch,
-                                    n_threads=n_threads, logits_all=False, seed=seed, verbose=False)
+        self.extra_buffers = bool(extra_buffers)
+        self._llm = self._load(llama_cpp, n_batch=n_batch, n_threads=n_threads, seed=seed)
         self._lock = threading.Lock()
         self._formatter = None
         template = self._llm.metadata.get("tokenizer.chat_template") if chat_template == "auto" else chat_template
@@ -62,8 +68,32 @@ class LlamaCppBackend(LLMBackend):
                                                   bos_token=self._token_text(self._llm.token_bos()))
         self._label_ids: dict[str, list[int]] = {}
 
+    def _load(self, llama_cpp: Any, **options: Any) -> Any:
+        """Build the Llama, with the model's extra buffer types switched off unless asked for.
+
+        llama-cpp-python has no argument for ``use_extra_bufts``; it reads the defaults from
+        ``llama_model_default_params`` while constructing, so that function is wrapped for the duration.
+        """
+        low = llama_cpp.llama_cpp
+        with _PARAMS_LOCK:
+            original = low.llama_model_default_params
+
+            def params() -> Any:
+                p = original()
+                if hasattr(p, "use_extra_bufts"):
+                    p.use_extra_bufts = self.extra_buffers
+                return p
+
+            low.llama_model_default_params = params
+            try:
+                return llama_cpp.Llama(model_path=self.model_path, n_ctx=self.n_ctx, logits_all=False,
+                                       verbose=False, **options)
+            finally:
+                low.llama_model_default_params = original
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "model_path": self.model_path, "n_ctx": self.n_ctx,
+                "extra_buffers": self.extra_buffers,
                 "chat_template": self._formatter is not None}
 
     # --- helpers -------------------------------------------------------------------------------------

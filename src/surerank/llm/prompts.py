@@ -61,9 +61,11 @@ def setwise(query: str, passages: Sequence[str], labels: Sequence[str]) -> str:
             f"{labels[0]}.")
 
 
-def listwise(query: str, passages: Sequence[str], labels: Sequence[str]) -> str:
+def listwise(query: str, passages: Sequence[str], labels: Sequence[str], bare: bool = False) -> str:
+    """``bare``: ask for ``C > A > B`` rather than ``[C] > [A] > [B]``, so that the first generated token is
+    an identifier (what FIRST reads), not a bracket."""
     body = "\n".join(f"[{label}] {text}" for label, text in zip(labels, passages))
-    example = " > ".join(f"[{label}]" for label in list(labels)[:3])
+    example = " > ".join(label if bare else f"[{label}]" for label in list(labels)[:3])
     return (f"Rank the {len(passages)} passages below by relevance to the query.\n"
             f"Query: {one_line(query)}\n{body}\n"
             f"Query: {one_line(query)}\n"

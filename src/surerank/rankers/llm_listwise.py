@@ -54,7 +54,7 @@ def rank_windows(session: Session, query: Query, passages: Sequence[str], window
         labels = tpl.window_labels(len(window))
         for s in range(max(1, shuffles)):
             presented = list(window) if s == 0 else [window[i] for i in rng.permutation(len(window))]
-            text = tpl.listwise(query.text, [passages[i] for i in presented], labels)
+            text = tpl.listwise(query.text, [passages[i] for i in presented], labels, bare=first)
             if first:
                 request = LLMRequest.chat(text, system=tpl.SYSTEM, max_tokens=max_new_tokens or 1,
                                           top_logprobs=20, labels=tuple(labels))
