@@ -116,3 +116,18 @@ def test_options_are_validated_with_the_field_named():
         Reranker("llm-listwise", backend="judge", temperature_typo=1)
     with pytest.raises(InputError, match="base_url"):
         Reranker("llm-listwise", backend="openai", model="m")
+
+
+def test_token_budget_stops_a_method_and_the_estimate_predicts_the_spend():
+    query, _ = judged_query(30)
+    free = Reranker("llm-listwise", backend="judge", window=10, step=5)
+    estimate = free.estimate(query)
+    full = free.rank(query)
+    assert (estimate.calls, estimate.rounds) == (full.cost.calls, full.cost.rounds) == (5, 5)
+    assert estimate.prompt_tokens == pytest.approx(full.cost.prompt_tokens, rel=0.2)  # windows hold other texts
+    assert estimate.completion_tokens >= full.cost.completion_tokens  # max_tokens per call: an upper bound
+    per_call = estimate.prompt_tokens // estimate.calls + estimate.completion_tokens // estimate.calls
+    capped = Reranker("llm-listwise", backend="judge", window=10, step=5, max_total_tokens=2 * per_call + 10)
+    ranked = capped.rank(query)
+    assert ranked.info["budget_exhausted"] and ranked.cost.calls == 2
+    assert ranked.cost.prompt_tokens + ranked.cost.completion_tokens <= 2 * per_call + 10

@@ -117,8 +117,9 @@ class LLMRanker(BaseRanker):
         return [self._rank_with(q, Session(self.backend, self.budget)) for q in queries]
 
     def estimate(self, queries: Query | Sequence[Query]) -> Cost:
-        """Dry run: the calls, sequential rounds and (upper-bound) tokens ranking these queries would cost,
-        without calling the model.  Adaptive methods (setwise) are costed on their longest path."""
+        """Dry run: the calls, sequential rounds and tokens ranking these queries would cost, without calling
+        the model.  Prompt tokens are estimated (~4 characters a token, input order), completion tokens are
+        bounded by ``max_tokens``; adaptive methods (setwise) are costed on their longest path."""
         qs = [queries] if isinstance(queries, Query) else list(queries)
         dry = DryRunBackend()
         real, self.backend = self.backend, dry
@@ -134,7 +135,8 @@ class LLMRanker(BaseRanker):
                                        rounds=session.cost.rounds))
         finally:
             self.backend = real
-        total.details = {"dry_run": True, "queries": len(qs), "tokens": "upper bound (max_tokens per call)"}
+        total.details = {"dry_run": True, "queries": len(qs),
+                         "tokens": "prompt: ~4 characters a token; completion: upper bound (max_tokens a call)"}
         return total
 
     def describe(self) -> dict[str, Any]:
