@@ -90,6 +90,14 @@ def labelled(lists: list[RankedList], qrels: dict) -> list[LabelledList]:
     return label_lists(lists, qrels, REL)
 
 
+def input_order_scores(ranked: RankedList) -> list[float]:
+    """Scores by candidate position (what from_scores takes), not by rank."""
+    scores = [0.0] * len(ranked.items)
+    for item in ranked.items:
+        scores[item.index] = item.score
+    return scores
+
+
 def ndcg10(lists: list[RankedList], qrels: dict) -> np.ndarray:
     return np.array([ndcg_from_qrels(r.ids, qrels[r.query.id], 10) for r in lists])
 
@@ -110,7 +118,8 @@ def section_calibration(data: dict, out: dict) -> None:
         rows = [("raw score", np.clip(s_test, 0, 1))]
         for method in CALIBRATORS:
             cal = fit_calibrator(method, s_fit, y_fit)
-            applied = [RankedList.from_scores(r.query, r.scores, ranker=r.ranker) for r in test_lists]
+            applied = [RankedList.from_scores(r.query, input_order_scores(r), ranker=r.ranker)
+                       for r in test_lists]
             cal.apply(applied)
             assert [r.ids for r in applied] == [r.ids for r in test_lists]  # ranking unchanged
             after_ndcg = ndcg10(applied, test_qrels).mean()
@@ -221,24 +230,35 @@ def section_crc(data: dict, splits: int, rng: np.random.Generator, delta: float,
 
 def section_adaptive(data: dict, out: dict) -> None:
     print("\n## 4. Adaptive cutoffs (k_min=1, k_max=100); probabilities from Platt fitted on the other year")
-    print(f"{'year':<6}{'cutoff':<26}{'mean k':>8}{'recall':>8}{'precision':>11}")
+    print(f"{'year':<6}{'cutoff':<26}{'mean k':>8}{'recall':>8}{'precision':>11}"
+          f"{'| fixed k':>9}{'recall':>8}{'precision':>11}  (fixed k = round(mean k))")
     for year, other in ((19, 20), (20, 19)):
         lists, qrels = data[year]
         cal = fit_calibrator("platt", *calibration_pairs(labelled(*data[other])))
         cal.apply(lists)
         lab = labelled(lists, qrels)
 
-        def row(label: str, ks: list[int], lab: list[LabelledList] = lab, year: int = year) -> None:
+        def recall_precision(ks: list[int], lab: list[LabelledList] = lab) -> tuple[float, float]:
             rel = [x.binary_labels() for x in lab]
             total = np.array([r.sum() for r in rel])
             kept_rel = np.array([r[:k].sum() for r, k in zip(rel, ks, strict=True)])
             mask = total > 0
-            recall = np.mean(kept_rel[mask] / total[mask])
-            precision = np.mean([kr / k if k else 0.0 for kr, k in zip(kept_rel, ks, strict=True)])
-            print(f"DL{year:<4}{label:<26}{np.mean(ks):>8.1f}{recall:>8.3f}{precision:>11.3f}")
-            out.setdefault("rows", []).append({"dataset": f"DL{year}", "cutoff": label,
-                                               "mean_k": float(np.mean(ks)), "recall": float(recall),
-                                               "precision": float(precision)})
+            recall = float(np.mean(kept_rel[mask] / total[mask]))
+            precision = float(np.mean([kr / k if k else 0.0 for kr, k in zip(kept_rel, ks, strict=True)]))
+            return recall, precision
+
+        def row(label: str, ks: list[int], lab: list[LabelledList] = lab, year: int = year) -> None:
+            recall, precision = recall_precision(ks)
+            same = max(1, round(float(np.mean(ks))))  # a fixed k with the same mean budget
+            fixed_recall, fixed_precision = recall_precision([same] * len(lab))
+            adaptive = not label.startswith("fixed")
+            tail = f"{same:>9d}{fixed_recall:>8.3f}{fixed_precision:>11.3f}" if adaptive else ""
+            print(f"DL{year:<4}{label:<26}{np.mean(ks):>8.1f}{recall:>8.3f}{precision:>11.3f}{tail}")
+            out.setdefault("rows", []).append({
+                "dataset": f"DL{year}", "cutoff": label, "mean_k": float(np.mean(ks)), "recall": recall,
+                "precision": precision, "fixed_k_same_budget": same if adaptive else None,
+                "fixed_recall": fixed_recall if adaptive else None,
+                "fixed_precision": fixed_precision if adaptive else None})
 
         by_qid = {r.query.id: r for r in lists}
         for cutoff in (AdaptiveCutoff("gap"), AdaptiveCutoff("zscore", z=1.0),
