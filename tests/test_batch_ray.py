@@ -36,6 +36,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 def cluster():
     from surerank.batch.engines import ray_runtime_env
 
+    if ray.is_initialized():  # left over from another module: start our own, known-size cluster
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=ray_runtime_env())
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
