@@ -13,6 +13,12 @@ Every contender runs in its own process (clean peak-RSS figure), loads and warms
 
     nice python benchmarks/throughput.py --pairs 1000          # the must-show figures
     nice python benchmarks/throughput.py --pairs 1000 --full   # + nDCG@10 over all 43 DL19 queries
+    python benchmarks/throughput.py --device cuda --pairs 100000 --shapes ce   # GPU: bf16/fp16, MFU
+
+On a GPU (``--device cuda``) surerank runs the torch backend in bf16 and fp16 (SDPA, 262k-token batches,
+batch padding overlapped with compute) against ``CrossEncoder(path, device="cuda").predict(pairs)``, and
+prints model FLOPs utilisation from the per-pair formula 2·n_layers·(4·H² + 2·H·I)·L + 4·n_layers·L²·H
+against ``--peak-tflops`` (989: H100/H200 dense bf16).  DL19 queries are repeated to reach ``--pairs``.
 """
 
 from __future__ import annotations
@@ -39,8 +45,30 @@ def load_queries(n_pairs: int | None, per_query: int = 100):
     queries, qrels = load_trec_dl(19)
     if n_pairs is not None:
         n_queries = max(1, n_pairs // per_query)
-        queries = [Query(text=q.text, candidates=q.candidates[:per_query], id=q.id) for q in queries[:n_queries]]
+        base = queries
+        queries = [Query(text=base[i % len(base)].text, candidates=base[i % len(base)].candidates[:per_query],
+                         id=base[i % len(base)].id if i < len(base) else f"{base[i % len(base)].id}#{i}")
+                   for i in range(n_queries)]
     return queries, qrels
+
+
+def model_flops(queries, model_dir: str, max_length: int) -> float:
+    """Forward FLOPs of every (query, passage) pair at its real length (cross-encoder shape)."""
+    import json as _json
+
+    from surerank.engine.tokenize import TokenizerEngine
+
+    cfg = _json.loads((Path(model_dir) / "config.json").read_text())
+    h, n, i = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]
+    tok = TokenizerEngine(Path(model_dir) / "tokenizer.json")
+    texts = list(dict.fromkeys([q.text for q in queries] + [c.text for q in queries for c in q.candidates]))
+    lengths = dict(zip(texts, (len(x) for x in tok.encode(texts))))
+    total = 0.0
+    for q in queries:
+        for c in q.candidates:
+            length = min(max_length, lengths[q.text] + lengths[c.text] + 3)
+            total += 2 * n * (4 * h * h + 2 * h * i) * length + 4 * n * length * length * h
+    return total
 
 
 def ndcg10(score_lists, queries, qrels) -> float:
@@ -54,7 +82,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(kind: str, n_pairs: int | None, repeats: int, ce_dir: str) -> dict:
+def worker(kind: str, n_pairs: int | None, repeats: int, ce_dir: str, device: str = "cpu") -> dict:
     from surerank.engine.model_files import default_model_dir
 
     queries, qrels = load_queries(n_pairs)
@@ -64,7 +92,7 @@ def worker(kind: str, n_pairs: int | None, repeats: int, ce_dir: str) -> dict:
     if kind == "st-ce":
         from sentence_transformers import CrossEncoder
 
-        model = CrossEncoder(ce_dir, device="cpu")
+        model = CrossEncoder(ce_dir, device=device)
         pairs = [(q.text, c.text) for q in queries for c in q.candidates]
         model.predict(pairs[:32])
 
@@ -74,7 +102,7 @@ def worker(kind: str, n_pairs: int | None, repeats: int, ce_dir: str) -> dict:
     elif kind == "st-emb":
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(emb_dir, device="cpu")
+        model = SentenceTransformer(emb_dir, device=device)
         model.encode(["warm up"] * 8)
 
         def call():
@@ -88,10 +116,12 @@ def worker(kind: str, n_pairs: int | None, repeats: int, ce_dir: str) -> dict:
         import surerank
 
         _, shape, precision = kind.split("-")
+        backend = {"bf16": "torch", "fp16": "torch"}.get(precision, "onnx")
+        extra = {"backend": "torch", "device": device} if backend == "torch" else {}
         if shape == "ce":
-            ranker = surerank.Reranker("cross-encoder", model=ce_dir, precision=precision)
+            ranker = surerank.Reranker("cross-encoder", model=ce_dir, precision=precision, **extra)
         else:
-            ranker = surerank.Reranker("embedding", precision=precision)
+            ranker = surerank.Reranker("embedding", precision=precision, **extra)
         ranker.rank("warm up", ["a passage", "another passage"])
 
         def call():
@@ -109,11 +139,14 @@ def worker(kind: str, n_pairs: int | None, repeats: int, ce_dir: str) -> dict:
            "all_pairs_per_s": [round(n / t, 1) for t in times], "peak_rss_mb": round(peak_rss_mb(), 1)}
     if lists is not None and "ce" not in kind:
         out["ndcg10"] = ndcg10(lists, queries, qrels)
+    if device != "cpu" and "ce" in kind:
+        out["tflops_per_s"] = model_flops(queries, ce_dir, 512) / min(times) / 1e12
     return out
 
 
 def run_worker(kind: str, args: argparse.Namespace, ce_dir: str, n_pairs: int | None, repeats: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--ce-dir", ce_dir, "--repeats", str(repeats)]
+    cmd = [sys.executable, __file__, "--worker", kind, "--ce-dir", ce_dir, "--repeats", str(repeats),
+           "--device", args.device]
     cmd += ["--pairs", str(n_pairs)] if n_pairs is not None else ["--all"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -127,12 +160,15 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--full", action="store_true", help="also nDCG@10 of surerank fp32/int8 on all of DL19")
     p.add_argument("--shapes", default="ce,emb")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for the torch bf16/fp16 GPU path")
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak for MFU")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--ce-dir", help=argparse.SUPPRESS)
     p.add_argument("--all", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, None if args.all else args.pairs, args.repeats, args.ce_dir)))
+        print(json.dumps(worker(args.worker, None if args.all else args.pairs, args.repeats, args.ce_dir,
+                                args.device)))
         return 0
 
     from engine_fixtures import build_tiny_cross_encoder
@@ -142,35 +178,37 @@ def main() -> int:
         results: dict[str, dict] = {}
         shapes = args.shapes.split(",")
         order = []
-        if "ce" in shapes:
-            order += ["st-ce", "sr-ce-fp32", "sr-ce-int8"]
-        if "emb" in shapes:
-            order += ["st-emb", "sr-emb-fp32", "sr-emb-int8"]
+        precisions = ("fp32", "int8") if args.device == "cpu" else ("bf16", "fp16")
+        for shape in ("ce", "emb"):
+            if shape in shapes:
+                order += [f"st-{shape}"] + [f"sr-{shape}-{p}" for p in precisions]
         for kind in order:
             results[kind] = run_worker(kind, args, ce_dir, args.pairs, args.repeats)
             r = results[kind]
             print(f"  {kind:12s} {r['pairs_per_s']:7.1f} pairs/s  (runs {r['all_pairs_per_s']})  "
-                  f"peak RSS {r['peak_rss_mb']:7.1f} MB" + (f"  nDCG@10 {r['ndcg10']:.4f}" if "ndcg10" in r else ""),
-                  flush=True)
+                  f"peak RSS {r['peak_rss_mb']:7.1f} MB" + (f"  nDCG@10 {r['ndcg10']:.4f}" if "ndcg10" in r else "")
+                  + (f"  {r['tflops_per_s']:.1f} TFLOP/s = MFU {100 * r['tflops_per_s'] / args.peak_tflops:.1f}%"
+                     if "tflops_per_s" in r else ""), flush=True)
         full = {}
-        if args.full:
+        if args.full and args.device == "cpu":
             for kind in ("sr-emb-fp32", "sr-emb-int8"):
                 full[kind] = run_worker(kind, args, ce_dir, None, 1)
 
-    print("\nsurerank vs sentence-transformers defaults, CPU, same model, same DL19 pairs "
+    print(f"\nsurerank vs sentence-transformers defaults, {args.device}, same model, same DL19 pairs "
           f"({results[order[0]]['pairs']} pairs)")
     print(f"{'shape':14s} {'contender':28s} {'pairs/s':>8s} {'ratio':>6s} {'peak MB':>8s} {'nDCG@10':>8s}")
     for shape, label in (("ce", "cross-encoder"), ("emb", "embedding")):
         if shape not in shapes:
             continue
         base = results[f"st-{shape}"]["pairs_per_s"]
-        for kind, name in ((f"st-{shape}", "sentence-transformers fp32"), (f"sr-{shape}-fp32", "surerank onnx fp32"),
-                           (f"sr-{shape}-int8", "surerank onnx int8")):
+        backend = "onnx" if args.device == "cpu" else "torch"
+        for kind, name in ((f"st-{shape}", "sentence-transformers fp32"),
+                           *((f"sr-{shape}-{p}", f"surerank {backend} {p}") for p in precisions)):
             r = results[kind]
             nd = f"{r['ndcg10']:.4f}" if "ndcg10" in r else "-"
             print(f"{label:14s} {name:28s} {r['pairs_per_s']:8.1f} {r['pairs_per_s'] / base:5.2f}x "
                   f"{r['peak_rss_mb']:8.1f} {nd:>8s}")
-    if "emb" in shapes:
+    if "emb" in shapes and args.device == "cpu":
         d = results["sr-emb-int8"]["ndcg10"] - results["sr-emb-fp32"]["ndcg10"]
         print(f"int8 - fp32 nDCG@10 on these queries: {d:+.4f} (target within 0.005)")
     if full:
