@@ -47,14 +47,17 @@ def test_calibrate_from_a_run_file_then_apply_and_score(tmp_path, capsys):
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["queries"] == 54 and summary["cutoff"]["attainable"]
+    from surerank.registry import create
+
+    description = create("bm25").describe()
     saved = json.loads(artifact.read_text())
-    assert saved["ranker"] == {"ranker": "bm25"} and saved["calibration"]["method"] == "isotonic"
+    assert saved["ranker"] == description and saved["calibration"]["method"] == "isotonic"
 
     # apply on DL19 as `rerank --trust` would; the order must not move
     lists = first_stage_lists(19, 43)
     order = [r.ids for r in lists]
     args = argparse.Namespace(trust=str(artifact), cutoff=None, k_min=1, k_max=None, abstain=None)
-    cli_options.apply(args, lists, {"ranker": "bm25"})
+    cli_options.apply(args, lists, description)
     assert [r.ids for r in lists] == order
     assert all(i.probability is not None and i.keep is not None for r in lists for i in r)
     assert all(r.abstain is not None for r in lists)
@@ -69,7 +72,7 @@ def test_calibrate_from_a_run_file_then_apply_and_score(tmp_path, capsys):
     assert -1 <= metrics["abstention"]["nauc"] <= 1
 
     with pytest.raises(InputError, match="another ranker configuration"):
-        cli_options.apply(args, lists, {"ranker": "bm25", "k1": 0.9})
+        cli_options.apply(args, lists, create("bm25", k1=0.5).describe())
 
 
 def test_cli_option_names_agree_with_the_library():

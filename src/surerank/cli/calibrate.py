@@ -1,7 +1,7 @@
 """``surerank calibrate``: fit the trust layer on labelled queries and write its JSON artifact.
 
 Either run a ranker over an input file (``--input`` + ``--ranker``), or reuse a scored TREC run
-(``--run``, recorded under ``--ranker``'s name and options without loading the model).  The artifact
+(``--run``: the ranker is built only to record its configuration, nothing is scored).  The artifact
 records the ranker's configuration; ``surerank rerank --trust`` refuses it for another configuration.
 """
 
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     qrels = {str(q): dict(v) for q, v in read_qrels(args.qrels).items()}
     if args.run is not None:
         lists = _ranked_from_run(args.run, args.ranker)
-        description = {"ranker": args.ranker, **options}
+        description = _describe(args.ranker, options)
         source = str(args.run)
     else:
         import surerank
@@ -121,6 +121,23 @@ def run(args: argparse.Namespace) -> int:
                              **artifact.cutoff.report}
     print(json.dumps(summary, indent=2))  # noqa: T201 - the command's answer
     return 0
+
+
+def _describe(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The configuration `rerank --trust` will compare against: the ranker's own describe().
+
+    Building the ranker loads its model but scores nothing; when it cannot be built here (a missing
+    extra), the name and options are recorded instead, with a warning that rerank may refuse them.
+    """
+    from surerank.errors import SureRankError
+    from surerank.registry import create
+
+    try:
+        return dict(create(name, **options).describe())
+    except (SureRankError, ImportError, OSError) as error:
+        logger.warning("could not build ranker %r to record its configuration (%s); recording name and "
+                       "options only, which `rerank --trust` may not accept", name, error)
+        return {"ranker": name, **options}
 
 
 def _read_queries(path: Path) -> list:
