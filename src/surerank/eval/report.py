@@ -412,7 +412,8 @@ figcaption{font-size:12px;color:#555;max-width:520px;margin-top:4px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0 10px}
 th,td{border-bottom:1px solid #e6e6e6;padding:4px 10px;text-align:right}th{background:#f3f5f8}
 td:first-child,th:first-child{text-align:left}.up{color:#1b7f2a;font-weight:600}
-.down{color:#c0392b;font-weight:600}.note{font-size:12px;color:#555}.base{font-style:italic}
+.down{color:#c0392b;font-weight:600}.text td,.text th{text-align:left}
+.note{font-size:12px;color:#555}.base{font-style:italic}
 """
 
 CHECK_SCRIPT = """
@@ -680,7 +681,7 @@ def _robustness(results: Sequence[Mapping[str, Any]]) -> str:
         examples = next((r["typos"]["examples"] for r in typed if r["typos"].get("examples")), [])
         example_table = _table(["typo", "query", "with the typo"],
                                ([escape(e["kind"]), escape(e["query"]), escape(e["typo"])]
-                                for e in _per_kind(examples, 2))) if examples else ""
+                                for e in _per_kind(examples, 2)), cls="text") if examples else ""
         parts.append(f"<h3>{escape(dataset)}: {escape(', '.join(names))}</h3>"
                      f'<div class="figs">{"".join(figs)}</div><pre class="note">{escape(text)}</pre>'
                      + example_table)

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from surerank.errors import InputError
 from surerank.types import Candidate, Query, RankedList
@@ -296,6 +295,7 @@ def _summary(per_query: Mapping[str, float]) -> dict[str, Any]:
 def order_check(ranker: Any, queries: list[Query], config: RobustnessConfig,
                 progress: Callable[[str], None]) -> dict[str, Any]:
     """Rerank M shuffles of each list; Kendall tau to the unshuffled output and top-1 flip rate."""
+    from scipy.stats import kendalltau  # lazily: the CLI imports this module to build its help
     timer = _Timer()
     depth = config.order_depth or config.depth
     rng = np.random.default_rng(config.seed)
