@@ -110,11 +110,15 @@ class Engine:
     # -- running -------------------------------------------------------------------------------
     def run(self, seqs: Seq[Sequence]) -> np.ndarray:
         """Run every sequence through the model; rows of the result follow the input order."""
+        return self.run_with_stats(seqs)[0]
+
+    def run_with_stats(self, seqs: Seq[Sequence]) -> tuple[np.ndarray, RunStats]:
+        """:meth:`run`, plus this call's statistics (safe when threads share the engine)."""
         stats = RunStats(sequences=len(seqs))
         start = time.perf_counter()
         if not seqs:
             self.last_stats = stats
-            return np.zeros((0, 0), np.float32)
+            return np.zeros((0, 0), np.float32), stats
         lengths = [s.length for s in seqs]
         too_long = [i for i, n in enumerate(lengths) if n > self.max_length]
         if too_long:  # the rankers cut sequences to max_length; this is a guard against misuse
@@ -133,7 +137,7 @@ class Engine:
         stats.seconds = time.perf_counter() - start
         self.last_stats = stats
         assert out is not None
-        return out
+        return out, stats
 
     def _build(self, seqs: Seq[Sequence], index: np.ndarray) -> Batch:
         t = self.tokenizer

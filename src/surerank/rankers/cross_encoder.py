@@ -94,12 +94,12 @@ class CrossEncoderRanker(EncoderRanker):
             spans_of.append(ranges)
             reports.append(reps)
 
-        logits = engine.run(seqs)
+        logits, stats = engine.run_with_stats(seqs)
         raw = logits[:, label].astype(np.float64)
         if self.score_mode == "sigmoid":
             raw = 1.0 / (1.0 + np.exp(-raw))
         info = self._info()
-        info["engine"] = engine.last_stats.as_dict()
+        info["engine"] = stats.as_dict()
         info["scores"] = self.score_mode
 
         out = []

@@ -79,10 +79,9 @@ class EmbeddingRanker(EncoderRanker):
             passages_of_doc[slot] = (first, len(seqs))
             reports[slot] = report
 
-        vectors = engine.run(seqs)
+        vectors, stats = engine.run_with_stats(seqs)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors / np.maximum(norms, 1e-12)
-        stats = engine.last_stats
         info = self._info()
         info["engine"] = stats.as_dict()
 
