@@ -56,15 +56,16 @@ def make_judge(queries: list[Query], qrels: dict, noise: float, position_bias: f
     return Judge(utility=utility, noise=noise / 3.0, position_bias=position_bias / 3.0, scale=4.0, seed=seed)
 
 
-GGUF_METHODS: list[tuple[str, str, dict]] = [
-    ("pointwise yes/no", "llm-pointwise", {}),
-    ("pointwise 0..3", "llm-pointwise", {"scale": 3}),
-    ("listwise (one window of 20)", "llm-listwise", {"window": 20}),
-    ("FIRST (one window of 20)", "llm-first", {"window": 20}),
-]
+GGUF_METHODS: dict[str, tuple[str, str, dict]] = {
+    "yesno": ("pointwise yes/no", "llm-pointwise", {}),
+    "grade": ("pointwise 0..3", "llm-pointwise", {"scale": 3}),
+    "listwise": ("listwise (one window of 20)", "llm-listwise", {"window": 20}),
+    "first": ("FIRST (one window of 20)", "llm-first", {"window": 20}),
+}
 
 
-def run_gguf(path: str, queries: list[Query], qrels: dict, threads: int | None, max_words: int) -> None:
+def run_gguf(path: str, queries: list[Query], qrels: dict, threads: int | None, max_words: int,
+             methods: list[str]) -> None:
     from surerank.llm.llama_cpp import LlamaCppBackend
 
     backend = LlamaCppBackend(path, n_ctx=4096, n_threads=threads)
@@ -75,7 +76,8 @@ def run_gguf(path: str, queries: list[Query], qrels: dict, threads: int | None, 
     print("| method | nDCG@10 | calls/query | rounds/query | prompt tok/query | completion tok/query | "
           "repairs | fallbacks | errors | s/query |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for label, name, options in GGUF_METHODS:
+    for key in methods:
+        label, name, options = GGUF_METHODS[key]
         ranker = Reranker(name, backend=backend, max_words=max_words, **options)
         start = time.perf_counter()
         lists = ranker.rank_many(queries)
@@ -100,13 +102,15 @@ def main() -> None:
     parser.add_argument("--gguf", help="run this GGUF model in-process instead of the simulated judge")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (--gguf)")
     parser.add_argument("--max-words", type=int, default=100, help="words kept per passage (--gguf)")
+    parser.add_argument("--methods", nargs="+", default=list(GGUF_METHODS), choices=list(GGUF_METHODS),
+                        help="methods to run (--gguf)")
     args = parser.parse_args()
 
     queries, qrels = load_trec_dl(19)
     queries = [Query(q.text, q.candidates[: args.depth], q.id) for q in queries[: args.queries]]
     qrels = {q.id: qrels[q.id] for q in queries if q.id in qrels}
     if args.gguf:
-        run_gguf(args.gguf, queries, qrels, args.threads, args.max_words)
+        run_gguf(args.gguf, queries, qrels, args.threads, args.max_words, args.methods)
         return
     base = evaluate(run_from_order({q.id: [c.id for c in q.candidates] for q in queries}), qrels,
                     measures=("nDCG@10",)).aggregate["nDCG@10"]

@@ -49,8 +49,9 @@ class LLMRanker(BaseRanker):
     """
 
     name: ClassVar[str] = "llm"
-    _BACKEND_KEYS = ("model", "base_url", "model_path", "api_key", "timeout", "max_retries", "concurrency",
-                     "thinking", "cache", "n_ctx", "n_threads", "extra_body", "judge")
+    _BACKEND_KEYS = ("model", "base_url", "model_path", "api_key", "timeout", "max_retries", "backoff",
+                     "concurrency", "thinking", "cache", "extra_body", "headers", "max_top_logprobs",
+                     "n_ctx", "n_threads", "extra_buffers", "device", "dtype", "judge")
 
     def __init__(self, backend: str | LLMBackend = "openai", *, backend_options: dict[str, Any] | None = None,
                  max_words: int | None = 100, max_calls: int | None = None, max_total_tokens: int | None = None,
