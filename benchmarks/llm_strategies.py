@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--queries", type=int, default=None, help="first N queries only (smoke runs)")
     parser.add_argument("--seeds", type=int, default=2, help="judge noise seeds averaged")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="simulated judge: run only strategies whose label contains one of these words "
+                             "(the sliding window, the anchor, always runs)")
     parser.add_argument("--gguf", help="run this GGUF model in-process instead of the simulated judge")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (--gguf)")
     parser.add_argument("--max-words", type=int, default=100, help="words kept per passage (--gguf)")
@@ -125,6 +128,8 @@ def main() -> None:
         anchor = None
         anchor_per_query: dict[str, float] = {}
         for label, name, options in STRATEGIES:
+            if args.only and anchor is not None and not any(word in label for word in args.only):
+                continue
             ndcgs, calls, rounds, tokens, elapsed = [], 0, 0, 0, 0.0
             per_query: dict[str, float] = {}
             for seed in range(args.seeds):
