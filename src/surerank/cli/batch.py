@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
     io.add_argument("--keep-text", action="store_true", help="also write the query and passage texts")
     io.add_argument("--tag", help="run tag for TREC output (default surerank-<ranker>)")
     ranking = parser.add_argument_group("ranker")
-    ranking.add_argument("--ranker", default="embedding", help="registered ranker name (see `surerank rankers`)")
+    ranking.add_argument("--ranker", default="embedding", help="registered ranker (`surerank rankers`)")
     ranking.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="ranker option, repeatable; values parsed as JSON when possible")
     job = parser.add_argument_group("job")
