@@ -8,8 +8,9 @@ Same model weights, same TREC DL19 (query, passage) pairs, both shapes:
 * embedding shape: all-MiniLM-L6-v2 cosine.  Anchor: ``SentenceTransformer(path).encode(query)`` and
   ``.encode(passages)`` per query, cosine; nDCG@10 printed for every contender.
 
-Every contender runs in its own process (clean peak-RSS figure), loads and warms up first, then is timed
-``--repeats`` times (best run kept, as the machine is shared); contenders are interleaved.
+The contenders of a shape are loaded and warmed up in one process, then timed back to back in rotating
+order for ``--repeats`` rounds (the machine may be shared: ratio = best of each, and the geometric mean of
+the per-round ratios); peak RSS comes from a separate run of each contender in its own process.
 
     nice python benchmarks/throughput.py --pairs 1000          # the must-show figures
     nice python benchmarks/throughput.py --pairs 1000 --full   # + nDCG@10 over all 43 DL19 queries
@@ -82,13 +83,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(kind: str, n_pairs: int | None, repeats: int, ce_dir: str, device: str = "cpu") -> dict:
-    from surerank.engine.model_files import default_model_dir
-
-    queries, qrels = load_queries(n_pairs)
-    n = sum(len(q.candidates) for q in queries)
-    emb_dir = str(default_model_dir())
-
+def contender(kind: str, queries, ce_dir: str, emb_dir: str, device: str):
+    """A zero-argument call that reranks ``queries`` as ``kind`` does, warmed up."""
     if kind == "st-ce":
         from sentence_transformers import CrossEncoder
 
@@ -129,6 +125,17 @@ def worker(kind: str, n_pairs: int | None, repeats: int, ce_dir: str, device: st
             lists = [np.array([i.score for i in sorted(r.items, key=lambda i: i.index)]) for r in results]
             return lists, None
 
+    return call
+
+
+def worker(kind: str, n_pairs: int | None, repeats: int, ce_dir: str, device: str = "cpu") -> dict:
+    from surerank.engine.model_files import default_model_dir
+
+    queries, qrels = load_queries(n_pairs)
+    n = sum(len(q.candidates) for q in queries)
+    emb_dir = str(default_model_dir())
+
+    call = contender(kind, queries, ce_dir, emb_dir, device)
     times = []
     lists = None
     for _ in range(repeats):
@@ -144,7 +151,45 @@ def worker(kind: str, n_pairs: int | None, repeats: int, ce_dir: str, device: st
     return out
 
 
+def paired_worker(shape: str, n_pairs: int | None, repeats: int, ce_dir: str, device: str) -> dict:
+    """All contenders of a shape in one process, timed in rotating order, round after round.
+
+    On a shared machine the load changes from minute to minute; timing the contenders back to back in
+    the same process and taking per-round ratios keeps the comparison fair.
+    """
+    from surerank.engine.model_files import default_model_dir
+
+    queries, qrels = load_queries(n_pairs)
+    n = sum(len(q.candidates) for q in queries)
+    precisions = ("fp32", "int8") if device == "cpu" else ("bf16", "fp16")
+    kinds = [f"st-{shape}"] + [f"sr-{shape}-{p}" for p in precisions]
+    calls = {k: contender(k, queries, ce_dir, str(default_model_dir()), device) for k in kinds}
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    cpu_times: dict[str, list[float]] = {k: [] for k in kinds}
+    lists: dict[str, object] = {}
+    for r in range(repeats):
+        for k in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
+            start, cpu = time.perf_counter(), time.process_time()
+            lists[k], _ = calls[k]()
+            times[k].append(time.perf_counter() - start)
+            cpu_times[k].append(time.process_time() - cpu)
+    out: dict[str, dict] = {}
+    base = kinds[0]
+    for k in kinds:
+        ratios = [times[base][r] / times[k][r] for r in range(repeats)]
+        out[k] = {"kind": k, "pairs": n, "pairs_per_s": n / min(times[k]),
+                  "all_pairs_per_s": [round(n / t, 1) for t in times[k]],
+                  "median_round_ratio": float(np.exp(np.mean(np.log(ratios)))),  # geometric mean
+                  "pairs_per_cpu_s": n / min(cpu_times[k])}
+        if lists[k] is not None and shape == "emb":
+            out[k]["ndcg10"] = ndcg10(lists[k], queries, qrels)
+        if device != "cpu" and shape == "ce":
+            out[k]["tflops_per_s"] = model_flops(queries, ce_dir, 512) / min(times[k]) / 1e12
+    return out
+
+
 def run_worker(kind: str, args: argparse.Namespace, ce_dir: str, n_pairs: int | None, repeats: int) -> dict:
+    """Run ``kind`` in a fresh process ("paired-ce" / "paired-emb" run a whole shape)."""
     cmd = [sys.executable, __file__, "--worker", kind, "--ce-dir", ce_dir, "--repeats", str(repeats),
            "--device", args.device]
     cmd += ["--pairs", str(n_pairs)] if n_pairs is not None else ["--all"]
@@ -157,7 +202,8 @@ def run_worker(kind: str, args: argparse.Namespace, ce_dir: str, n_pairs: int | 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", type=int, default=1000, help="DL19 pairs to time (100 per query)")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds (contenders rotate each round)")
+    p.add_argument("--no-memory", action="store_true", help="skip the separate peak-memory runs")
     p.add_argument("--full", action="store_true", help="also nDCG@10 of surerank fp32/int8 on all of DL19")
     p.add_argument("--shapes", default="ce,emb")
     p.add_argument("--device", default="cpu", help="cpu, or cuda for the torch bf16/fp16 GPU path")
@@ -166,6 +212,10 @@ def main() -> int:
     p.add_argument("--ce-dir", help=argparse.SUPPRESS)
     p.add_argument("--all", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.worker and args.worker.startswith("paired-"):
+        print(json.dumps(paired_worker(args.worker.split("-", 1)[1], None if args.all else args.pairs,
+                                       args.repeats, args.ce_dir, args.device)))
+        return 0
     if args.worker:
         print(json.dumps(worker(args.worker, None if args.all else args.pairs, args.repeats, args.ce_dir,
                                 args.device)))
@@ -177,18 +227,24 @@ def main() -> int:
         ce_dir = str(build_tiny_cross_encoder(Path(tmp) / "minilm-l6-ce", layers=6))
         results: dict[str, dict] = {}
         shapes = args.shapes.split(",")
-        order = []
         precisions = ("fp32", "int8") if args.device == "cpu" else ("bf16", "fp16")
+        order = []
         for shape in ("ce", "emb"):
-            if shape in shapes:
-                order += [f"st-{shape}"] + [f"sr-{shape}-{p}" for p in precisions]
-        for kind in order:
-            results[kind] = run_worker(kind, args, ce_dir, args.pairs, args.repeats)
-            r = results[kind]
-            print(f"  {kind:12s} {r['pairs_per_s']:7.1f} pairs/s  (runs {r['all_pairs_per_s']})  "
-                  f"peak RSS {r['peak_rss_mb']:7.1f} MB" + (f"  nDCG@10 {r['ndcg10']:.4f}" if "ndcg10" in r else "")
-                  + (f"  {r['tflops_per_s']:.1f} TFLOP/s = MFU {100 * r['tflops_per_s'] / args.peak_tflops:.1f}%"
-                     if "tflops_per_s" in r else ""), flush=True)
+            if shape not in shapes:
+                continue
+            kinds = [f"st-{shape}"] + [f"sr-{shape}-{p}" for p in precisions]
+            order += kinds
+            results.update(run_worker(f"paired-{shape}", args, ce_dir, args.pairs, args.repeats))
+            for kind in kinds:
+                if not args.no_memory:  # peak RSS of each contender alone, in its own process
+                    results[kind]["peak_rss_mb"] = run_worker(kind, args, ce_dir, args.pairs, 1)["peak_rss_mb"]
+                r = results[kind]
+                print(f"  {kind:12s} {r['pairs_per_s']:7.1f} pairs/s  (rounds {r['all_pairs_per_s']}, mean "
+                      f"round ratio {r['median_round_ratio']:.2f}x, {r['pairs_per_cpu_s']:.1f} pairs/CPU-s)  "
+                      f"peak RSS {r.get('peak_rss_mb', 0):7.1f} MB"
+                      + (f"  nDCG@10 {r['ndcg10']:.4f}" if "ndcg10" in r else "")
+                      + (f"  {r['tflops_per_s']:.1f} TFLOP/s = MFU {100 * r['tflops_per_s'] / args.peak_tflops:.1f}%"
+                         if "tflops_per_s" in r else ""), flush=True)
         full = {}
         if args.full and args.device == "cpu":
             for kind in ("sr-emb-fp32", "sr-emb-int8"):
@@ -196,18 +252,23 @@ def main() -> int:
 
     print(f"\nsurerank vs sentence-transformers defaults, {args.device}, same model, same DL19 pairs "
           f"({results[order[0]]['pairs']} pairs)")
-    print(f"{'shape':14s} {'contender':28s} {'pairs/s':>8s} {'ratio':>6s} {'peak MB':>8s} {'nDCG@10':>8s}")
+    print("ratio: best pairs/s over the anchor's; rounds: geometric mean of per-round ratios; "
+          "cpu: ratio of pairs per CPU-second (all threads)")
+    print(f"{'shape':14s} {'contender':28s} {'pairs/s':>8s} {'ratio':>6s} {'rounds':>7s} {'cpu':>6s} "
+          f"{'peak MB':>8s} {'nDCG@10':>8s}")
     for shape, label in (("ce", "cross-encoder"), ("emb", "embedding")):
         if shape not in shapes:
             continue
         base = results[f"st-{shape}"]["pairs_per_s"]
+        base_cpu = results[f"st-{shape}"]["pairs_per_cpu_s"]
         backend = "onnx" if args.device == "cpu" else "torch"
         for kind, name in ((f"st-{shape}", "sentence-transformers fp32"),
                            *((f"sr-{shape}-{p}", f"surerank {backend} {p}") for p in precisions)):
             r = results[kind]
             nd = f"{r['ndcg10']:.4f}" if "ndcg10" in r else "-"
             print(f"{label:14s} {name:28s} {r['pairs_per_s']:8.1f} {r['pairs_per_s'] / base:5.2f}x "
-                  f"{r['peak_rss_mb']:8.1f} {nd:>8s}")
+                  f"{r['median_round_ratio']:6.2f}x {r['pairs_per_cpu_s'] / base_cpu:5.2f}x "
+                  f"{r.get('peak_rss_mb', 0):8.1f} {nd:>8s}")
     if "emb" in shapes and args.device == "cpu":
         d = results["sr-emb-int8"]["ndcg10"] - results["sr-emb-fp32"]["ndcg10"]
         print(f"int8 - fp32 nDCG@10 on these queries: {d:+.4f} (target within 0.005)")
