@@ -22,6 +22,14 @@ from surerank.types import Candidate, Query
 logger = logging.getLogger(__name__)
 
 
+def _bm25s() -> Any:
+    """Import bm25s lazily; it sets its own logger to DEBUG on import, so hand the level back to the app."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
+
+
 class _Analyzer:
     """Lower-casing, stopword removal and stemming shared by the ranker and the index."""
 
@@ -34,9 +42,7 @@ class _Analyzer:
             self.stemmer = Stemmer.Stemmer(stemmer)
 
     def tokenize(self, texts: list[str], return_ids: bool = True) -> Any:
-        import bm25s
-
-        return bm25s.tokenize(texts, stopwords=self.stopwords, stemmer=self.stemmer,
+        return _bm25s().tokenize(texts, stopwords=self.stopwords, stemmer=self.stemmer,
                               return_ids=return_ids, show_progress=False)
 
 
@@ -56,8 +62,7 @@ class BM25Ranker(ScoringRanker):
                 "stemmer": self._stemmer_name, "stopwords": self._stopwords}
 
     def score(self, queries: list[Query]) -> list[Scores]:
-        import bm25s
-
+        bm25s = _bm25s()
         out = []
         for query in queries:
             tokens = self.analyzer.tokenize([c.text for c in query.candidates])
@@ -75,8 +80,7 @@ class BM25Index:
 
     def __init__(self, corpus: Sequence[Candidate], k1: float = 0.9, b: float = 0.4, method: str = "lucene",
                  stemmer: str | None = "english", stopwords: str | None = "en") -> None:
-        import bm25s
-
+        bm25s = _bm25s()
         if not corpus:
             raise InputError("corpus: no documents to index")
         ids = [c.id for c in corpus]

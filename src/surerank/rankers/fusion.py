@@ -14,7 +14,7 @@ RankerRef = str | Mapping[str, Any] | BaseRanker
 
 
 class FusionRanker(BaseRanker):
-    """``Reranker("fusion", rankers=["bm25", "embedding"], method="rrf")``.
+    """``Reranker("fusion", rankers=["first-stage", "embedding"], method="rrf")``: a retriever + reranker hybrid.
 
     ``rankers`` items are registered names, ``{"name": ..., **options}`` mappings, or ranker objects.
     """
@@ -23,7 +23,7 @@ class FusionRanker(BaseRanker):
 
     def __init__(
         self,
-        rankers: Sequence[RankerRef] = ("bm25", "embedding"),
+        rankers: Sequence[RankerRef] = ("first-stage", "embedding"),
         method: str = "rrf",
         norm: str = "minmax",
         weights: Sequence[float] | None = None,
