@@ -30,7 +30,7 @@ from surerank.serve import schemas
 from surerank.serve.config import ModelConfig, ServeConfig
 from surerank.serve.engine import BatchingEngine, OverloadedError
 from surerank.serve.metrics import ServeMetrics
-from surerank.serve.tokens import count_tokens, truncate_tokens
+from surerank.serve.tokens import budget_tokens, count_tokens, truncate_tokens
 from surerank.serve.trust_hook import TrustHook, TrustRequest, load_trust_hook, no_calibration
 from surerank.types import Candidate, Query, RankedList
 
@@ -136,21 +136,23 @@ def prepare(
         raise LimitExceededError(
             f"{field_name}: {total_chars} characters in all is over the limit "
             f"max_total_chars={limits.max_total_chars}")
-    query_tokens = count_tokens(query)
+    query_tokens = budget_tokens(query)
     total_tokens = 0
     cut: dict[int, int] = {}
     candidates = []
+    doc_limit = limits.max_document_tokens
     for i, text in enumerate(texts):
-        tokens = count_tokens(text)
-        if cut_tokens is not None and tokens > cut_tokens:
-            text, original = truncate_tokens(text, cut_tokens, left=left)
-            cut[i] = original
-            tokens = cut_tokens
-        if tokens > limits.max_document_tokens:
+        # exact word-piece counts only where a text is long enough to cross a limit or a requested cut
+        if cut_tokens is not None and len(text) > cut_tokens:
+            kept, original = truncate_tokens(text, cut_tokens, left=left)
+            if original > cut_tokens:
+                text = kept
+                cut[i] = original
+        if len(text) > doc_limit and (tokens := count_tokens(text)) > doc_limit:
             raise LimitExceededError(
                 f"{field_name}[{i}]: {tokens} estimated tokens is over the limit max_document_tokens="
-                f"{limits.max_document_tokens}; set {cut_hint} to cut long documents")
-        total_tokens += tokens + query_tokens
+                f"{doc_limit}; set {cut_hint} to cut long documents")
+        total_tokens += budget_tokens(text) + query_tokens
         candidates.append(Candidate(id=str(i), text=text))
     if total_tokens > limits.max_request_tokens:
         raise LimitExceededError(
