@@ -25,8 +25,13 @@ def write_jsonl(path, records):
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_command_has_help(command):
-    out = surerank(command, "--help").stdout
+def test_every_command_has_help(command, capsys):
+    from surerank.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
     assert "usage: surerank" in out and command in out
 
 

@@ -52,10 +52,12 @@ def test_fusion_matches_ranx_on_random_lists(a, b, method, norm):
 @pytest.mark.parametrize("method", ["rrf", "combsum"])
 def test_bm25_plus_embedding_fusion_matches_ranx_on_trec_dl(dl19, method):
     queries, _ = dl19
-    queries = queries[:4]
-    bm25 = lists_to_run(Reranker("first-stage").rank_many(queries))
-    embedding = lists_to_run(Reranker("embedding").rank_many(queries))
-    fused = lists_to_run(Reranker("fusion", rankers=["first-stage", "embedding"], method=method).rank_many(queries))
+    queries = queries[:2]
+    first_stage, embedding_ranker = Reranker("first-stage"), Reranker("embedding")
+    bm25 = lists_to_run(first_stage.rank_many(queries))
+    embedding = lists_to_run(embedding_ranker.rank_many(queries))
+    fusion = Reranker("fusion", rankers=[first_stage, embedding_ranker], method=method)
+    fused = lists_to_run(fusion.rank_many(queries))
     assert_same_lists(fused, ranx_fused([bm25, embedding], method, "minmax"))
 
 
