@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from surerank.errors import InputError
+from surerank.cli._common import parse_options
 
 logger = logging.getLogger(__name__)
 
@@ -23,18 +22,6 @@ A job that died is continued by running the same command again (finished shards 
 """
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` ranker options; values are read as JSON when they parse (numbers, booleans, lists)."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--option {pair!r}: expected key=value")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 def register(subparsers: Any) -> None:

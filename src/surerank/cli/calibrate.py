@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from surerank.errors import InputError
+from surerank.cli._common import parse_options
 
 logger = logging.getLogger(__name__)
 
@@ -62,17 +62,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--option: expected KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 def _ranked_from_run(path: Path, ranker: str) -> list:

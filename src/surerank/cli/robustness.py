@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from surerank.cli._common import parse_options
 from surerank.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -25,18 +26,6 @@ JSONL file of {qid, query, candidates}; files need --qrels.
 DATASET_ALIASES = {"dl19": 19, "dl20": 20, "trec-dl-2019": 19, "trec-dl-2020": 20, "2019": 19, "2020": 20}
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` ranker options; values are read as JSON when they parse (numbers, lists, objects)."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--option {pair!r}: expected key=value")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 def int_list(text: str) -> tuple[int, ...]:
