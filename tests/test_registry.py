@@ -45,3 +45,10 @@ def test_bm25_ranks_the_matching_passage_first():
     ])
     assert ranked[0].index == 1 and ranked[0].id == "1"
     assert ranked[0].score > ranked[1].score
+
+
+@pytest.mark.parametrize("documents", [["q"], ["the", "a"], ["", "  "]])
+def test_bm25_scores_candidates_without_indexable_terms_as_zero(documents):
+    ranked = Reranker("bm25").rank("flea q", documents)
+    assert ranked.scores == [0.0] * len(documents)
+    assert [item.index for item in ranked] == list(range(len(documents)))

@@ -66,6 +66,9 @@ class BM25Ranker(ScoringRanker):
         out = []
         for query in queries:
             tokens = self.analyzer.tokenize([c.text for c in query.candidates])
+            if not tokens.vocab:  # no candidate has an indexable term (stopwords, one-letter words)
+                out.append(Scores(values=np.zeros(len(query.candidates))))
+                continue
             model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
             model.index(tokens, show_progress=False)
             query_tokens = [t for t in self.analyzer.tokenize([query.text], return_ids=False)[0]
