@@ -111,7 +111,7 @@ def contender(kind: str, queries, ce_dir: str, emb_dir: str, device: str):
     else:
         import surerank
 
-        _, shape, precision = kind.split("-")
+        _, shape, precision = kind.split("-", 2)
         backend = {"bf16": "torch", "fp16": "torch"}.get(precision, "onnx")
         extra = {"backend": "torch", "device": device} if backend == "torch" else {}
         if shape == "ce":
@@ -161,7 +161,7 @@ def paired_worker(shape: str, n_pairs: int | None, repeats: int, ce_dir: str, de
 
     queries, qrels = load_queries(n_pairs)
     n = sum(len(q.candidates) for q in queries)
-    precisions = ("fp32", "int8") if device == "cpu" else ("bf16", "fp16")
+    precisions = ("fp32", "int8", "int8-fast") if device == "cpu" else ("bf16", "fp16")
     kinds = [f"st-{shape}"] + [f"sr-{shape}-{p}" for p in precisions]
     calls = {k: contender(k, queries, ce_dir, str(default_model_dir()), device) for k in kinds}
     times: dict[str, list[float]] = {k: [] for k in kinds}
@@ -227,7 +227,7 @@ def main() -> int:
         ce_dir = str(build_tiny_cross_encoder(Path(tmp) / "minilm-l6-ce", layers=6))
         results: dict[str, dict] = {}
         shapes = args.shapes.split(",")
-        precisions = ("fp32", "int8") if args.device == "cpu" else ("bf16", "fp16")
+        precisions = ("fp32", "int8", "int8-fast") if args.device == "cpu" else ("bf16", "fp16")
         order = []
         for shape in ("ce", "emb"):
             if shape not in shapes:
@@ -247,7 +247,7 @@ def main() -> int:
                          if "tflops_per_s" in r else ""), flush=True)
         full = {}
         if args.full and args.device == "cpu":
-            for kind in ("sr-emb-fp32", "sr-emb-int8"):
+            for kind in ("sr-emb-fp32", "sr-emb-int8", "sr-emb-int8-fast"):
                 full[kind] = run_worker(kind, args, ce_dir, None, 1)
 
     print(f"\nsurerank vs sentence-transformers defaults, {args.device}, same model, same DL19 pairs "
@@ -270,12 +270,15 @@ def main() -> int:
                   f"{r['median_round_ratio']:6.2f}x {r['pairs_per_cpu_s'] / base_cpu:5.2f}x "
                   f"{r.get('peak_rss_mb', 0):8.1f} {nd:>8s}")
     if "emb" in shapes and args.device == "cpu":
-        d = results["sr-emb-int8"]["ndcg10"] - results["sr-emb-fp32"]["ndcg10"]
-        print(f"int8 - fp32 nDCG@10 on these queries: {d:+.4f} (target within 0.005)")
+        for p in ("int8", "int8-fast"):
+            d = results[f"sr-emb-{p}"]["ndcg10"] - results["sr-emb-fp32"]["ndcg10"]
+            print(f"{p} - fp32 nDCG@10 on these queries: {d:+.4f} (target within 0.005)")
     if full:
-        a, b = full["sr-emb-fp32"]["ndcg10"], full["sr-emb-int8"]["ndcg10"]
-        print(f"all 43 DL19 queries: nDCG@10 fp32 {a:.4f}  int8 {b:.4f}  diff {b - a:+.4f} "
-              "(known figure for MiniLM cosine: ~0.642)")
+        a = full["sr-emb-fp32"]["ndcg10"]
+        for p in ("int8", "int8-fast"):
+            b = full[f"sr-emb-{p}"]["ndcg10"]
+            print(f"all 43 DL19 queries: nDCG@10 fp32 {a:.4f}  {p} {b:.4f}  diff {b - a:+.4f} "
+                  "(known figure for MiniLM cosine: ~0.642)")
     return 0
 
 

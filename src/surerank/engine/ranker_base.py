@@ -10,7 +10,7 @@ from surerank.errors import InputError
 from surerank.ranker import ScoringRanker
 
 BACKENDS = ("onnx", "torch")
-PRECISIONS = {"onnx": ("fp32", "int8"), "torch": ("fp32", "fp16", "bf16")}
+PRECISIONS = {"onnx": ("fp32", "int8", "int8-fast"), "torch": ("fp32", "fp16", "bf16")}
 
 
 class EncoderRanker(ScoringRanker):

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 #: texts per ``encode_batch`` call: bounds the memory held by Encoding objects (offsets, strings)
 TOKENIZE_CHUNK = 2048
+#: ... or this many characters, whichever comes first (long documents: Encodings cost ~100 bytes a token)
+TOKENIZE_CHUNK_CHARS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,21 @@ class TokenizerEngine:
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids (no special tokens, no truncation) of every text, as int32 arrays."""
         out: list[np.ndarray] = []
-        for start in range(0, len(texts), TOKENIZE_CHUNK):
-            chunk = texts[start:start + TOKENIZE_CHUNK]
-            for enc in self.tokenizer.encode_batch(chunk, add_special_tokens=False):
-                out.append(np.asarray(enc.ids, dtype=np.int32))
+        chunk: list[str] = []
+        chars = 0
+        for text in texts:
+            chunk.append(text)
+            chars += len(text)
+            if len(chunk) >= TOKENIZE_CHUNK or chars >= TOKENIZE_CHUNK_CHARS:
+                out.extend(self._encode_chunk(chunk))
+                chunk, chars = [], 0
+        if chunk:
+            out.extend(self._encode_chunk(chunk))
         return out
+
+    def _encode_chunk(self, chunk: list[str]) -> list[np.ndarray]:
+        return [np.asarray(enc.ids, dtype=np.int32)
+                for enc in self.tokenizer.encode_batch(chunk, add_special_tokens=False)]
 
 
 def _find(haystack: list[int], needle: list[int], start: int = 0) -> int:
