@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
          f"({pairs / max(elapsed, 1e-9):.1f} pairs/s)")
     truncated = sum(1 for r in lists for item in r.items if item.truncation and item.truncation.truncated)
     if truncated:
-        echo(f"note: {truncated} candidates were longer than the model's input and were truncated "
-             "(see 'truncation' in the JSONL output)")
+        echo(f"note: {truncated} candidates were longer than the model's input and were truncated; a .jsonl "
+             "--output lists the tokens dropped per candidate, -o long_documents=passages scores them whole")
     apply_trust(args, lists, ranker.describe())  # probabilities, keep flags, abstention; never reorders
     if args.output:
         write_lists(args.output, lists, tag=args.tag or args.ranker)
