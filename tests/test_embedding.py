@@ -45,12 +45,13 @@ def test_onnx_graph_matches_sentence_transformers(ranker):
     np.testing.assert_allclose(ours, st_scores, atol=1e-4)
 
 
-def test_int8_keeps_the_fp32_order(ranker):
+@pytest.mark.parametrize("precision", ["int8", "int8-fast"])
+def test_int8_keeps_the_fp32_order(ranker, precision):
     queries, _ = dl19_slice(3, 20)
     fp32 = ranker.rank_many(queries)
-    int8 = surerank.Reranker("embedding", precision="int8").rank_many(queries)
+    int8 = surerank.Reranker("embedding", precision=precision).rank_many(queries)
     for a, b in zip(fp32, int8):
-        assert b.info["precision"] == "int8"
+        assert b.info["precision"] == precision
         sa = np.array([x.score for x in sorted(a.items, key=lambda x: x.index)])
         sb = np.array([x.score for x in sorted(b.items, key=lambda x: x.index)])
         assert not np.allclose(sa, sb, atol=1e-7)  # it really is another graph
