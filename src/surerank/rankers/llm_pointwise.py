@@ -72,13 +72,17 @@ class PointwiseLLMRanker(LLMRanker):
                 verdict = grade
             if verdict is None:
                 session.fallbacks += 1
-        unscored = n - len(responses)
-        if unscored:
-            # below every scored passage, in input order
-            low = (scores[: len(responses)].min() if responses else 0.0) - 1.0
-            scores[len(responses):] = low - np.arange(unscored) * 1e-6
-        order = [int(i) for i in np.argsort(-scores, kind="stable")]
-        return order, scores, {"unscored": unscored}
+        return _order_with_unscored_last(scores, scored=len(responses))
+
+
+def _order_with_unscored_last(scores: np.ndarray, scored: int):
+    """Passages the budget left unscored go below every scored one, in input order (never dropped)."""
+    unscored = len(scores) - scored
+    if unscored:
+        low = (scores[:scored].min() if scored else 0.0) - 1.0
+        scores[scored:] = low - np.arange(unscored) * 1e-6
+    order = [int(i) for i in np.argsort(-scores, kind="stable")]
+    return order, scores, {"unscored": unscored}
 
 
 class QueryLikelihoodRanker(LLMRanker):
@@ -103,9 +107,4 @@ class QueryLikelihoodRanker(LLMRanker):
                 scores[i] = float(response.info["logprob"])
             else:
                 session.fallbacks += 1
-        unscored = n - len(responses)
-        if unscored:
-            low = (scores[: len(responses)].min() if responses else 0.0) - 1.0
-            scores[len(responses):] = low - np.arange(unscored) * 1e-6
-        order = [int(i) for i in np.argsort(-scores, kind="stable")]
-        return order, scores, {"unscored": unscored}
+        return _order_with_unscored_last(scores, scored=len(responses))
