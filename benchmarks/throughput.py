@@ -39,17 +39,37 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # engine_fixtures: the local cross-encoder builder
 
 
-def load_queries(n_pairs: int | None, per_query: int = 100):
-    from surerank.eval.datasets import load_trec_dl
-    from surerank.types import Query
+def load_queries(n_pairs: int | None, per_query: int = 100, kit: str | None = None):
+    """DL19 queries with their BM25 top ``per_query``; repeated (with distinct texts) to reach ``n_pairs``.
 
-    queries, qrels = load_trec_dl(19)
+    Repeats carry a marker (" #i") on the query and on every passage, so no text repeats: surerank
+    tokenizes each distinct text once, and identical copies would hide the cost of tokenization.
+    """
+    from surerank.types import Candidate, Query
+
+    if kit:  # the GPU kit (benchmarks/gpu_kit.py): no ../shared/data, no judgments
+        rows = [json.loads(line) for line in (Path(kit) / "dl19.jsonl").read_text().splitlines()]
+        queries = [Query(text=r["query"], id=r["qid"], candidates=[Candidate(**c) for c in r["candidates"]])
+                   for r in rows]
+        qrels = None
+    else:
+        from surerank.eval.datasets import load_trec_dl
+
+        queries, qrels = load_trec_dl(19)
     if n_pairs is not None:
         n_queries = max(1, n_pairs // per_query)
         base = queries
-        queries = [Query(text=base[i % len(base)].text, candidates=base[i % len(base)].candidates[:per_query],
-                         id=base[i % len(base)].id if i < len(base) else f"{base[i % len(base)].id}#{i}")
-                   for i in range(n_queries)]
+        out = []
+        for i in range(n_queries):
+            q = base[i % len(base)]
+            if i < len(base):
+                out.append(Query(text=q.text, candidates=q.candidates[:per_query], id=q.id))
+            else:
+                mark = f" #{i // len(base)}"
+                out.append(Query(text=q.text + mark, id=f"{q.id}#{i}",
+                                 candidates=[Candidate(id=c.id, text=c.text + mark)
+                                             for c in q.candidates[:per_query]]))
+        queries = out
     return queries, qrels
 
 
@@ -83,12 +103,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def st_kwargs(model_dir: str) -> dict:
+    """sentence-transformers loads a checkpoint in its stored dtype; the kit's is fp16 (to travel light),
+    the real ms-marco-MiniLM checkpoint is fp32, so the anchor is loaded in fp32 as users get it."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    if cfg.get("torch_dtype", cfg.get("dtype", "float32")) == "float32":
+        return {}
+    import torch
+
+    return {"model_kwargs": {"dtype": torch.float32}}
+
+
 def contender(kind: str, queries, ce_dir: str, emb_dir: str, device: str):
     """A zero-argument call that reranks ``queries`` as ``kind`` does, warmed up."""
     if kind == "st-ce":
         from sentence_transformers import CrossEncoder
 
-        model = CrossEncoder(ce_dir, device=device)
+        model = CrossEncoder(ce_dir, device=device, **st_kwargs(ce_dir))
         pairs = [(q.text, c.text) for q in queries for c in q.candidates]
         model.predict(pairs[:32])
 
@@ -98,7 +129,7 @@ def contender(kind: str, queries, ce_dir: str, emb_dir: str, device: str):
     elif kind == "st-emb":
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(emb_dir, device=device)
+        model = SentenceTransformer(emb_dir, device=device, **st_kwargs(emb_dir))
         model.encode(["warm up"] * 8)
 
         def call():
@@ -111,13 +142,12 @@ def contender(kind: str, queries, ce_dir: str, emb_dir: str, device: str):
     else:
         import surerank
 
-        _, shape, precision = kind.split("-", 2)
-        backend = {"bf16": "torch", "fp16": "torch"}.get(precision, "onnx")
+        _, shape, backend, precision = kind.split("-", 3)
         extra = {"backend": "torch", "device": device} if backend == "torch" else {}
         if shape == "ce":
             ranker = surerank.Reranker("cross-encoder", model=ce_dir, precision=precision, **extra)
         else:
-            ranker = surerank.Reranker("embedding", precision=precision, **extra)
+            ranker = surerank.Reranker("embedding", model=emb_dir, precision=precision, **extra)
         ranker.rank("warm up", ["a passage", "another passage"])
 
         def call():
@@ -128,75 +158,125 @@ def contender(kind: str, queries, ce_dir: str, emb_dir: str, device: str):
     return call
 
 
-def worker(kind: str, n_pairs: int | None, repeats: int, ce_dir: str, device: str = "cpu") -> dict:
+def contenders(shape: str, device: str, backend: str) -> list[str]:
+    """The anchor, then surerank at each precision the backend offers on the device."""
+    if backend == "onnx":
+        precisions = ("fp32", "int8", "int8-fast")
+    elif device == "cpu":
+        precisions = ("fp32", "bf16")  # bf16 pays off on CPUs with AMX (Sapphire Rapids and later)
+    else:
+        precisions = ("bf16", "fp16")
+    return [f"st-{shape}"] + [f"sr-{shape}-{backend}-{p}" for p in precisions]
+
+
+def model_dirs(args: argparse.Namespace) -> tuple[str, str]:
+    """(cross-encoder dir, embedding dir): the kit's fp16 checkpoint serves both shapes on a GPU machine."""
+    if args.kit:
+        ce = str(Path(args.kit) / "ce")
+        return ce, ce
     from surerank.engine.model_files import default_model_dir
 
-    queries, qrels = load_queries(n_pairs)
-    n = sum(len(q.candidates) for q in queries)
-    emb_dir = str(default_model_dir())
+    return args.ce_dir, str(default_model_dir())
 
-    call = contender(kind, queries, ce_dir, emb_dir, device)
+
+class Timer:
+    """Wall and CPU seconds of one call, and on a GPU its peak device memory."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+
+    def __enter__(self):
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self.start, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            self.gpu_mb = torch.cuda.max_memory_allocated() / 2**20
+        self.seconds = time.perf_counter() - self.start
+        self.cpu_seconds = time.process_time() - self.cpu
+
+
+def worker(kind: str, args: argparse.Namespace, n_pairs: int | None, repeats: int) -> dict:
+    """One contender alone in this process (for its peak RSS, or nDCG@10 over all of DL19)."""
+    queries, qrels = load_queries(n_pairs, kit=args.kit)
+    n = sum(len(q.candidates) for q in queries)
+    ce_dir, emb_dir = model_dirs(args)
+    call = contender(kind, queries, ce_dir, emb_dir, args.device)
     times = []
     lists = None
     for _ in range(repeats):
-        start = time.perf_counter()
-        lists, _ = call()
-        times.append(time.perf_counter() - start)
+        with Timer(args.device) as t:
+            lists, _ = call()
+        times.append(t.seconds)
     out = {"kind": kind, "pairs": n, "seconds": min(times), "pairs_per_s": n / min(times),
            "all_pairs_per_s": [round(n / t, 1) for t in times], "peak_rss_mb": round(peak_rss_mb(), 1)}
-    if lists is not None and "ce" not in kind:
+    if lists is not None and "-ce" not in kind and qrels is not None:
         out["ndcg10"] = ndcg10(lists, queries, qrels)
-    if device != "cpu" and "ce" in kind:
-        out["tflops_per_s"] = model_flops(queries, ce_dir, 512) / min(times) / 1e12
     return out
 
 
-def paired_worker(shape: str, n_pairs: int | None, repeats: int, ce_dir: str, device: str) -> dict:
+def paired_worker(shape: str, args: argparse.Namespace, n_pairs: int | None, repeats: int) -> dict:
     """All contenders of a shape in one process, timed in rotating order, round after round.
 
     On a shared machine the load changes from minute to minute; timing the contenders back to back in
     the same process and taking per-round ratios keeps the comparison fair.
     """
-    from surerank.engine.model_files import default_model_dir
-
-    queries, qrels = load_queries(n_pairs)
+    queries, qrels = load_queries(n_pairs, kit=args.kit)
     n = sum(len(q.candidates) for q in queries)
-    precisions = ("fp32", "int8", "int8-fast") if device == "cpu" else ("bf16", "fp16")
-    kinds = [f"st-{shape}"] + [f"sr-{shape}-{p}" for p in precisions]
-    calls = {k: contender(k, queries, ce_dir, str(default_model_dir()), device) for k in kinds}
-    times: dict[str, list[float]] = {k: [] for k in kinds}
-    cpu_times: dict[str, list[float]] = {k: [] for k in kinds}
+    ce_dir, emb_dir = model_dirs(args)
+    kinds = contenders(shape, args.device, args.backend)
+    calls = {k: contender(k, queries, ce_dir, emb_dir, args.device) for k in kinds}
+    timers: dict[str, list[Timer]] = {k: [] for k in kinds}
     lists: dict[str, object] = {}
     for r in range(repeats):
         for k in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
-            start, cpu = time.perf_counter(), time.process_time()
-            lists[k], _ = calls[k]()
-            times[k].append(time.perf_counter() - start)
-            cpu_times[k].append(time.process_time() - cpu)
+            with Timer(args.device) as t:
+                lists[k], _ = calls[k]()
+            timers[k].append(t)
+    flops = model_flops(queries, ce_dir, 512) if shape == "ce" and args.device != "cpu" else None
     out: dict[str, dict] = {}
     base = kinds[0]
     for k in kinds:
-        ratios = [times[base][r] / times[k][r] for r in range(repeats)]
-        out[k] = {"kind": k, "pairs": n, "pairs_per_s": n / min(times[k]),
-                  "all_pairs_per_s": [round(n / t, 1) for t in times[k]],
+        best = min(t.seconds for t in timers[k])
+        ratios = [timers[base][r].seconds / timers[k][r].seconds for r in range(repeats)]
+        out[k] = {"kind": k, "pairs": n, "pairs_per_s": n / best,
+                  "all_pairs_per_s": [round(n / t.seconds, 1) for t in timers[k]],
                   "median_round_ratio": float(np.exp(np.mean(np.log(ratios)))),  # geometric mean
-                  "pairs_per_cpu_s": n / min(cpu_times[k])}
-        if lists[k] is not None and shape == "emb":
+                  "pairs_per_cpu_s": n / min(t.cpu_seconds for t in timers[k])}
+        if args.device.startswith("cuda"):
+            out[k]["gpu_peak_mb"] = round(max(t.gpu_mb for t in timers[k]), 1)
+        if lists[k] is not None and shape == "emb" and qrels is not None:
             out[k]["ndcg10"] = ndcg10(lists[k], queries, qrels)
-        if device != "cpu" and shape == "ce":
-            out[k]["tflops_per_s"] = model_flops(queries, ce_dir, 512) / min(times[k]) / 1e12
+        if flops is not None:
+            out[k]["tflops_per_s"] = flops / best / 1e12
     return out
 
 
-def run_worker(kind: str, args: argparse.Namespace, ce_dir: str, n_pairs: int | None, repeats: int) -> dict:
+def run_worker(kind: str, args: argparse.Namespace, n_pairs: int | None, repeats: int) -> dict:
     """Run ``kind`` in a fresh process ("paired-ce" / "paired-emb" run a whole shape)."""
-    cmd = [sys.executable, __file__, "--worker", kind, "--ce-dir", ce_dir, "--repeats", str(repeats),
-           "--device", args.device]
+    cmd = [sys.executable, __file__, "--worker", kind, "--repeats", str(repeats), "--device", args.device,
+           "--backend", args.backend]
+    cmd += ["--kit", args.kit] if args.kit else ["--ce-dir", args.ce_dir]
     cmd += ["--pairs", str(n_pairs)] if n_pairs is not None else ["--all"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {kind} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def describe(kind: str) -> str:
+    if kind.startswith("st-"):
+        return "sentence-transformers fp32"
+    _, _, backend, precision = kind.split("-", 3)
+    return f"surerank {backend} {precision}"
 
 
 def main() -> int:
@@ -207,77 +287,80 @@ def main() -> int:
     p.add_argument("--full", action="store_true", help="also nDCG@10 of surerank fp32/int8 on all of DL19")
     p.add_argument("--shapes", default="ce,emb")
     p.add_argument("--device", default="cpu", help="cpu, or cuda for the torch bf16/fp16 GPU path")
+    p.add_argument("--backend", choices=("onnx", "torch"), help="surerank's backend (default: onnx on CPU, "
+                   "torch on a GPU); torch on CPU times fp32 and bf16")
+    p.add_argument("--kit", help="a directory made by benchmarks/gpu_kit.py (fp16 model + DL19 passages)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak for MFU")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--ce-dir", help=argparse.SUPPRESS)
     p.add_argument("--all", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.backend = args.backend or ("onnx" if args.device == "cpu" else "torch")
+    if args.backend == "onnx" and args.device != "cpu":
+        p.error("--backend onnx runs on CPU only")
+    n_pairs = None if args.all else args.pairs
     if args.worker and args.worker.startswith("paired-"):
-        print(json.dumps(paired_worker(args.worker.split("-", 1)[1], None if args.all else args.pairs,
-                                       args.repeats, args.ce_dir, args.device)))
+        print(json.dumps(paired_worker(args.worker.split("-", 1)[1], args, n_pairs, args.repeats)))
         return 0
     if args.worker:
-        print(json.dumps(worker(args.worker, None if args.all else args.pairs, args.repeats, args.ce_dir,
-                                args.device)))
+        print(json.dumps(worker(args.worker, args, n_pairs, args.repeats)))
         return 0
 
-    from engine_fixtures import build_tiny_cross_encoder
-
     with tempfile.TemporaryDirectory() as tmp:
-        ce_dir = str(build_tiny_cross_encoder(Path(tmp) / "minilm-l6-ce", layers=6))
+        if not args.kit:
+            from engine_fixtures import build_tiny_cross_encoder
+
+            args.ce_dir = str(build_tiny_cross_encoder(Path(tmp) / "minilm-l6-ce", layers=6))
         results: dict[str, dict] = {}
-        shapes = args.shapes.split(",")
-        precisions = ("fp32", "int8", "int8-fast") if args.device == "cpu" else ("bf16", "fp16")
-        order = []
-        for shape in ("ce", "emb"):
-            if shape not in shapes:
-                continue
-            kinds = [f"st-{shape}"] + [f"sr-{shape}-{p}" for p in precisions]
-            order += kinds
-            results.update(run_worker(f"paired-{shape}", args, ce_dir, args.pairs, args.repeats))
+        shapes = [s for s in ("ce", "emb") if s in args.shapes.split(",")]
+        for shape in shapes:
+            kinds = contenders(shape, args.device, args.backend)
+            results.update(run_worker(f"paired-{shape}", args, args.pairs, args.repeats))
             for kind in kinds:
                 if not args.no_memory:  # peak RSS of each contender alone, in its own process
-                    results[kind]["peak_rss_mb"] = run_worker(kind, args, ce_dir, args.pairs, 1)["peak_rss_mb"]
+                    results[kind]["peak_rss_mb"] = run_worker(kind, args, args.pairs, 1)["peak_rss_mb"]
                 r = results[kind]
-                print(f"  {kind:12s} {r['pairs_per_s']:7.1f} pairs/s  (rounds {r['all_pairs_per_s']}, mean "
-                      f"round ratio {r['median_round_ratio']:.2f}x, {r['pairs_per_cpu_s']:.1f} pairs/CPU-s)  "
-                      f"peak RSS {r.get('peak_rss_mb', 0):7.1f} MB"
+                print(f"  {kind:18s} {r['pairs_per_s']:8.1f} pairs/s  (rounds {r['all_pairs_per_s']}, mean "
+                      f"round ratio {r['median_round_ratio']:.2f}x, {r['pairs_per_cpu_s']:.1f} pairs/CPU-s)"
+                      + (f"  peak RSS {r['peak_rss_mb']:7.1f} MB" if "peak_rss_mb" in r else "")
+                      + (f"  GPU peak {r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r else "")
                       + (f"  nDCG@10 {r['ndcg10']:.4f}" if "ndcg10" in r else "")
                       + (f"  {r['tflops_per_s']:.1f} TFLOP/s = MFU {100 * r['tflops_per_s'] / args.peak_tflops:.1f}%"
                          if "tflops_per_s" in r else ""), flush=True)
         full = {}
-        if args.full and args.device == "cpu":
-            for kind in ("sr-emb-fp32", "sr-emb-int8", "sr-emb-int8-fast"):
-                full[kind] = run_worker(kind, args, ce_dir, None, 1)
+        if args.full and args.backend == "onnx" and not args.kit:
+            for kind in [k for k in contenders("emb", "cpu", "onnx") if k.startswith("sr-")]:
+                full[kind] = run_worker(kind, args, None, 1)
 
+    first = results[contenders(shapes[0], args.device, args.backend)[0]]
     print(f"\nsurerank vs sentence-transformers defaults, {args.device}, same model, same DL19 pairs "
-          f"({results[order[0]]['pairs']} pairs)")
+          f"({first['pairs']} pairs, end to end: tokenization included)")
     print("ratio: best pairs/s over the anchor's; rounds: geometric mean of per-round ratios; "
           "cpu: ratio of pairs per CPU-second (all threads)")
-    print(f"{'shape':14s} {'contender':28s} {'pairs/s':>8s} {'ratio':>6s} {'rounds':>7s} {'cpu':>6s} "
-          f"{'peak MB':>8s} {'nDCG@10':>8s}")
-    for shape, label in (("ce", "cross-encoder"), ("emb", "embedding")):
-        if shape not in shapes:
-            continue
-        base = results[f"st-{shape}"]["pairs_per_s"]
-        base_cpu = results[f"st-{shape}"]["pairs_per_cpu_s"]
-        backend = "onnx" if args.device == "cpu" else "torch"
-        for kind, name in ((f"st-{shape}", "sentence-transformers fp32"),
-                           *((f"sr-{shape}-{p}", f"surerank {backend} {p}") for p in precisions)):
+    print(f"{'shape':14s} {'contender':28s} {'pairs/s':>9s} {'ratio':>6s} {'rounds':>7s} {'cpu':>6s} "
+          f"{'peak MB':>8s} {'nDCG@10':>8s} {'MFU':>6s}")
+    for shape in shapes:
+        kinds = contenders(shape, args.device, args.backend)
+        label = {"ce": "cross-encoder", "emb": "embedding"}[shape]
+        base = results[kinds[0]]
+        for kind in kinds:
             r = results[kind]
             nd = f"{r['ndcg10']:.4f}" if "ndcg10" in r else "-"
-            print(f"{label:14s} {name:28s} {r['pairs_per_s']:8.1f} {r['pairs_per_s'] / base:5.2f}x "
-                  f"{r['median_round_ratio']:6.2f}x {r['pairs_per_cpu_s'] / base_cpu:5.2f}x "
-                  f"{r.get('peak_rss_mb', 0):8.1f} {nd:>8s}")
-    if "emb" in shapes and args.device == "cpu":
-        for p in ("int8", "int8-fast"):
-            d = results[f"sr-emb-{p}"]["ndcg10"] - results["sr-emb-fp32"]["ndcg10"]
-            print(f"{p} - fp32 nDCG@10 on these queries: {d:+.4f} (target within 0.005)")
+            mem = r.get("gpu_peak_mb", r.get("peak_rss_mb", 0))
+            mfu = f"{100 * r['tflops_per_s'] / args.peak_tflops:5.1f}%" if "tflops_per_s" in r else "-"
+            ratio = r["pairs_per_s"] / base["pairs_per_s"]
+            print(f"{label:14s} {describe(kind):28s} {r['pairs_per_s']:9.1f} {ratio:5.2f}x "
+                  f"{r['median_round_ratio']:6.2f}x {r['pairs_per_cpu_s'] / base['pairs_per_cpu_s']:5.2f}x "
+                  f"{mem:8.1f} {nd:>8s} {mfu:>6s}")
+    if "emb" in shapes and args.backend == "onnx" and "ndcg10" in results.get("sr-emb-onnx-fp32", {}):
+        for p_ in ("int8", "int8-fast"):
+            d = results[f"sr-emb-onnx-{p_}"]["ndcg10"] - results["sr-emb-onnx-fp32"]["ndcg10"]
+            print(f"{p_} - fp32 nDCG@10 on these queries: {d:+.4f} (target within 0.005)")
     if full:
-        a = full["sr-emb-fp32"]["ndcg10"]
-        for p in ("int8", "int8-fast"):
-            b = full[f"sr-emb-{p}"]["ndcg10"]
-            print(f"all 43 DL19 queries: nDCG@10 fp32 {a:.4f}  {p} {b:.4f}  diff {b - a:+.4f} "
+        a = full["sr-emb-onnx-fp32"]["ndcg10"]
+        for p_ in ("int8", "int8-fast"):
+            b = full[f"sr-emb-onnx-{p_}"]["ndcg10"]
+            print(f"all 43 DL19 queries: nDCG@10 fp32 {a:.4f}  {p_} {b:.4f}  diff {b - a:+.4f} "
                   "(known figure for MiniLM cosine: ~0.642)")
     return 0
 

@@ -65,3 +65,15 @@ def build_tiny_cross_encoder(target: Path, layers: int = 2, seed: int = 0) -> Pa
 
 def has(*modules: str) -> bool:
     return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def pipelined_like_gpu(ranker, queries, group_pairs: int):
+    """Rank ``queries`` through the GPU code path (groups tokenized on a helper thread while the previous
+    group runs, batches padded on a background thread) with the CPU backend standing in for the device."""
+    engine = ranker.engine
+    saved = engine.on_gpu, ranker.pipeline_pairs
+    engine.on_gpu, ranker.pipeline_pairs = True, group_pairs
+    try:
+        return ranker.rank_many(queries)
+    finally:
+        engine.on_gpu, ranker.pipeline_pairs = saved

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import surerank
-from engine_fixtures import build_tiny_cross_encoder, dl19_slice, has
+from engine_fixtures import build_tiny_cross_encoder, dl19_slice, has, pipelined_like_gpu
 from surerank.errors import InputError
 
 
@@ -107,3 +107,20 @@ def test_bad_label_and_scores_option(model_dir):
 def test_embedding_checkpoint_without_head_is_refused():
     with pytest.raises(InputError, match="classification head"):
         surerank.Reranker("cross-encoder", model="all-MiniLM-L6-v2").rank("q", ["d"])
+
+
+def test_gpu_pipeline_groups_give_the_same_results(ranker):
+    queries, _ = dl19_slice(4, 6)
+    plain = ranker.rank_many(queries)
+    assert len(ranker._groups(queries)) == 1
+    ranker.pipeline_pairs = 8
+    try:
+        assert [len(g) for g in ranker._groups(queries)] == [1, 1, 1, 1]
+    finally:
+        del ranker.pipeline_pairs
+    piped = pipelined_like_gpu(ranker, queries, group_pairs=12)  # groups of two queries
+    for a, b in zip(plain, piped):
+        assert a.ids == b.ids and (a.cost.calls, a.cost.prompt_tokens) == (b.cost.calls, b.cost.prompt_tokens)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+        assert [i.truncation for i in a.items] == [i.truncation for i in b.items]
+    assert piped[0].info["engine"]["sequences"] == 12  # each group ran on its own

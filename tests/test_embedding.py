@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import surerank
-from engine_fixtures import dl19_slice, has
+from engine_fixtures import dl19_slice, has, pipelined_like_gpu
 from surerank.engine.model_files import default_model_dir
 from surerank.errors import InputError, MissingDependencyError
 
@@ -113,3 +113,13 @@ def test_torch_backend_agrees_with_onnx(ranker):
     assert b.info["backend"] == "torch" and b.info["device"] == "cpu"
     assert a.ids == b.ids
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+def test_gpu_pipeline_groups_give_the_same_results(ranker):
+    queries, _ = dl19_slice(3, 5)
+    plain = ranker.rank_many(queries)
+    piped = pipelined_like_gpu(ranker, queries, group_pairs=5)  # one query per group
+    for a, b in zip(plain, piped):
+        assert a.ids == b.ids and (a.cost.calls, a.cost.prompt_tokens) == (b.cost.calls, b.cost.prompt_tokens)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    assert piped[0].info["engine"]["sequences"] == 6  # the query and its five passages

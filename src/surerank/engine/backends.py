@@ -45,7 +45,7 @@ class OnnxBackend:
                  onnx_path: str | os.PathLike[str] | None = None):
         import onnxruntime as ort
 
-        from surerank.engine.onnx_build import onnx_model_path
+        from surerank.engine.onnx_build import DISABLED_OPTIMIZERS, onnx_model_path
 
         self.precision = precision
         self.path = str(onnx_path) if onnx_path else str(onnx_model_path(files, head, precision))
@@ -59,7 +59,8 @@ class OnnxBackend:
         # other thread needs (measured +10% pairs/s under load); SURERANK_ORT_SPIN=1 turns it back on
         spin = os.environ.get("SURERANK_ORT_SPIN", "0")
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin == "1" else "0")
-        self.session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=list(DISABLED_OPTIMIZERS))
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output = self.session.get_outputs()[0].name
 

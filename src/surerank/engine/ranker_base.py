@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from surerank.engine.core import Engine, EngineConfig, get_engine
+from surerank.engine.core import Engine, EngineConfig, RunStats, get_engine
 from surerank.engine.passages import PassagePolicy
+from surerank.engine.tokenize import Sequence
 from surerank.errors import InputError
-from surerank.ranker import ScoringRanker
+from surerank.ranker import Scores, ScoringRanker
+from surerank.types import Query
+
+#: On a GPU, a call with more (query, candidate) pairs than this is cut into groups of about this many:
+#: the next group is tokenized and assembled on a helper thread while the current one runs on the device.
+GPU_PIPELINE_PAIRS = 32_768
 
 BACKENDS = ("onnx", "torch")
 PRECISIONS = {"onnx": ("fp32", "int8", "int8-fast"), "torch": ("fp32", "fp16", "bf16")}
 
 
+class Prepared:
+    """One group of queries made ready for the engine: the sequences to run and what maps them back."""
+
+    def __init__(self, queries: list[Query], seqs: list[Sequence], state: Any):
+        self.queries = queries
+        self.seqs = seqs
+        self.state = state
+
+
 class EncoderRanker(ScoringRanker):
-    """A score-based ranker running a transformer encoder through :class:`~surerank.engine.Engine`."""
+    """A score-based ranker running a transformer encoder through :class:`~surerank.engine.Engine`.
+
+    Subclasses turn queries into sequences (:meth:`prepare`) and model outputs into scores
+    (:meth:`finish`); :meth:`score` runs them, pipelined on a GPU.
+    """
 
     head = "mean"
+    pipeline_pairs = GPU_PIPELINE_PAIRS
 
     def __init__(
         self,
@@ -75,3 +96,41 @@ class EncoderRanker(ScoringRanker):
         return {"model": e.describe()["model"], "backend": e.backend.name, "precision": e.backend.precision,
                 "device": getattr(e.backend, "device", "cpu"), "max_length": e.max_length,
                 "long_documents": self.policy.strategy}
+
+    # -- scoring -------------------------------------------------------------------------------
+    def prepare(self, queries: list[Query]) -> Prepared:
+        raise NotImplementedError
+
+    def finish(self, prepared: Prepared, outputs: Any, stats: RunStats) -> list[Scores]:
+        raise NotImplementedError
+
+    def score(self, queries: list[Query]) -> list[Scores]:
+        engine = self.engine
+        groups = self._groups(queries) if engine.on_gpu else [queries]
+        if len(groups) == 1:
+            prepared = self.prepare(queries)
+            outputs, stats = engine.run_with_stats(prepared.seqs)
+            return self.finish(prepared, outputs, stats)
+        # tokenization (Rust, GIL released) and assembly of group i+1 overlap the device running group i
+        out: list[Scores] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="surerank-prepare") as pool:
+            pending = pool.submit(self.prepare, groups[0])
+            for i in range(len(groups)):
+                prepared = pending.result()
+                if i + 1 < len(groups):
+                    pending = pool.submit(self.prepare, groups[i + 1])
+                outputs, stats = engine.run_with_stats(prepared.seqs)
+                out.extend(self.finish(prepared, outputs, stats))
+        return out
+
+    def _groups(self, queries: list[Query]) -> list[list[Query]]:
+        """Consecutive groups of whole queries, each with about :attr:`pipeline_pairs` candidates."""
+        groups: list[list[Query]] = [[]]
+        pairs = 0
+        for q in queries:
+            if groups[-1] and pairs + len(q.candidates) > self.pipeline_pairs:
+                groups.append([])
+                pairs = 0
+            groups[-1].append(q)
+            pairs += len(q.candidates)
+        return groups

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from surerank.engine.ranker_base import EncoderRanker
+from surerank.engine.core import RunStats
+from surerank.engine.ranker_base import EncoderRanker, Prepared
 from surerank.engine.tokenize import Sequence, pair_sequence
 from surerank.errors import InputError
 from surerank.ranker import Scores
@@ -59,10 +60,9 @@ class CrossEncoderRanker(EncoderRanker):
         room = e.max_length - e.tokenizer.template.pair_specials
         return min(self.max_query_length or room // 2, room - 1)
 
-    def score(self, queries: list[Query]) -> list[Scores]:
+    def prepare(self, queries: list[Query]) -> Prepared:
         engine = self.engine
         template = engine.tokenizer.template
-        label = self._label_index()
         q_limit = self._query_limit()
 
         texts: dict[str, int] = {}
@@ -93,9 +93,12 @@ class CrossEncoderRanker(EncoderRanker):
                 reps.append(report)
             spans_of.append(ranges)
             reports.append(reps)
+        return Prepared(queries, seqs, (spans_of, reports, q_truncated, q_limit))
 
-        logits, stats = engine.run_with_stats(seqs)
-        raw = logits[:, label].astype(np.float64)
+    def finish(self, prepared: Prepared, logits: np.ndarray, stats: RunStats) -> list[Scores]:
+        queries, seqs = prepared.queries, prepared.seqs
+        spans_of, reports, q_truncated, q_limit = prepared.state
+        raw = logits[:, self._label_index()].astype(np.float64)
         if self.score_mode == "sigmoid":
             raw = 1.0 / (1.0 + np.exp(-raw))
         info = self._info()

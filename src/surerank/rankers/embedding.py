@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from surerank.engine.ranker_base import EncoderRanker
+from surerank.engine.core import RunStats
+from surerank.engine.ranker_base import EncoderRanker, Prepared
 from surerank.engine.tokenize import Sequence, single_sequence
 from surerank.errors import InputError
 from surerank.ranker import Scores
@@ -47,7 +48,7 @@ class EmbeddingRanker(EncoderRanker):
         return {**super().describe(), "pooling": self.engine_config.head,
                 "query_prefix": self.query_prefix, "passage_prefix": self.passage_prefix}
 
-    def score(self, queries: list[Query]) -> list[Scores]:
+    def prepare(self, queries: list[Query]) -> Prepared:
         engine = self.engine
         template = engine.tokenizer.template
         window = engine.max_length - template.single_specials
@@ -78,8 +79,12 @@ class EmbeddingRanker(EncoderRanker):
             seqs.extend(single_sequence(template, ids[a:b]) for a, b in spans)
             passages_of_doc[slot] = (first, len(seqs))
             reports[slot] = report
+        return Prepared(queries, seqs, (q_slots, d_slots, seq_of_query, query_truncated, passages_of_doc,
+                                        reports, window))
 
-        vectors, stats = engine.run_with_stats(seqs)
+    def finish(self, prepared: Prepared, vectors: np.ndarray, stats: RunStats) -> list[Scores]:
+        queries, seqs = prepared.queries, prepared.seqs
+        q_slots, d_slots, seq_of_query, query_truncated, passages_of_doc, reports, window = prepared.state
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors / np.maximum(norms, 1e-12)
         info = self._info()
