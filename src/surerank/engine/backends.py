@@ -62,6 +62,9 @@ class OnnxBackend:
         self.session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"],
                                             disabled_optimizers=list(DISABLED_OPTIMIZERS))
         self.input_names = {i.name for i in self.session.get_inputs()}
+        meta = self.session.get_modelmeta().custom_metadata_map
+        #: nodes an int8 graph keeps in fp32 (the heads, and the projections its recipe spares)
+        self.fp32_nodes = [n for n in meta.get("surerank.fp32_nodes", "").split(",") if n]
         self.output = self.session.get_outputs()[0].name
 
     def run(self, batch: Batch) -> np.ndarray:

@@ -95,7 +95,7 @@ class Engine:
 
     # -- description -------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        return {
+        info = {
             "model": str(self.config.model or "all-MiniLM-L6-v2"),
             "model_dir": str(self.files.directory),
             "backend": self.backend.name,
@@ -106,6 +106,9 @@ class Engine:
             "token_budget": self.token_budget,
             "threads": getattr(self.backend, "threads", None),
         }
+        if self.backend.precision.startswith("int8"):
+            info["fp32_nodes"] = list(getattr(self.backend, "fp32_nodes", []))
+        return info
 
     # -- running -------------------------------------------------------------------------------
     def run(self, seqs: Seq[Sequence]) -> np.ndarray:
