@@ -3,7 +3,7 @@
     python benchmarks/trec_dl.py [--years 19 20] [--json out.json]
 
 Rankers: the first stage's BM25 order (Anserini, corpus statistics), bm25 over the candidate list
-alone (list statistics), the embedded default embedding model (fp32 and int8), and fusion of
+alone (list statistics), the embedded default embedding model (fp32, int8, int8-fast), and fusion of
 first-stage BM25 or list BM25 with the embedding (RRF k=60; CombSUM over min-max scores), fused from the
 member runs (the same function FusionRanker calls; tests/test_fusion.py checks both against ranx).
 Throughput is candidate pairs per second of wall time, model loading excluded, on this machine.
@@ -27,6 +27,7 @@ MEMBERS = [
     ("bm25 (list statistics)", "bm25", {}),
     ("embedding fp32 (default)", "embedding", {}),
     ("embedding int8", "embedding", {"precision": "int8"}),
+    ("embedding int8-fast", "embedding", {"precision": "int8-fast"}),
 ]
 FUSIONS = [  # (label, member labels, method); fused from the member runs above, exactly what FusionRanker does
     ("RRF(first-stage, embedding)", ("first-stage BM25 (Anserini)", "embedding fp32 (default)"), "rrf"),

@@ -185,3 +185,17 @@ def test_rank_many_gives_each_query_its_own_cost_trace(server):
     lists = ranker.rank_many([query(), ("winter tires", DOCS[:3]), ("empty", [])])
     assert [len(r) for r in lists] == [8, 3, 0]
     assert [r.cost.calls for r in lists] == [1, 1, 0]
+
+
+def test_queries_run_side_by_side_within_the_concurrency_cap(server):
+    """A sliding window makes one call per round, so calls overlap only when queries do."""
+    queries = [Query.from_texts(f"{QUERY} {i}", DOCS[i % 3:] + DOCS[:i % 3], id=f"q{i}") for i in range(6)]
+    alone = Reranker("llm-listwise", backend=backend(server, concurrency=1), window=4, step=2).rank_many(queries)
+    assert server.max_in_flight == 1
+    server.delay = 0.05
+    server.max_in_flight = 0
+    together = Reranker("llm-listwise", backend=backend(server, concurrency=3), window=4, step=2).rank_many(queries)
+    assert 1 < server.max_in_flight <= 3
+    assert [r.ids for r in together] == [r.ids for r in alone]
+    assert [r.query.id for r in together] == [q.id for q in queries]
+    assert [r.cost.calls for r in together] == [r.cost.calls for r in alone]

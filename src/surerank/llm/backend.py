@@ -58,6 +58,8 @@ class LLMBackend(ABC):
                  strip_reasoning: bool = True) -> None:
         self.model = model
         self.concurrency = max(1, int(concurrency))
+        # the cap on calls in flight, whichever thread makes them (the pool's, or a query's own thread)
+        self._slots = threading.BoundedSemaphore(self.concurrency)
         if isinstance(cache, str):
             cache = JudgmentCache(cache)
         self.cache = cache
@@ -96,7 +98,8 @@ class LLMBackend(ABC):
                 return hit
         start = time.perf_counter()
         try:
-            response = self._generate_one(request)
+            with self._slots:
+                response = self._generate_one(request)
         except Exception as exc:
             logger.warning("%s call failed: %s", self.name, exc)
             response = LLMResponse(error=f"{type(exc).__name__}: {exc}")
@@ -123,7 +126,8 @@ class LLMBackend(ABC):
         def one(pair: tuple[str, str]) -> LLMResponse:
             start = time.perf_counter()
             try:
-                response = self._continuation_logprob(*pair)
+                with self._slots:
+                    response = self._continuation_logprob(*pair)
             except NotImplementedError:
                 raise
             except Exception as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -115,7 +116,14 @@ class LLMRanker(BaseRanker):
         return ranked
 
     def _rank_queries(self, queries: list[Query]) -> list[RankedList]:
-        return [self._rank_with(q, Session(self.backend, self.budget)) for q in queries]
+        """Queries run side by side up to the backend's ``concurrency`` (calls in flight stay within it):
+        a method with sequential rounds (sliding window, setwise) keeps the server busy with other queries.
+        Each query has its own session, budget and cost trace; results do not depend on the interleaving."""
+        workers = min(getattr(self.backend, "concurrency", 1), len(queries))
+        if workers <= 1:
+            return [self._rank_with(q, Session(self.backend, self.budget)) for q in queries]
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"{self.name}-query") as pool:
+            return list(pool.map(lambda q: self._rank_with(q, Session(self.backend, self.budget)), queries))
 
     def estimate(self, queries: Query | Sequence[Query]) -> Cost:
         """Dry run: the calls, sequential rounds and tokens ranking these queries would cost, without calling
