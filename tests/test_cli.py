@@ -107,8 +107,9 @@ def test_cranfield_retrieve_then_rerank_end_to_end(tmp_path, shared_data):
     queries.write_text("\n".join(lines) + "\n")
     retrieved = tmp_path / "cran.bm25.jsonl"
     out = surerank("retrieve", "--corpus", cran / "cran.all.1400", "--queries", queries, "--k", 20,
-                   "--output", retrieved, "--qrels", cran / "cranqrel", "--rel-level", 1).stdout
-    assert "indexed 1400 documents" in out and "nDCG@10" in out
+                   "--output", retrieved, "--qrels", cran / "cranqrel", "--rel-level", 1,
+                   "--save-stats", tmp_path / "stats.json").stdout
+    assert "indexed 1400 documents" in out and "nDCG@10" in out and "1400 documents)" in out
     lists = read_jsonl(retrieved)
     assert [q.id for q in lists] == [str(i) for i in range(1, 9)]
     assert all(len(q.candidates) == 20 for q in lists)
@@ -116,3 +117,7 @@ def test_cranfield_retrieve_then_rerank_end_to_end(tmp_path, shared_data):
                         "--output", tmp_path / "cran.embedding.run").stdout
     assert "embedding" in reranked and "nDCG@10" in reranked
     assert len(read_run(tmp_path / "cran.embedding.run")) == 8
+    # bm25 with the corpus's statistics gives back the retriever's own order and figures
+    again = surerank("rerank", "--input", retrieved, "--ranker", "bm25", "-o", f"stats={tmp_path / 'stats.json'}",
+                     "--qrels", cran / "cranqrel", "--rel-level", 1).stdout
+    assert "(+0.0000," in again

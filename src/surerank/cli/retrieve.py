@@ -24,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  surerank retrieve --corpus ../shared/data/cranfield/cran.all.1400 \\\n"
                "      --queries ../shared/data/cranfield/cran.qry --k 100 --output cran.bm25.jsonl \\\n"
                "      --qrels ../shared/data/cranfield/cranqrel --rel-level 1\n"
-               "  surerank rerank --input cran.bm25.jsonl --qrels ../shared/data/cranfield/cranqrel --rel-level 1",
+               "  surerank rerank --input cran.bm25.jsonl --qrels ../shared/data/cranfield/cranqrel --rel-level 1\n"
+               "BM25 with the corpus's statistics as a reranker (for candidates from another retriever):\n"
+               "  surerank retrieve ... --save-stats cran.bm25-stats.json\n"
+               "  surerank rerank --input other.jsonl --ranker bm25 -o stats=cran.bm25-stats.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--corpus", required=True, help="documents to index")
@@ -35,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rel-level", type=int, default=2, help="minimum relevant grade for binary measures")
     parser.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
                         help="BM25 option: k1, b, method, stemmer, stopwords")
+    parser.add_argument("--save-stats", metavar="PATH",
+                        help="write the corpus's BM25 statistics (document frequencies, average length) to "
+                             "PATH, for 'surerank rerank --ranker bm25 -o stats=PATH'")
     parser.set_defaults(func=run)
 
 
@@ -57,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         write_run(args.output, lists, tag="bm25")
     echo(f"wrote {args.output}")
+    if args.save_stats:
+        stats = index.corpus_stats()
+        stats.save(args.save_stats)
+        echo(f"wrote {args.save_stats} ({len(stats.df)} terms, {stats.n_docs} documents)")
     if args.qrels:
         result = evaluate(first_stage_run(retrieved), read_qrels(args.qrels),
                           ("nDCG@10", "MAP", f"R@{args.k}"), args.rel_level)

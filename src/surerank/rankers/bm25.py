@@ -46,22 +46,79 @@ class _Analyzer:
                               return_ids=return_ids, show_progress=False)
 
 
+class CorpusStats:
+    """Document frequencies, corpus size and average length of a BM25 index, with the analyzer they need.
+
+    Written by ``surerank retrieve --save-stats`` (or :meth:`BM25Index.corpus_stats`), read by
+    ``Reranker("bm25", stats=path)`` so that candidates from any retriever are scored with the corpus's
+    IDF rather than their own list's.
+    """
+
+    def __init__(self, n_docs: int, avg_length: float, df: dict[str, int], config: dict[str, Any]):
+        if n_docs < 1 or avg_length <= 0:
+            raise InputError(f"stats: n_docs ({n_docs}) and avg_length ({avg_length}) must be positive")
+        self.n_docs, self.avg_length, self.df, self.config = int(n_docs), float(avg_length), df, dict(config)
+
+    def idf(self, term: str) -> float:
+        """Lucene's IDF, ln(1 + (N - df + 0.5) / (df + 0.5)); a term the corpus lacks gets df = 0."""
+        df = self.df.get(term, 0)
+        return float(np.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5)))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(json.dumps({"format": "surerank-bm25-stats/1", "n_docs": self.n_docs,
+                                          "avg_length": self.avg_length, "config": self.config,
+                                          "df": self.df}))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CorpusStats:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"stats: file not found: {p}")
+        try:
+            data = json.loads(p.read_text())
+            return cls(data["n_docs"], data["avg_length"], {str(k): int(v) for k, v in data["df"].items()},
+                       data.get("config", {}))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"stats: {p} is not a surerank BM25 statistics file ({exc})") from exc
+
+
 class BM25Ranker(ScoringRanker):
-    """Scores each query's candidates by BM25, with statistics (IDF, average length) of that list."""
+    """Scores each query's candidates by BM25.
+
+    Without ``stats`` the statistics (IDF, average length) are those of the candidate list itself, which
+    flattens IDF when every candidate matches the query; with ``stats`` (a file from ``surerank retrieve
+    --save-stats``, or a :class:`CorpusStats`) they are the corpus's, as in the first stage.
+    """
 
     name = "bm25"
 
     def __init__(self, k1: float = 0.9, b: float = 0.4, method: str = "lucene",
-                 stemmer: str | None = "english", stopwords: str | None = "en") -> None:
+                 stemmer: str | None = "english", stopwords: str | None = "en",
+                 stats: str | os.PathLike[str] | CorpusStats | None = None) -> None:
         self.k1, self.b, self.method = float(k1), float(b), method
+        self.stats = CorpusStats.load(stats) if isinstance(stats, (str, os.PathLike)) else stats
+        if self.stats is not None:
+            if method != "lucene":
+                raise InputError(f"method: corpus statistics are scored with 'lucene' BM25, not {method!r}")
+            for name, value in (("stemmer", stemmer), ("stopwords", stopwords)):
+                recorded = self.stats.config.get(name, value)
+                if recorded != value:
+                    raise InputError(f"{name}: the statistics were built with {recorded!r}, not {value!r}; "
+                                     "the analyzer must match the index")
         self.analyzer = _Analyzer(stemmer, stopwords)
         self._stemmer_name, self._stopwords = stemmer, stopwords
 
     def describe(self) -> dict[str, Any]:
-        return {"ranker": self.name, "k1": self.k1, "b": self.b, "method": self.method,
-                "stemmer": self._stemmer_name, "stopwords": self._stopwords}
+        info = {"ranker": self.name, "k1": self.k1, "b": self.b, "method": self.method,
+                "stemmer": self._stemmer_name, "stopwords": self._stopwords,
+                "statistics": "list" if self.stats is None else "corpus"}
+        if self.stats is not None:
+            info.update(corpus_docs=self.stats.n_docs, corpus_avg_length=self.stats.avg_length)
+        return info
 
     def score(self, queries: list[Query]) -> list[Scores]:
+        if self.stats is not None:
+            return [self._score_with_corpus(q) for q in queries]
         bm25s = _bm25s()
         out = []
         for query in queries:
@@ -76,6 +133,40 @@ class BM25Ranker(ScoringRanker):
             values = model.get_scores(query_tokens) if query_tokens else np.zeros(len(query.candidates))
             out.append(Scores(values=np.asarray(values, dtype=float)))
         return out
+
+    def _score_with_corpus(self, query: Query) -> Scores:
+        """Lucene BM25 with the corpus's IDF and average length: sum over query terms (a repeated term
+        counts each time, as in bm25s and Lucene) of idf * tf / (tf + k1 * (1 - b + b * length / avg_length))."""
+        stats = self.stats
+        assert stats is not None
+        if not query.candidates:
+            return Scores(values=np.zeros(0))
+        q_terms = self.analyzer.tokenize([query.text], return_ids=False)[0]
+        docs = self.analyzer.tokenize([c.text for c in query.candidates], return_ids=False)
+        values = np.zeros(len(docs))
+        if not q_terms:
+            return Scores(values=values)
+        weight = {t: q_terms.count(t) * stats.idf(t) for t in set(q_terms)}
+        for i, doc in enumerate(docs):
+            norm = self.k1 * (1.0 - self.b + self.b * len(doc) / stats.avg_length)
+            counts: dict[str, int] = {}
+            for t in doc:
+                if t in weight:
+                    counts[t] = counts.get(t, 0) + 1
+            values[i] = sum(weight[t] * tf / (tf + norm) for t, tf in counts.items())
+        return Scores(values=values)
+
+
+def _corpus_stats(tokens: Any, config: dict[str, Any]) -> CorpusStats:
+    vocab_of_id = {i: term for term, i in tokens.vocab.items()}
+    df = np.zeros(len(vocab_of_id) + 1, dtype=np.int64)
+    lengths = np.zeros(len(tokens.ids), dtype=np.int64)
+    for d, ids in enumerate(tokens.ids):
+        lengths[d] = len(ids)
+        if len(ids):
+            df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
+    terms = {vocab_of_id[i]: int(df[i]) for i in range(len(df)) if i in vocab_of_id and df[i] > 0}
+    return CorpusStats(len(tokens.ids), float(lengths.mean()) if lengths.sum() else 1.0, terms, config)
 
 
 class BM25Index:
@@ -93,7 +184,13 @@ class BM25Index:
         self.config = {"k1": k1, "b": b, "method": method, "stemmer": stemmer, "stopwords": stopwords}
         self.analyzer = _Analyzer(stemmer, stopwords)
         self.model = bm25s.BM25(k1=k1, b=b, method=method)
-        self.model.index(self.analyzer.tokenize([c.text for c in self.corpus]), show_progress=False)
+        tokens = self.analyzer.tokenize([c.text for c in self.corpus])
+        self.model.index(tokens, show_progress=False)
+        self._stats = _corpus_stats(tokens, self.config)
+
+    def corpus_stats(self) -> CorpusStats:
+        """The index's document frequencies and average length, for ``Reranker("bm25", stats=...)``."""
+        return self._stats
 
     def retrieve(self, queries: Sequence[Query], k: int = 100) -> list[Query]:
         """Return the queries with their top-k documents as candidates, best first."""
