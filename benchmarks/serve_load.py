@@ -8,7 +8,8 @@
    it must shed with 429/503 + Retry-After, answer every accepted request correctly, and then recover.
 
 Requests are DL19+DL20 queries with ``--docs`` of their BM25 top-100 passages (cycled to reach
-``--requests``).  Example (the issue's shape; scale ``--requests`` down on a small shared machine)::
+``--requests``; repeats carry a marker so that no text repeats).  Example (the issue's shape; scale
+``--requests`` down on a small shared machine)::
 
     python benchmarks/serve_load.py --requests 2000 --concurrency 32 --docs 50
 """
@@ -42,8 +43,12 @@ def workload(n_requests: int, n_docs: int) -> list[tuple[str, list[str]]]:
     for i in range(n_requests):
         topic = topics[i % len(topics)]
         hits = [h["content"] for h in topic["hits"]]
-        start = (i // len(topics)) * n_docs % max(1, len(hits) - n_docs + 1)
-        requests.append((topic["query"], hits[start:start + n_docs]))
+        cycle = i // len(topics)
+        start = cycle * n_docs % max(1, len(hits) - n_docs + 1)
+        # after the first cycle every text carries the cycle's marker: no text repeats, so neither the
+        # offline anchor (which encodes each distinct text of a call once) nor the server gets free work
+        mark = f" #{cycle}" if cycle else ""
+        requests.append((topic["query"] + mark, [h + mark for h in hits[start:start + n_docs]]))
     return requests
 
 
@@ -162,6 +167,8 @@ def main() -> None:
     parser.add_argument("--overload-requests", type=int, default=96)
     parser.add_argument("--overload-concurrency", type=int, default=64)
     parser.add_argument("--overload-queue", type=int, default=4)
+    parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                        help="ranker option for both the offline anchor and the server, e.g. -o precision=int8-fast")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     import surerank
@@ -170,9 +177,13 @@ def main() -> None:
     requests = workload(args.requests, args.docs)
     queries = [Query.from_texts(q, docs, id=str(i)) for i, (q, docs) in enumerate(requests)]
     print(f"workload: {len(requests)} requests x {args.docs} documents (DL19+DL20 BM25 top-100 passages), "
-          f"ranker {args.ranker}, {os.cpu_count()} CPUs")
+          f"ranker {args.ranker} {args.option or ''}, {os.cpu_count()} CPUs")
 
-    ranker = surerank.Reranker(args.ranker)
+    from surerank.cli._common import parse_options
+
+    options = parse_options(args.option)
+    server_options = [x for pair in args.option for x in ("--option", f"bench.{pair}")]
+    ranker = surerank.Reranker(args.ranker, **options)
     ranker.rank_many(queries[:1])  # warm up
 
     def offline_pass() -> tuple[float, float, list]:
@@ -193,7 +204,7 @@ def main() -> None:
     # -- bounded load ---------------------------------------------------------------------------------
     # a bounded run: the queue holds every client, and no request times out however slow the machine is
     process, url = start_server(args.ranker, "--max-queue", str(max(256, args.concurrency * 2)),
-                                "--request-timeout", "3600")
+                                "--request-timeout", "3600", *server_options)
     try:
         server_cpu0, client_cpu0 = process_cpu(process.pid), time.process_time()
         run = asyncio.run(drive(url, requests, expected, args.concurrency, args.tolerance))
@@ -225,7 +236,8 @@ def main() -> None:
 
     # -- overload -------------------------------------------------------------------------------------
     n = min(args.overload_requests, len(requests))
-    process, url = start_server(args.ranker, "--max-queue", str(args.overload_queue), "--max-batch-tokens", "8192")
+    process, url = start_server(args.ranker, "--max-queue", str(args.overload_queue), "--max-batch-tokens", "8192",
+                                *server_options)
     try:
         burst = asyncio.run(drive(url, requests[:n], expected[:n], args.overload_concurrency, args.tolerance))
         shed = sum(burst["statuses"].get(s, 0) for s in (429, 503))

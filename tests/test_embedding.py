@@ -7,6 +7,7 @@ import pytest
 
 import surerank
 from engine_fixtures import dl19_slice, has, pipelined_like_gpu
+from surerank import Query
 from surerank.engine.model_files import default_model_dir
 from surerank.errors import InputError, MissingDependencyError
 
@@ -123,3 +124,21 @@ def test_gpu_pipeline_groups_give_the_same_results(ranker):
         assert a.ids == b.ids and (a.cost.calls, a.cost.prompt_tokens) == (b.cost.calls, b.cost.prompt_tokens)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
     assert piped[0].info["engine"]["sequences"] == 6  # the query and its five passages
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8-fast"])
+def test_a_passage_scores_the_same_whatever_else_is_ranked(precision):
+    """int8 quantises activations per tensor, so the engine runs it one sequence per batch: a passage's
+    score must not depend on the other queries of the call nor on the order of the candidates."""
+    queries, _ = dl19_slice(3, 12)
+    ranker = surerank.Reranker("embedding", precision=precision)
+    assert ranker.describe()["batch_invariant"]
+    together = ranker.rank_many(queries)
+    alone = ranker.rank(queries[1])
+    shuffled = Query(text=queries[1].text, id=queries[1].id, candidates=queries[1].candidates[::-1])
+    reversed_ = ranker.rank(shuffled)
+    want = {i.id: i.score for i in together[1].items}
+    for ranked in (alone, reversed_):  # batch mates moved int8 scores by up to 0.04 before
+        got = {i.id: i.score for i in ranked.items}
+        assert max(abs(got[k] - want[k]) for k in want) <= 1e-6
+    assert not surerank.Reranker("embedding", precision="int8", batch_size=8).describe()["batch_invariant"]
