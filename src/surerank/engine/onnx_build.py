@@ -255,9 +255,9 @@ def onnx_model_path(files: ModelFiles, head: str, precision: str = "fp32") -> Pa
 #: int8 recipes, by precision name.  All use per-channel int8 weights (per-tensor lost 0.006 nDCG@10) and
 #: keep the heads in fp32.  The FFN output projections read GELU outputs with outlier activations, which
 #: per-tensor activation quantisation handles worst:
-#: ``int8``: every FFN output projection stays fp32 -- accurate (DL19 nDCG@10 +0.003 vs fp32), ~1.7x fp32;
+#: ``int8``: every FFN output projection stays fp32 -- DL19 / DL20 nDCG@10 -0.001 / +0.004 vs fp32, ~1.7x fp32;
 #: ``int8-fast``: only the most sensitive of them stay fp32 (one per six layers), chosen by measuring on
-#: calibration text how far the output moves when each one alone is quantised -- ~2.2-2.4x fp32.
+#: calibration text how far the output moves when each one alone is quantised -- +0.001 / +0.004, ~2.4x fp32.
 INT8_RECIPES = {"int8": "pc-noff2", "int8-fast": "pc-sens"}
 INT8_RECIPE = INT8_RECIPES["int8"]
 FP32_NODES_KEY = "surerank.fp32_nodes"
