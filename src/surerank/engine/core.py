@@ -117,7 +117,10 @@ class Engine:
             "token_budget": self.token_budget,
             "threads": getattr(self.backend, "threads", None),
             "workers": self.workers,
-            "batch_invariant": not self.backend.precision.startswith("int8") or self.max_batch == 1,
+            # a sequence's output does not depend on what else shares its batch (fp32: to ~1e-6; int8 only
+            # alone in its batch; fp16/bf16 kernels round differently with the batch's shape)
+            "batch_invariant": self.backend.precision == "fp32"
+            or (self.backend.precision.startswith("int8") and self.max_batch == 1),
         }
         if self.backend.precision.startswith("int8"):
             info["fp32_nodes"] = list(getattr(self.backend, "fp32_nodes", []))
