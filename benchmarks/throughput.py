@@ -1,4 +1,4 @@
-"""Encoder reranking throughput on CPU: surerank's engine vs sentence-transformers as a user calls it.
+"""Encoder reranking throughput: surerank's engine vs sentence-transformers as a user calls it.
 
 Same model weights, same TREC DL19 (query, passage) pairs, both shapes:
 
@@ -14,12 +14,14 @@ the per-round ratios); peak RSS comes from a separate run of each contender in i
 
     nice python benchmarks/throughput.py --pairs 1000          # the must-show figures
     nice python benchmarks/throughput.py --pairs 1000 --full   # + nDCG@10 over all 43 DL19 queries
-    python benchmarks/throughput.py --device cuda --pairs 100000 --shapes ce   # GPU: bf16/fp16, MFU
+    python benchmarks/throughput.py --backend torch --pairs 300  # the torch backend on CPU (fp32, bf16)
+    bash benchmarks/gpu_run.sh   # on a GPU machine, with the kit of benchmarks/gpu_kit.py: bf16/fp16, MFU
 
 On a GPU (``--device cuda``) surerank runs the torch backend in bf16 and fp16 (SDPA, 262k-token batches,
-batch padding overlapped with compute) against ``CrossEncoder(path, device="cuda").predict(pairs)``, and
-prints model FLOPs utilisation from the per-pair formula 2·n_layers·(4·H² + 2·H·I)·L + 4·n_layers·L²·H
-against ``--peak-tflops`` (989: H100/H200 dense bf16).  DL19 queries are repeated to reach ``--pairs``.
+batch padding and the next group's tokenization overlapped with compute) against
+``CrossEncoder(path, device="cuda").predict(pairs)``, and prints model FLOPs utilisation from the per-pair
+formula 2·n_layers·(4·H² + 2·H·I)·L + 4·n_layers·L²·H against ``--peak-tflops`` (989: H100/H200 dense
+bf16).  DL19 queries are repeated to reach ``--pairs``, each repeat with a marker so that no text repeats.
 """
 
 from __future__ import annotations
