@@ -4,6 +4,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# DATA=/path/to/data (the folder holding trec-dl/ and cranfield/) reaches the tests and benchmarks too
+ifdef DATA
+export SURERANK_DATA ?= $(abspath $(DATA))
+endif
 DATA ?= ../shared/data
 
 .PHONY: demo test lint bench clean
