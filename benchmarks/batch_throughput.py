@@ -19,16 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl"
-
 
 def ndcg10(run: dict[str, dict[str, float]], collections: list[str]) -> str:
+    from surerank.eval.datasets import trec_dl_paths
     from surerank.eval.formats import read_qrels
     from surerank.eval.metrics import evaluate
 
     parts = []
     for name in collections:
-        qrels = read_qrels(DATA / f"qrels.{name}-passage.txt")
+        qrels = read_qrels(trec_dl_paths(name)[1])
         sub = {q: docs for q, docs in run.items() if q in qrels}
         parts.append(f"{name} {evaluate(sub, qrels, measures=('nDCG@10',)).aggregate['nDCG@10']:.4f}")
     return " ".join(parts)
@@ -53,7 +52,8 @@ def main() -> None:
     from surerank.batch import BatchConfig, RayOptions, run_batch
     from surerank.batch.engines import ray_runtime_env
     from surerank.batch.io import read_rankgpt_queries
-    from surerank.cli.batch import parse_options
+    from surerank.cli._common import parse_options
+    from surerank.eval.datasets import trec_dl_paths
 
     options = parse_options(args.option)
     if args.ranker == "embedding":
@@ -61,7 +61,7 @@ def main() -> None:
     collections = args.collections.split(",")
     queries = []
     for name in collections:
-        found = list(read_rankgpt_queries(DATA / f"{name}-bm25-top100.json"))
+        found = list(read_rankgpt_queries(trec_dl_paths(name)[0]))
         queries += found[: args.queries] if args.queries else found
     pairs = sum(len(q.candidates) for q in queries)
     work = Path(tempfile.mkdtemp(prefix="surerank-batch-bench-"))

@@ -32,13 +32,14 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SURERANK_DATA", ROOT.parent / "shared" / "data")) / "trec-dl"
 
 
 def workload(n_requests: int, n_docs: int) -> list[tuple[str, list[str]]]:
+    from surerank.eval.datasets import trec_dl_paths
+
     topics = []
-    for name in ("dl19-bm25-top100.json", "dl20-bm25-top100.json"):
-        topics += json.loads((DATA / name).read_text())
+    for year in (19, 20):
+        topics += json.loads(trec_dl_paths(year)[0].read_text())
     requests = []
     for i in range(n_requests):
         topic = topics[i % len(topics)]

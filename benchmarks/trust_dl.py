@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from surerank.eval.datasets import load_trec_dl
 from surerank.trust.abstention import (
     LinearConfidence,
     LogisticConfidence,
@@ -34,28 +35,14 @@ from surerank.trust.conformal import crc_index, ltt_index, threshold_losses, top
 from surerank.trust.cutoffs import AdaptiveCutoff
 from surerank.trust.labels import LabelledList, calibration_pairs, ndcg_from_qrels
 from surerank.trust.metrics import calibration_report, reliability_bins
-from surerank.types import Candidate, Query, RankedList
+from surerank.types import Query, RankedList
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl"
 REL = 2
 
 
 def load_year(year: int) -> tuple[list[Query], dict[str, dict[str, int]]]:
-    try:
-        from surerank.eval.datasets import load_trec_dl
-
-        queries, qrels = load_trec_dl(year)
-        return list(queries), {str(q): dict(v) for q, v in qrels.items()}
-    except ImportError:  # before the eval package lands: read the two files directly
-        raw = json.loads((DATA / f"dl{year}-bm25-top100.json").read_text())
-        queries = [Query(text=e["query"], id=str(e["hits"][0]["qid"]), candidates=tuple(
-            Candidate(id=h["docid"], text=h["content"], metadata={"bm25_score": h["score"]})
-            for h in e["hits"])) for e in raw]
-        qrels: dict[str, dict[str, int]] = defaultdict(dict)
-        for line in (DATA / f"qrels.dl{year}-passage.txt").read_text().splitlines():
-            qid, _, doc, grade = line.split()
-            qrels[qid][doc] = int(grade)
-        return queries, dict(qrels)
+    queries, qrels = load_trec_dl(year)
+    return list(queries), {str(q): dict(v) for q, v in qrels.items()}
 
 
 def scored_lists(ranker: str, year: int, cache: Path) -> tuple[list[RankedList], dict, float]:

@@ -22,8 +22,6 @@ A job that died is continued by running the same command again (finished shards 
 """
 
 
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "batch", help="rerank a large input file in resumable shards (local or Ray)",

@@ -62,8 +62,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-
-
 def _ranked_from_run(path: Path, ranker: str) -> list:
     from surerank.eval.formats import read_run
     from surerank.types import Candidate, Query, RankedList

@@ -26,8 +26,6 @@ JSONL file of {qid, query, candidates}; files need --qrels.
 DATASET_ALIASES = {"dl19": 19, "dl20": 20, "trec-dl-2019": 19, "trec-dl-2020": 20, "2019": 19, "2020": 20}
 
 
-
-
 def int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
