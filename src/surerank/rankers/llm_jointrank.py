@@ -41,7 +41,7 @@ def block_design(n: int, block_size: int, replicas: int, seed: int = 0, max_trie
 
     The first replica keeps the input order (the first stage's ranking is informative: its top items
     meet each other), the others are random; redrawn until connected.  Every item is in ``replicas``
-    blocks (one item per replica in one more, if ``block_size`` is 2 and ``n`` odd).
+    blocks (if ``block_size`` is 2 and ``n`` odd, the top item -- or the second -- is in one more per replica).
     """
     if block_size < 2:
         raise InputError(f"block_size: must be >= 2, got {block_size}")
@@ -58,8 +58,10 @@ def block_design(n: int, block_size: int, replicas: int, seed: int = 0, max_trie
             perm = np.arange(n) if r == 0 else rng.permutation(n)
             for part in np.array_split(perm, n_blocks):
                 block = [int(i) for i in part]
-                if len(block) == 1:  # only when block_size is 2 and n is odd: pair it with one more item
-                    block.append(int(perm[0]) if int(perm[0]) != block[0] else int(perm[1]))
+                if len(block) == 1:  # only when block_size is 2 and n is odd: pair it with the first stage's
+                    # top item (its second for the top item itself) -- the same partner in every replica, so
+                    # the extra appearances never spread to every item
+                    block.append(0 if block[0] != 0 else 1)
                 blocks.append(block)
         if replicas == 1 or _connected(n, blocks):
             return blocks
