@@ -21,9 +21,10 @@ from surerank.batch.io import read_rankgpt_queries
 from surerank.batch.shards import plan_shards, queries_to_table, table_to_queries
 from surerank.cli import batch as batch_cli
 from surerank.errors import InputError
+from surerank.eval.datasets import data_root
 from surerank.types import Candidate, Query
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl"
+DATA = data_root() / "trec-dl"  # $SURERANK_DATA, else ../shared/data
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,14 @@ import pytest
 
 from surerank.batch import BatchConfig, Manifest, RayOptions, run_batch
 from surerank.batch.io import read_rankgpt_queries
+from surerank.eval.datasets import data_root
 from surerank.types import Query
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pytestmark = pytest.mark.ray
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl"
+DATA = data_root() / "trec-dl"  # $SURERANK_DATA, else ../shared/data
 DL = [DATA / "dl19-bm25-top100.json", DATA / "dl20-bm25-top100.json"]
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -5,14 +5,14 @@ an artifact fitted for another ranker configuration."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
 
 from serve_support import Server, _cli, server_env
+from surerank.eval.datasets import data_root
 
-DL = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl"
+DL = data_root() / "trec-dl"  # $SURERANK_DATA, else ../shared/data
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from surerank.errors import InputError
+from surerank.eval.datasets import data_root
 from surerank.trust import TrustArtifact, calibration_report, fit_trust
 from surerank.trust.calibration import CALIBRATORS, fit_calibrator
 from surerank.trust.labels import calibration_pairs, label_lists, ndcg_from_qrels
 from surerank.trust.metrics import brier_score, expected_calibration_error, log_loss
 from surerank.types import Candidate, Query, RankedList
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl"
+DATA = data_root() / "trec-dl"  # $SURERANK_DATA, else ../shared/data
 
 scores_st = st.lists(st.floats(-50, 50, allow_nan=False), min_size=4, max_size=60)
 

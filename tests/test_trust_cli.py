@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from surerank.errors import InputError
+from surerank.eval.datasets import data_root
 from surerank.trust import TrustArtifact, cli_options
 from surerank.trust.report import read_ranked_jsonl, trust_metrics
 from surerank.types import Query, RankedList
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl"
+DATA = data_root() / "trec-dl"  # $SURERANK_DATA, else ../shared/data
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason="TREC DL data not present")
 
 
