@@ -1,10 +1,22 @@
-"""Shared fixtures: the benchmark collections in ../shared/data (read in place, never copied)."""
+"""Shared fixtures: the benchmark collections in ../shared/data (read in place, never copied).
+
+Also the hypothesis profiles.  CI must not depend on luck: the "ci" profile replays the same examples on
+every run (derandomize) and keeps no example database; .ci/run selects it with HYPOTHESIS_PROFILE=ci (CI=true
+selects it too).  Local runs keep hypothesis' random exploration ("dev").
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from surerank.eval.datasets import data_root, load_trec_dl
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev", settings.get_profile("default"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from surerank.errors import InputError
 from surerank.trust.abstention import (
+    NAUC_RESOLUTION,
     Abstainer,
     LinearConfidence,
     coverage_curve,
@@ -25,12 +26,13 @@ values_st = st.lists(st.floats(0, 1, allow_nan=False), min_size=2, max_size=60)
 
 @settings(max_examples=100, deadline=None)
 @given(values_st)
+@example([0.0, 1e-06])  # failed CI once: nan from the risk form (1 - v) where nauc(v, v) was 1
+@example([1.0, 0.999999])
+@example([0.0, 5e-10])
 def test_nauc_anchors(values):
     v = np.array(values)
-    if np.allclose(v, v[0]):
-        assert np.isnan(nauc(v, v))
-        return
-    if np.ptp(v) < 1e-6:  # spreads this small are ties within isclose's tolerance once shifted (1 - v)
+    if np.ptp(v) <= NAUC_RESOLUTION * max(1.0, np.abs(v).max()):
+        assert np.isnan(nauc(v, v))  # constant within resolution: no ordering to reward
         return
     assert nauc(v, v) == pytest.approx(1.0)
     assert nauc(np.zeros_like(v), v) == pytest.approx(0.0, abs=1e-9)  # ties = random order

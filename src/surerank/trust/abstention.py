@@ -196,6 +196,9 @@ def coverage_curve(confidence: ArrayLike, values: ArrayLike) -> tuple[np.ndarray
     return m / c.size, np.cumsum(group_mean) / m
 
 
+NAUC_RESOLUTION = 1e-9  # relative spread under which a list of values counts as constant (nauc is nan)
+
+
 def curve_auc(confidence: ArrayLike, values: ArrayLike) -> float:
     """Area under the coverage curve (mean over coverages 1/n..1)."""
     return float(coverage_curve(confidence, values)[1].mean())
@@ -205,12 +208,16 @@ def nauc(confidence: ArrayLike, values: ArrayLike, higher_is_better: bool = True
     """(AUC - random) / (oracle - random): 0 = chance, 1 = oracle; nan when every value is equal.
 
     ``higher_is_better=False`` for a risk: the oracle then answers the lowest-risk queries first.
+    "Equal" means a spread below ``NAUC_RESOLUTION`` of the values' scale, judged on the values themselves:
+    comparing the oracle's AUC with the mean (as before) called [1.0, 0.999999] equal but [0.0, 1e-06] not.
     """
     v = np.asarray(values, dtype=float).ravel()
+    if v.size == 0 or np.ptp(v) <= NAUC_RESOLUTION * max(1.0, float(np.abs(v).max())):
+        return float("nan")
     auc = curve_auc(confidence, v)
     oracle = curve_auc(v if higher_is_better else -v, v)
     random = float(v.mean())
-    return float("nan") if np.isclose(oracle, random) else (auc - random) / (oracle - random)
+    return (auc - random) / (oracle - random)
 
 
 # ------------------------------------------------------------------------------------------- decision
