@@ -131,6 +131,52 @@ class ModelFiles:
             h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
         return h.hexdigest()[:16]
 
+    def content_hash(self) -> dict[str, str]:
+        """sha256 of the weights and of tokenizer.json by content: a copy of the model at any path hashes alike.
+
+        Trust artifacts compare these instead of the install path (``surerank.trust.fingerprint``). One
+        weights file hashes to its own sha256 (what ``sha256sum`` prints); several to the sha256 of their
+        hashes in file-name order.  Each file's hash is cached by (path, size, mtime): in memory and under
+        ``cache_dir()/sha256``, so a large checkpoint is read once, not at every load.
+        """
+        digests = [_file_sha256(f) for f in self.weight_files]
+        weights = digests[0] if len(digests) == 1 else hashlib.sha256("\n".join(digests).encode()).hexdigest()
+        return {"weights_sha256": weights, "tokenizer_sha256": _file_sha256(self.directory / "tokenizer.json")}
+
+
+_SHA256: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    """A file's sha256, streamed in 1 MiB blocks; cached by (resolved path, size, mtime in ns)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _SHA256:
+        return _SHA256[key]
+    record: Path | None = None
+    try:
+        record = cache_dir() / "sha256" / (hashlib.sha256("\0".join(map(str, key)).encode()).hexdigest()[:32])
+        cached = record.read_text().strip() if record.is_file() else ""
+    except OSError:
+        cached = ""
+    if len(cached) == 64:
+        _SHA256[key] = cached
+        return cached
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    digest = _SHA256[key] = h.hexdigest()
+    if record is not None:
+        try:  # atomic: a concurrent reader sees the whole hash or none
+            record.parent.mkdir(parents=True, exist_ok=True)
+            temp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+            temp.write_text(digest)
+            os.replace(temp, record)
+        except OSError as error:  # a read-only cache only costs a re-read next time
+            logger.debug("could not record the sha256 of %s in %s: %s", path, record, error)
+    return digest
+
 
 def read_model_files(directory: Path) -> ModelFiles:
     cfg_path = directory / "config.json"

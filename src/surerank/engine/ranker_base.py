@@ -86,6 +86,7 @@ class EncoderRanker(ScoringRanker):
 
     def describe(self) -> dict[str, Any]:
         info = {"ranker": self.name, **self.engine.describe(),
+                **self.engine.files.content_hash(),  # the model by content (trust artifacts compare it)
                 "long_documents": self.policy.mode, "aggregate": self.policy.aggregate}
         if self.policy.aggregate == "topk-mean":
             info["top_k"] = self.policy.top_k
