@@ -51,10 +51,14 @@ class OnnxBackend:
                  onnx_path: str | os.PathLike[str] | None = None, workers: int | None = None):
         import onnxruntime as ort
 
-        from surerank.engine.onnx_build import DISABLED_OPTIMIZERS, onnx_model_path
+        from surerank.engine.onnx_build import DISABLED_OPTIMIZERS
+        from surerank.engine.onnx_export import export_record, onnx_graph_path
 
         self.precision = precision
-        self.path = str(onnx_path) if onnx_path else str(onnx_model_path(files, head, precision))
+        # hand-built for the BERT family; other architectures exported once through torch and checked
+        self.path = str(onnx_path) if onnx_path else str(onnx_graph_path(files, head, precision))
+        #: an exported graph's export-time parity check against torch (None for hand-built graphs)
+        self.export = export_record(self.path)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
