@@ -118,7 +118,7 @@ def build_encoder_graph(files: ModelFiles, head: str) -> Any:
     ]
     if roberta:  # positions start after the padding index and skip padding tokens
         inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT32, ["batch", "seq"]))
-        emb_inputs += ["", "position_ids"]
+        emb_inputs.append("position_ids")  # the 9th and last input (index 8) of EmbedLayerNormalization
     nodes.append(helper.make_node(
         "EmbedLayerNormalization", emb_inputs, ["h0", "mask_index"], domain="com.microsoft",
         epsilon=eps, name="embed"))
