@@ -168,7 +168,9 @@ def test_cache_answers_repeated_judgments_without_calls(server, tmp_path):
     again = Reranker("llm-jointrank", backend=backend(server, cache=str(path)), block_size=4).rank(query())
     assert server.requests == sent
     assert again.ids == first.ids
-    assert again.cost.details["cache_hits"] == again.cost.calls
+    # reruns cost no calls: the trace says so (cache hits are not calls, and add no tokens)
+    assert (again.cost.calls, again.cost.cache_hits, again.cost.prompt_tokens) == (0, first.cost.calls, 0)
+    assert first.cost.cache_hits == 0 and again.info["cache_hits"] == first.cost.calls
 
 
 def test_budget_stops_calls_and_is_reported(server):

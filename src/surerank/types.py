@@ -89,7 +89,15 @@ class Truncation:
 
 @dataclass
 class Cost:
-    """What ranking one query cost: model calls, tokens, sequential rounds, wall time."""
+    """What ranking one query cost: model calls, tokens, sequential rounds, wall time.
+
+    ``calls``: model calls sent (encoders: batches run).  A call that was retried counts once; its extra
+    attempts are in ``retries`` (requests sent = ``calls + retries``).  Answers served from the LLM judgment
+    cache are not calls: they are counted in ``cache_hits`` and add no tokens, so a fully cached rerun costs
+    ``calls == 0``.  ``prompt_tokens`` / ``completion_tokens``: tokens of the calls sent.  ``rounds``: sequential
+    batches of calls that sent anything (the depth that bounds latency).  ``latency_s``: wall time.
+    ``details``: the ranker's counts (LLM rankers: failed calls and fallbacks by cause, see docs/llm.md).
+    """
 
     calls: int = 0
     prompt_tokens: int = 0
@@ -97,6 +105,8 @@ class Cost:
     rounds: int = 0
     latency_s: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    cache_hits: int = 0
 
     def add(self, other: Cost) -> Cost:
         return Cost(
@@ -106,6 +116,8 @@ class Cost:
             rounds=self.rounds + other.rounds,
             latency_s=self.latency_s + other.latency_s,
             details={**self.details, **other.details},
+            retries=self.retries + other.retries,
+            cache_hits=self.cache_hits + other.cache_hits,
         )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from surerank.llm.cache import JudgmentCache
 from surerank.llm.parse import strip_thinking
-from surerank.llm.types import LLMRequest, LLMResponse
+from surerank.llm.types import CallFailedError, LLMRequest, LLMResponse
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,35 @@ def map_label_logprobs(top: Mapping[str, float] | None, labels: Sequence[str]) -
             label = wanted[key]
             mass[label] = mass.get(label, 0.0) + math.exp(logprob)
     return {label: math.log(p) for label, p in mass.items() if p > 0}
+
+
+def exception_cause(exc: BaseException) -> str:
+    """A short cause for an unexpected exception: ``timeout``, ``connection``, else the snake-cased type."""
+    if isinstance(exc, CallFailedError):
+        return exc.cause
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError):
+        return "connection"
+    name = type(exc).__name__
+    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def check_continuation(response: LLMResponse) -> LLMResponse:
+    """Turn a continuation score that is no score (no token scored, non-finite) into a failed call."""
+    if not response.ok or response.info.get("dry_run"):
+        return response
+    logprob, tokens = response.info.get("logprob"), response.info.get("tokens")
+    cause = None
+    if logprob is None or (tokens is not None and int(tokens) < 1):
+        cause, message = "no_scored_tokens", "no continuation token was scored (does the server ignore echo?)"
+    elif not math.isfinite(float(logprob)):
+        cause, message = "non_finite", f"the continuation's log-probability is {logprob}"
+    if cause is None:
+        return response
+    response.error, response.cause = message, cause
+    response.info = {k: v for k, v in response.info.items() if k != "logprob"}
+    return response
 
 
 class LLMBackend(ABC):
@@ -90,20 +119,34 @@ class LLMBackend(ABC):
                 self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=self.name)
             return self._pool
 
+    def _call(self, fn: Any, *args: Any) -> LLMResponse:
+        """Run one call under the concurrency cap; a raised error becomes a failed response with its cause
+        (counted by the session and named in the ranker's one warning per list, not logged per call)."""
+        start = time.perf_counter()
+        try:
+            with self._slots:
+                response = fn(*args)
+        except NotImplementedError:
+            raise
+        except CallFailedError as exc:
+            logger.debug("%s call failed (%s): %s", self.name, exc.cause, exc)
+            response = LLMResponse(error=str(exc), cause=exc.cause, attempts=exc.attempts,
+                                   retry_causes=exc.retry_causes)
+        except Exception as exc:
+            logger.debug("%s call failed: %s", self.name, exc)
+            response = LLMResponse(error=f"{type(exc).__name__}: {exc}", cause=exception_cause(exc))
+        if response.error and not response.cause:
+            response.cause = "error"
+        response.latency_s = response.latency_s or time.perf_counter() - start
+        return response
+
     def _answer(self, request: LLMRequest) -> LLMResponse:
         key = request.cache_key(self.model, self.cache_extra()) if self.cache is not None else None
         if key is not None:
             hit = self.cache.get(key)  # type: ignore[union-attr]
             if hit is not None:
                 return hit
-        start = time.perf_counter()
-        try:
-            with self._slots:
-                response = self._generate_one(request)
-        except Exception as exc:
-            logger.warning("%s call failed: %s", self.name, exc)
-            response = LLMResponse(error=f"{type(exc).__name__}: {exc}")
-        response.latency_s = response.latency_s or time.perf_counter() - start
+        response = self._call(self._generate_one, request)
         if not response.raw_text:
             response.raw_text = response.text
         if self.strip_reasoning:
@@ -121,20 +164,13 @@ class LLMBackend(ABC):
         return list(self._executor().map(self._answer, requests))
 
     def continuation_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[LLMResponse]:
-        """log P(continuation | prefix) for each pair, in ``response.info['logprob']`` (and ``['tokens']``)."""
+        """log P(continuation | prefix) for each pair, in ``response.info['logprob']`` (and ``['tokens']``).
+
+        A reply that scored no continuation token, or a non-finite log-probability, is a failed call (causes
+        ``no_scored_tokens``, ``non_finite``), never a score: 0.0 would rank best and NaN breaks the order."""
 
         def one(pair: tuple[str, str]) -> LLMResponse:
-            start = time.perf_counter()
-            try:
-                with self._slots:
-                    response = self._continuation_logprob(*pair)
-            except NotImplementedError:
-                raise
-            except Exception as exc:
-                logger.warning("%s scoring call failed: %s", self.name, exc)
-                response = LLMResponse(error=f"{type(exc).__name__}: {exc}")
-            response.latency_s = response.latency_s or time.perf_counter() - start
-            return response
+            return check_continuation(self._call(self._continuation_logprob, *pair))
 
         if len(pairs) <= 1 or self.concurrency == 1:
             return [one(p) for p in pairs]

@@ -74,7 +74,7 @@ class TransformersBackend(LLMBackend):
         ids = self._ids(self.format(request))
         if len(ids) + max(1, request.max_tokens) > self.max_length:
             return LLMResponse(error=f"prompt of {len(ids)} tokens does not fit max_length={self.max_length} "
-                                     f"with max_tokens={request.max_tokens}")
+                                     f"with max_tokens={request.max_tokens}", cause="context_overflow")
         with self._lock:
             if request.labels:
                 last = self._logprobs(ids)[-1]
@@ -98,7 +98,8 @@ class TransformersBackend(LLMBackend):
         prefix_ids = self._ids(prefix)
         full = self._ids(prefix + continuation)
         if len(full) > self.max_length:
-            return LLMResponse(error=f"{len(full)} tokens do not fit max_length={self.max_length}")
+            return LLMResponse(error=f"{len(full)} tokens do not fit max_length={self.max_length}",
+                               cause="context_overflow")
         k = 0
         while k < min(len(prefix_ids), len(full)) and prefix_ids[k] == full[k]:
             k += 1

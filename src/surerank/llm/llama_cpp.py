@@ -153,7 +153,7 @@ class LlamaCppBackend(LLMBackend):
             if len(tokens) > budget:
                 return LLMResponse(error=f"prompt of {len(tokens)} tokens does not fit n_ctx={self.n_ctx} with "
                                          f"max_tokens={request.max_tokens}; raise n_ctx or lower max_words",
-                                   prompt_tokens=0)
+                                   prompt_tokens=0, cause="context_overflow")
             if request.labels:
                 logprobs = _log_softmax(self._eval_last_logits(tokens))
                 first: dict[str, float] = {}
@@ -178,7 +178,8 @@ class LlamaCppBackend(LLMBackend):
             prefix_tokens = self._tokens(prefix)
             full = self._tokens(prefix + continuation)
             if len(full) > self.n_ctx:
-                return LLMResponse(error=f"{len(full)} tokens do not fit n_ctx={self.n_ctx}")
+                return LLMResponse(error=f"{len(full)} tokens do not fit n_ctx={self.n_ctx}",
+                                   cause="context_overflow")
             k = 0
             while k < min(len(prefix_tokens), len(full)) and prefix_tokens[k] == full[k]:
                 k += 1

@@ -1,33 +1,130 @@
 """Any OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp server, Ollama, hosted APIs) over httpx.
 
-Timeouts, retries with exponential backoff (and ``Retry-After``) on 429/5xx/timeouts/connection errors, a
-concurrency limit (the backend's thread pool), first-token ``top_logprobs`` from chat completions or legacy
-completions, control of reasoning output, and the judgment cache.  httpx is imported lazily.
+A wall-clock limit per attempt (``timeout``) and per call, retries included (``deadline``), enforced on
+every socket operation; retries with exponential backoff (and ``Retry-After``) on 429/5xx/timeouts/connection
+errors while time allows; every failure raised as a :class:`CallFailedError` with its cause; a concurrency
+limit (the backend's thread pool), first-token ``top_logprobs`` from chat completions or legacy completions,
+control of reasoning output, and the judgment cache.  httpx is imported lazily.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
 import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from surerank.errors import InputError, MissingDependencyError
 from surerank.llm.backend import LLMBackend, map_label_logprobs
 from surerank.llm.cache import JudgmentCache
-from surerank.llm.types import LLMRequest, LLMResponse
+from surerank.llm.types import CallFailedError, LLMRequest, LLMResponse
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
-class HTTPStatusError(RuntimeError):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body[:200]}")
-        self.status = status
+# --- the wall-clock deadline ------------------------------------------------------------------------
+# httpx's timeouts bound each socket operation, not a request: a server that sends a byte every second
+# holds a call forever.  The client's network streams are wrapped so that every connect, read and write
+# waits at most until the end of the current attempt, read from a thread-local (each call runs in one
+# thread, pooled connections included).
+_attempt = threading.local()
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float | None:
+    end = getattr(_attempt, "end", None)
+    if end is None:
+        return timeout
+    left = end - time.monotonic()
+    if left <= 0:
+        raise error("the call's wall-clock deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream:
+    """An httpcore network stream whose every operation ends by the current attempt's end."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        import httpcore
+
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        import httpcore
+
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        import httpcore
+
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
+                                                     _left(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineNetwork:
+    """An httpcore network backend handing out :class:`_DeadlineStream` objects."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Any = None) -> _DeadlineStream:
+        import httpcore
+
+        return _DeadlineStream(self._inner.connect_tcp(host, port, _left(timeout, httpcore.ConnectTimeout),
+                                                       local_address=local_address, socket_options=socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None
+                            ) -> _DeadlineStream:
+        import httpcore
+
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _left(timeout, httpcore.ConnectTimeout),
+                                                               socket_options=socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _enforce_deadlines(client: Any) -> None:
+    """Wrap the network backend of every transport of an httpx client (the default one and any proxy's).
+    Refuses loudly if httpx ever stops exposing it: a deadline that is silently not enforced is worse."""
+    transports = [client._transport, *(t for t in getattr(client, "_mounts", {}).values() if t is not None)]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        if pool is None or not hasattr(pool, "_network_backend"):
+            raise RuntimeError(f"this httpx/httpcore version does not expose its network backend "
+                               f"({type(transport).__name__}); surerank cannot enforce the call deadline")
+        if not isinstance(pool._network_backend, _DeadlineNetwork):
+            pool._network_backend = _DeadlineNetwork(pool._network_backend)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 class OpenAICompatibleBackend(LLMBackend):
@@ -36,12 +133,19 @@ class OpenAICompatibleBackend(LLMBackend):
     ``thinking``: None leaves the server default; False/True sends ``chat_template_kwargs.enable_thinking``
     (vLLM, SGLang, llama.cpp server for Qwen3-style templates).  Whatever the server does, ``<think>`` blocks
     are stripped from answers.  ``extra_body`` is merged into every request body (e.g. ``reasoning_effort``).
+
+    ``timeout``: wall-clock seconds one attempt may take, connect to last byte (a reply dribbled slowly is cut
+    off too).  ``deadline``: wall-clock seconds one call may take, all attempts and back-off waits included
+    (None: ``max_retries + 1`` attempts of at most ``timeout`` each); a retry is made only if it can start
+    before the deadline.  A call cut off by the deadline fails with cause ``deadline``, by ``timeout`` with
+    cause ``timeout``.
     """
 
     name = "openai"
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 20.0,
+                 timeout: float = 60.0, deadline: float | None = None, max_retries: int = 4,
+                 backoff: float = 0.5, max_backoff: float = 20.0,
                  concurrency: int = 8, cache: JudgmentCache | str | None = None, thinking: bool | None = None,
                  extra_body: dict[str, Any] | None = None, max_top_logprobs: int = 20,
                  headers: dict[str, str] | None = None) -> None:
@@ -52,11 +156,14 @@ class OpenAICompatibleBackend(LLMBackend):
                              "http://localhost:8000/v1 (or set OPENAI_BASE_URL)")
         if timeout <= 0:
             raise InputError(f"timeout: must be positive, got {timeout}")
+        if deadline is not None and deadline <= 0:
+            raise InputError(f"deadline: must be positive or None, got {deadline}")
         if max_retries < 0:
             raise InputError(f"max_retries: must be >= 0, got {max_retries}")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.timeout = float(timeout)
+        self.deadline = float(deadline) if deadline is not None else None
         self.max_retries = int(max_retries)
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
@@ -73,7 +180,7 @@ class OpenAICompatibleBackend(LLMBackend):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "base_url": self.base_url, "timeout": self.timeout,
-                "max_retries": self.max_retries, "thinking": self.thinking}
+                "deadline": self.deadline, "max_retries": self.max_retries, "thinking": self.thinking}
 
     # --- transport ---------------------------------------------------------------------------------
     def _http(self) -> Any:
@@ -91,41 +198,58 @@ class OpenAICompatibleBackend(LLMBackend):
                 plain = self.base_url.startswith("http://")
                 self._client = httpx.Client(base_url=self.base_url, headers=headers, verify=not plain,
                                             timeout=httpx.Timeout(self.timeout), limits=limits)
+                _enforce_deadlines(self._client)
             return self._client
 
-    def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        """POST with retries; returns (json, attempts).  Raises after the last failed attempt."""
+    def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], int, tuple[str, ...]]:
+        """POST with retries within the deadline; returns (json, attempts, causes of the retried attempts).
+        Raises :class:`CallFailedError` (with the last attempt's cause) when no attempt succeeded."""
         import httpx
 
         client = self._http()
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
+        call_end = time.monotonic() + self.deadline if self.deadline is not None else None
+        retry_causes: list[str] = []
+        attempt = 0
+        while True:
+            attempt += 1
+            attempt_end = time.monotonic() + self.timeout
+            by_deadline = call_end is not None and call_end <= attempt_end
+            _attempt.end = call_end if by_deadline else attempt_end
             delay = None
             try:
                 reply = client.post(path, json=body)
                 if reply.status_code < 400:
-                    return reply.json(), attempt + 1
-                failure = HTTPStatusError(reply.status_code, reply.text)
-                if reply.status_code not in RETRY_STATUS:
-                    raise failure
-                last = failure
-                retry_after = reply.headers.get("retry-after")
-                if retry_after:
                     try:
-                        delay = min(float(retry_after), self.max_backoff)
-                    except ValueError:
-                        delay = None
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                last = exc
-            if attempt == self.max_retries:
+                        return reply.json(), attempt, tuple(retry_causes)
+                    except ValueError as exc:
+                        raise CallFailedError("bad_json", f"the reply is not JSON ({exc}): {reply.text[:120]!r}",
+                                              attempt, tuple(retry_causes)) from None
+                cause, message = f"http_{reply.status_code}", f"HTTP {reply.status_code}: {reply.text[:200]}"
+                if reply.status_code not in RETRY_STATUS:
+                    raise CallFailedError(cause, message, attempt, tuple(retry_causes))
+                delay = _retry_after(reply.headers.get("retry-after"))
+            except httpx.TimeoutException as exc:
+                limit = f"deadline of {self.deadline:g} s" if by_deadline else f"timeout of {self.timeout:g} s"
+                cause, message = ("deadline" if by_deadline else "timeout"), f"no reply within the {limit} ({exc})"
+            except httpx.TransportError as exc:
+                cause, message = "connection", f"{type(exc).__name__}: {exc}"
+            finally:
+                _attempt.end = None
+            if attempt > self.max_retries:
                 break
             if delay is None:
-                delay = min(self.max_backoff, self.backoff * (2 ** attempt)) * (0.5 + random.random() / 2)
-            self.retries += 1
-            logger.info("retrying %s after %s (attempt %d, sleeping %.2fs)", path, last, attempt + 1, delay)
+                delay = min(self.max_backoff, self.backoff * (2 ** (attempt - 1))) * (0.5 + random.random() / 2)
+            else:
+                delay = min(delay, self.max_backoff)
+            if call_end is not None and time.monotonic() + delay >= call_end:
+                message += f"; no retry: waiting {delay:.2g} s would pass the {self.deadline:g} s deadline"
+                break
+            retry_causes.append(cause)
+            with self._client_lock:
+                self.retries += 1
+            logger.debug("retrying %s after %s (attempt %d, sleeping %.2fs)", path, message, attempt, delay)
             time.sleep(delay)
-        assert last is not None
-        raise last
+        raise CallFailedError(cause, message, attempt, tuple(retry_causes))
 
     # --- requests ----------------------------------------------------------------------------------
     def _body(self, request: LLMRequest) -> tuple[str, dict[str, Any]]:
@@ -152,11 +276,14 @@ class OpenAICompatibleBackend(LLMBackend):
 
     def _generate_one(self, request: LLMRequest) -> LLMResponse:
         path, body = self._body(request)
-        data, attempts = self._post(path, body)
+        data, attempts, retried = self._post(path, body)
         try:
             choice = data["choices"][0]
+            if not isinstance(choice, dict):
+                raise TypeError
         except (KeyError, IndexError, TypeError):
-            return LLMResponse(error=f"malformed reply: no choices in {str(data)[:200]}", attempts=attempts)
+            raise CallFailedError("no_choices", f"malformed reply: no choices in {str(data)[:200]}", attempts,
+                                  retried) from None
         if request.prompt is not None:
             text = choice.get("text") or ""
             top = _completion_first_top(choice.get("logprobs"))
@@ -164,44 +291,62 @@ class OpenAICompatibleBackend(LLMBackend):
             message = choice.get("message") or {}
             text = message.get("content") or ""
             top = _chat_first_top(choice.get("logprobs"))
+        if not isinstance(text, str):
+            text = str(text)
+        if not text.strip() and not top:
+            raise CallFailedError("empty_answer", "the reply has no content and no log-probabilities", attempts,
+                                  retried)
         usage = data.get("usage") or {}
         response = LLMResponse(
-            text=text if isinstance(text, str) else str(text), raw_text=text if isinstance(text, str) else "",
+            text=text, raw_text=text,
             prompt_tokens=int(usage.get("prompt_tokens") or request.estimated_prompt_tokens()),
-            completion_tokens=int(usage.get("completion_tokens") or max(1, len(str(text)) // 4)),
-            attempts=attempts,
+            completion_tokens=int(usage.get("completion_tokens") or max(1, len(text) // 4)),
+            attempts=attempts, retry_causes=retried,
         )
         if top is not None:
-            response.first_token_logprobs = map_label_logprobs(top, request.labels) if request.labels else top
+            finite = {k: v for k, v in top.items() if math.isfinite(v)}
+            if len(finite) < len(top):
+                response.info["logprobs_issue"] = "non_finite"
+            response.first_token_logprobs = map_label_logprobs(finite, request.labels) if request.labels else finite
         return response
 
     def _continuation_logprob(self, prefix: str, continuation: str) -> LLMResponse:
-        body = {"model": self.model, "prompt": prefix + continuation, "max_tokens": 1, "echo": True,
+        prompt = prefix + continuation
+        body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "echo": True,
                 "logprobs": 1, "temperature": 0.0, **self.extra_body}
-        data, attempts = self._post("/completions", body)
+        data, attempts, retried = self._post("/completions", body)
         try:
-            lp = data["choices"][0]["logprobs"]
+            choice = data["choices"][0]
+        except (KeyError, IndexError, TypeError):
+            raise CallFailedError("no_choices", f"malformed reply: no choices in {str(data)[:200]}", attempts,
+                                  retried) from None
+        try:
+            lp = choice["logprobs"]
             tokens = lp["tokens"]
             token_logprobs = lp["token_logprobs"]
         except (KeyError, IndexError, TypeError):
-            return LLMResponse(error="malformed reply: no echoed prompt logprobs", attempts=attempts)
+            raise CallFailedError("no_logprobs", "the reply has no token log-probabilities", attempts,
+                                  retried) from None
         offsets = lp.get("text_offset")
         if not offsets:
             offsets, position = [], 0
             for token in tokens:
                 offsets.append(position)
-                position += len(token)
+                position += len(str(token))
         usage = data.get("usage") or {}
         n_prompt = int(usage.get("prompt_tokens") or len(tokens))
         total, count = 0.0, 0
         for index, (offset, logprob) in enumerate(zip(offsets, token_logprobs)):
             if index >= n_prompt:
                 break
-            if offset >= len(prefix) and logprob is not None:
+            # only the continuation's own tokens: a server that ignores echo returns the generated token,
+            # which lies past the prompt, and must not be mistaken for a scored prompt token
+            if len(prefix) <= offset < len(prompt) and logprob is not None:
                 total += float(logprob)
                 count += 1
+        # check_continuation (in the base class) turns count == 0 or a non-finite total into a failed call
         return LLMResponse(prompt_tokens=n_prompt, completion_tokens=int(usage.get("completion_tokens") or 0),
-                           attempts=attempts, info={"logprob": total, "tokens": count})
+                           attempts=attempts, retry_causes=retried, info={"logprob": total, "tokens": count})
 
     def close(self) -> None:
         super().close()
@@ -215,7 +360,7 @@ def _chat_first_top(logprobs: Any) -> dict[str, float] | None:
         first = logprobs["content"][0]
     except (KeyError, IndexError, TypeError):
         return None
-    top = {}
+    top: dict[str, float] = {}
     for entry in first.get("top_logprobs") or []:
         if isinstance(entry, dict) and "token" in entry and entry.get("logprob") is not None:
             top[str(entry["token"])] = max(float(entry["logprob"]), top.get(str(entry["token"]), -1e30))

@@ -1,6 +1,7 @@
 """Per-query accounting: every model call goes through a :class:`Session`, which enforces the budget and
-builds the cost trace (calls, prompt/completion tokens, sequential rounds, latency) that each
-:class:`~surerank.types.RankedList` carries.
+builds the cost trace (calls sent, retries, cache hits, prompt/completion tokens, sequential rounds, latency)
+that each :class:`~surerank.types.RankedList` carries, and counts what went wrong by cause (failed calls,
+retried attempts, fallbacks, answers without log-probabilities) for ``info`` and the one warning per list.
 
 A *round* is one batch of independent calls sent together; the number of rounds is the sequential depth
 of a method (what bounds its latency when the server has capacity), the number of calls its total work.
@@ -9,6 +10,7 @@ of a method (what bounds its latency when the server has capacity), the number o
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,10 @@ from surerank.types import Cost
 @dataclass(frozen=True)
 class Budget:
     """Limits per query; ``None`` means unlimited.  A method that reaches a limit stops and returns the
-    best order it has, flagged ``info['budget_exhausted']``."""
+    best order it has, flagged ``info['budget_exhausted']``.
+
+    Calls and tokens answered from the judgment cache count against the budget like sent ones, so a rerun
+    makes the same decisions (and returns the same order) as the run that filled the cache."""
 
     max_calls: int | None = None
     max_tokens: int | None = None
@@ -39,27 +44,61 @@ class BudgetExhaustedError(Exception):
 
 
 class Session:
+    """One query's calls: budget, cost trace, and counts by cause.
+
+    ``failures``: failed calls by cause (``http_500``, ``deadline``, ...); ``retry_causes``: retried attempts
+    by cause; ``fallback_causes``: answers that could not be used and were replaced by the method's neutral
+    default (input order kept, tie, neutral score), by cause (``failed_call``, ``unparsable``, ...);
+    ``no_logprobs``: answers that came without usable first-token log-probabilities and were read from their
+    text instead (``missing``, ``no_label``, ``non_finite``).
+    """
+
     def __init__(self, backend: LLMBackend, budget: Budget | None = None) -> None:
         self.backend = backend
         self.budget = budget or Budget()
         self.cost = Cost()
         self.errors: list[str] = []
+        self.failures: Counter[str] = Counter()
+        self.retry_causes: Counter[str] = Counter()
+        self.fallback_causes: Counter[str] = Counter()
+        self.no_logprobs: Counter[str] = Counter()
         self.repairs = 0
-        self.fallbacks = 0
-        self.cache_hits = 0
         self.budget_exhausted = False
         self.notes: dict[str, Any] = {}
+        self.requests = 0  # calls made, sent or answered from the cache: what the budget counts
+        self._budget_tokens = 0
 
-    def _tokens_used(self) -> int:
-        return self.cost.prompt_tokens + self.cost.completion_tokens
+    @property
+    def fallbacks(self) -> int:
+        return sum(self.fallback_causes.values())
+
+    @property
+    def cache_hits(self) -> int:
+        return self.cost.cache_hits
+
+    def fallback(self, cause: str, count: int = 1) -> None:
+        """Record that an answer could not be used and the method's neutral default replaced it."""
+        if count > 0:
+            self.fallback_causes[cause] += count
+
+    def fallback_for(self, response: LLMResponse) -> None:
+        """A fallback for this response: ``failed_call`` when the call failed, else its text was unusable."""
+        self.fallback("failed_call" if not response.ok else "unparsable")
+
+    def calls_left(self) -> int | None:
+        """Calls the budget still allows (None: unlimited)."""
+        if self.budget.max_calls is None:
+            return None
+        return max(0, self.budget.max_calls - self.requests)
 
     def allowance(self, requests: Sequence[LLMRequest]) -> int:
         """How many of these requests (in order) fit the remaining budget, by estimated tokens."""
         fit = len(requests)
-        if self.budget.max_calls is not None:
-            fit = min(fit, max(0, self.budget.max_calls - self.cost.calls))
+        left_calls = self.calls_left()
+        if left_calls is not None:
+            fit = min(fit, left_calls)
         if self.budget.max_tokens is not None:
-            left = self.budget.max_tokens - self._tokens_used()
+            left = self.budget.max_tokens - self._budget_tokens
             count = 0
             for request in requests[:fit]:
                 left -= request.estimated_prompt_tokens() + request.max_tokens
@@ -100,25 +139,41 @@ class Session:
         return responses
 
     def _account(self, responses: Sequence[LLMResponse], elapsed: float) -> None:
-        self.cost.calls += len(responses)
-        self.cost.rounds += 1
-        self.cost.latency_s += elapsed
+        sent = [r for r in responses if not r.cached]
+        self.requests += len(responses)
+        self.cost.calls += len(sent)
+        self.cost.cache_hits += len(responses) - len(sent)
+        if sent:
+            self.cost.rounds += 1
+            self.cost.latency_s += elapsed
         for response in responses:
+            tokens = response.prompt_tokens + response.completion_tokens
+            self._budget_tokens += tokens
+            if response.cached:
+                continue
             self.cost.prompt_tokens += response.prompt_tokens
             self.cost.completion_tokens += response.completion_tokens
-            if response.cached:
-                self.cache_hits += 1
+            self.cost.retries += max(0, response.attempts - 1)
+            self.retry_causes.update(response.retry_causes)
             if response.error:
                 self.errors.append(response.error)
+                self.failures[response.cause or "error"] += 1
 
     def finish(self) -> Cost:
-        self.cost.details.update({
-            "errors": len(self.errors), "repairs": self.repairs, "fallbacks": self.fallbacks,
-            "cache_hits": self.cache_hits, "budget_exhausted": self.budget_exhausted,
-        })
+        self.cost.details.update(self.summary())
         if self.errors:
             self.cost.details["first_error"] = self.errors[0]
         return self.cost
+
+    def summary(self) -> dict[str, Any]:
+        """The counts by cause, for ``info`` and ``cost.details``."""
+        return {
+            "errors": len(self.errors), "failures": dict(self.failures),
+            "retries": self.cost.retries, "retry_causes": dict(self.retry_causes),
+            "repairs": self.repairs, "fallbacks": self.fallbacks, "fallback_causes": dict(self.fallback_causes),
+            "no_logprobs": sum(self.no_logprobs.values()), "no_logprobs_causes": dict(self.no_logprobs),
+            "cache_hits": self.cost.cache_hits, "budget_exhausted": self.budget_exhausted,
+        }
 
 
 class DryRunBackend(LLMBackend):

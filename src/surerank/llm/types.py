@@ -44,9 +44,29 @@ class LLMRequest:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class CallFailedError(RuntimeError):
+    """A model call that failed for good (after any retries), with a short machine-readable ``cause``
+    (``http_500``, ``deadline``, ``connection``, ``bad_json``, ``no_choices``, ``empty_answer``,
+    ``no_scored_tokens``, ``non_finite``, ...) that the cost trace and the per-list warning count by."""
+
+    def __init__(self, cause: str, message: str, attempts: int = 1, retry_causes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.attempts = attempts
+        self.retry_causes = tuple(retry_causes)
+
+
+_NOT_CACHED = ("cached", "latency_s", "attempts", "cause", "retry_causes")
+
+
 @dataclass
 class LLMResponse:
-    """What came back: text with reasoning stripped, token counts, first-token log-probabilities."""
+    """What came back: text with reasoning stripped, token counts, first-token log-probabilities.
+
+    ``error``/``cause``: why the call failed (None when it did not).  ``attempts``: requests sent for this
+    call (1 + retries); ``retry_causes``: why each retried attempt failed.  ``cached``: answered from the
+    judgment cache, nothing sent.
+    """
 
     text: str = ""
     raw_text: str = ""
@@ -58,13 +78,15 @@ class LLMResponse:
     latency_s: float = 0.0
     attempts: int = 1
     info: dict[str, Any] = field(default_factory=dict)
+    cause: str | None = None
+    retry_causes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("cached", "latency_s", "attempts")}
+        return {k: v for k, v in asdict(self).items() if k not in _NOT_CACHED}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LLMResponse:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from surerank.errors import InputError, SureRankError
-from surerank.llm import Budget, DryRunBackend, LLMBackend, Session, make_backend
+from surerank.llm import Budget, DryRunBackend, LLMBackend, LLMResponse, Session, make_backend
 from surerank.llm.prompts import clip
 from surerank.llm.session import BudgetExhaustedError
 from surerank.ranker import BaseRanker
@@ -25,6 +25,22 @@ LOGPROB_FLOOR = -30.0
 
 class LLMBackendError(SureRankError, RuntimeError):
     """Model calls failed (after retries) and the ranker was asked to raise rather than fall back."""
+
+
+def answer_label_scores(session: Session, response: LLMResponse, labels: Sequence[str]) -> np.ndarray | None:
+    """:func:`label_scores` of a response; when a usable answer has none, count why in
+    ``session.no_logprobs`` (``missing``: the server sent none; ``no_label``: none of the labels among the
+    top tokens; ``non_finite``: NaN/inf values, dropped) -- the caller then reads the answer text."""
+    lp = label_scores(response.first_token_logprobs, labels)
+    if lp is None and response.ok and not response.info.get("dry_run"):
+        if response.info.get("logprobs_issue") == "non_finite":
+            cause = "non_finite"
+        elif response.first_token_logprobs is None:
+            cause = "missing"
+        else:
+            cause = "no_label"
+        session.no_logprobs[cause] += 1
+    return lp
 
 
 def label_scores(logprobs: dict[str, float] | None, labels: Sequence[str]) -> np.ndarray | None:
@@ -44,13 +60,17 @@ class LLMRanker(BaseRanker):
 
     Options shared by all: ``backend`` (``"openai"``, ``"llama-cpp"``, ``"judge"`` or an instance) with
     ``backend_options`` or the common ones inline (``model``, ``base_url``, ``model_path``, ``api_key``,
-    ``timeout``, ``max_retries``, ``concurrency``, ``thinking``, ``cache``); ``max_words`` per passage;
+    ``timeout``, ``deadline``, ``max_retries``, ``concurrency``, ``thinking``, ``cache``); ``max_words`` per passage;
     a per-query budget (``max_calls``, ``max_total_tokens``); ``on_error`` (``"fallback"`` keeps the input
     order where calls failed and reports it, ``"raise"`` raises :class:`LLMBackendError`); ``seed``.
     """
 
     name: ClassVar[str] = "llm"
-    _BACKEND_KEYS = ("model", "base_url", "model_path", "api_key", "timeout", "max_retries", "backoff",
+    fallback_effect: ClassVar[str] = "kept the input order for {n} answers"
+    """What a fallback does in this method, for the one warning per list (``{n}``: how many)."""
+    no_logprobs_effect: ClassVar[str] = "read from the answer text"
+    _BACKEND_KEYS = ("model", "base_url", "model_path", "api_key", "timeout", "deadline", "max_retries", "backoff",
+                     "max_backoff",
                      "concurrency", "thinking", "cache", "extra_body", "headers", "max_top_logprobs",
                      "n_ctx", "n_threads", "extra_buffers", "device", "dtype", "judge")
 
@@ -107,13 +127,34 @@ class LLMRanker(BaseRanker):
             ranked = RankedList.from_order(query, order, ranker=self.name, cost=cost)
             for item in ranked.items:
                 item.truncation = truncations[item.index]
-        if session.errors:
-            logger.warning("%s: %d failed call(s) for query %s; affected comparisons kept the input order",
-                           self.name, len(session.errors), query.id)
         ranked.info.update(info)
-        ranked.info.update({"errors": len(session.errors), "repairs": session.repairs,
-                            "fallbacks": session.fallbacks, "budget_exhausted": session.budget_exhausted})
+        ranked.info.update(session.summary())
+        message = "" if isinstance(session.backend, DryRunBackend) else self._problems(session)
+        if message:
+            logger.warning("%s, query %s: %s", self.name, query.id, message)
         return ranked
+
+    def _problems(self, session: Session) -> str:
+        """Everything that went wrong for one list, by cause, in one sentence ('' when nothing did)."""
+
+        def causes(counter: Any) -> str:
+            ordered = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+            return ", ".join(f"{cause}: {count}" for cause, count in ordered)
+
+        parts = []
+        if session.errors:
+            parts.append(f"{len(session.errors)} of {session.cost.calls} calls failed ({causes(session.failures)})")
+        if session.cost.retries:
+            parts.append(f"{session.cost.retries} attempts retried ({causes(session.retry_causes)})")
+        if session.fallbacks:
+            parts.append(f"{self.fallback_effect.format(n=session.fallbacks)} ({causes(session.fallback_causes)})")
+        if session.no_logprobs:
+            n = sum(session.no_logprobs.values())
+            parts.append(f"{n} answers without usable log-probabilities ({causes(session.no_logprobs)}) were "
+                         f"{self.no_logprobs_effect}")
+        if session.budget_exhausted:
+            parts.append("the call/token budget ran out before the method finished")
+        return "; ".join(parts)
 
     def _rank_queries(self, queries: list[Query]) -> list[RankedList]:
         """Queries run side by side up to the backend's ``concurrency`` (calls in flight stay within it):

@@ -75,6 +75,8 @@ class JointRankLLMRanker(LLMRanker):
     more listwise call: a second round that sharpens the head of the list)."""
 
     name: ClassVar[str] = "llm-jointrank"
+    fallback_effect: ClassVar[str] = "kept the input order for {n} blocks"
+    no_logprobs_effect: ClassVar[str] = "asked again for the whole ranking, parsed from the text"
 
     def __init__(self, backend: Any = "openai", *, block_size: int = 20, replicas: int = 3,
                  aggregation: str = "bradley-terry", first_token: bool = False, refine: int = 0,
@@ -99,11 +101,10 @@ class JointRankLLMRanker(LLMRanker):
     def _rank_one(self, query: Query, passages: list[str], session: Session):
         n = len(passages)
         blocks = block_design(n, self.block_size, self.replicas, seed=self.seed)
-        if session.budget.max_calls is not None:
-            left = max(0, session.budget.max_calls - session.cost.calls)
-            if left < len(blocks):  # rank the blocks that fit; the aggregation still orders every item seen
-                session.budget_exhausted = True
-                blocks = blocks[:left]
+        left = session.calls_left()
+        if left is not None and left < len(blocks):  # rank the blocks that fit; the aggregation orders every
+            session.budget_exhausted = True           # item seen
+            blocks = blocks[:left]
         if not blocks:
             return list(range(n)), None, {"blocks": 0}
         try:

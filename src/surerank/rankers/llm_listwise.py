@@ -16,11 +16,11 @@ import numpy as np
 
 from surerank.aggregate import aggregate, rankings_to_wins
 from surerank.errors import InputError
-from surerank.llm import LLMRequest, Session
+from surerank.llm import LLMRequest, LLMResponse, Session
 from surerank.llm import prompts as tpl
 from surerank.llm.parse import parse_permutation
 from surerank.llm.session import BudgetExhaustedError
-from surerank.rankers.llm_base import LLMRanker, label_scores
+from surerank.rankers.llm_base import LLMRanker, answer_label_scores
 from surerank.types import Query
 
 
@@ -37,47 +37,76 @@ def window_starts(n: int, window: int, step: int) -> list[int]:
     return starts
 
 
+def _window_request(text: str, labels: Sequence[str], one_token: bool, max_new_tokens: int | None) -> LLMRequest:
+    if one_token:
+        return LLMRequest.chat(text, system=tpl.SYSTEM, max_tokens=max_new_tokens or 1, top_logprobs=20,
+                               labels=tuple(labels))
+    return LLMRequest.chat(text, system=tpl.SYSTEM, max_tokens=max_new_tokens or 6 * len(labels) + 8)
+
+
+def _parsed_order(session: Session, response: LLMResponse, labels: Sequence[str], count_repairs: bool) -> list[int]:
+    parsed = parse_permutation(response.text, labels)
+    if parsed.fallback:
+        session.fallback_for(response)
+    elif parsed.repaired and count_repairs:
+        session.repairs += 1
+    return parsed.order
+
+
 def rank_windows(session: Session, query: Query, passages: Sequence[str], windows: Sequence[Sequence[int]],
                  *, first: bool = False, shuffles: int = 1, aggregation: str = "kemeny", seed: int = 0,
                  max_new_tokens: int | None = None) -> list[list[int]]:
     """Rank several windows of candidate indices in ONE round (all calls independent), best first.
 
-    ``first``: one-token calls ordered by the first identifier's log-probabilities (FIRST); falls back to
-    the parsed text when the backend gives none.  ``shuffles > 1``: permutation self-consistency — each
-    window is asked ``shuffles`` times with its passages in different orders (the first in the given
-    order), and the answers are aggregated with ``aggregation``.
+    ``first``: one-token calls ordered by the first identifier's log-probabilities (FIRST).  An answer
+    without usable log-probabilities is counted (``info['no_logprobs']``) and its window is asked again for
+    the whole ranking, parsed like a listwise answer (one more round); the rest of the list then asks for
+    whole rankings directly (``session.notes['first_full_generation']``), since a server that sent none once
+    is unlikely to start.  ``shuffles > 1``: permutation self-consistency -- each window is asked ``shuffles``
+    times with its passages in different orders (the first in the given order), and the answers are
+    aggregated with ``aggregation``.
     Raises BudgetExhaustedError when the round does not fit; the caller keeps its current order.
     """
     rng = np.random.default_rng(seed)
+    one_token = first and not session.notes.get("first_full_generation")
     requests, plans = [], []
     for w_index, window in enumerate(windows):
         labels = tpl.window_labels(len(window))
         for s in range(max(1, shuffles)):
             presented = list(window) if s == 0 else [window[i] for i in rng.permutation(len(window))]
             text = tpl.listwise(query.text, [passages[i] for i in presented], labels, bare=first)
-            if first:
-                request = LLMRequest.chat(text, system=tpl.SYSTEM, max_tokens=max_new_tokens or 1,
-                                          top_logprobs=20, labels=tuple(labels))
-            else:
-                request = LLMRequest.chat(text, system=tpl.SYSTEM,
-                                          max_tokens=max_new_tokens or 6 * len(window) + 8)
-            requests.append(request)
-            plans.append((w_index, presented, labels))
+            requests.append(_window_request(text, labels, one_token, max_new_tokens))
+            plans.append((w_index, presented, labels, text))
     responses = session.run(requests)
-    per_window: list[list[list[int]]] = [[] for _ in windows]
-    for response, (w_index, presented, labels) in zip(responses, plans):
-        order = None
-        if first:
-            lp = label_scores(response.first_token_logprobs, labels)
+    orders: list[list[int]] = []
+    again: list[int] = []
+    for k, (response, (_, _, labels, _)) in enumerate(zip(responses, plans)):
+        if one_token:
+            lp = answer_label_scores(session, response, labels)
             if lp is not None:
-                order = [int(i) for i in np.argsort(-lp, kind="stable")]
-        if order is None:
-            parsed = parse_permutation(response.text, labels)
-            if parsed.fallback:
-                session.fallbacks += 1
-            elif parsed.repaired and not first:
-                session.repairs += 1
-            order = parsed.order
+                orders.append([int(i) for i in np.argsort(-lp, kind="stable")])
+                continue
+            if response.ok and not response.info.get("dry_run"):  # no logprobs: ask for the whole ranking
+                again.append(k)
+                orders.append([])
+                continue
+        orders.append(_parsed_order(session, response, labels, count_repairs=not one_token))
+    if again:
+        session.notes["first_full_generation"] = True
+        try:
+            retried = session.run([_window_request(plans[k][3], plans[k][2], False, None) for k in again])
+        except BudgetExhaustedError:  # no budget for the full answers: the one-token answers' first ids
+            retried = None
+        for j, k in enumerate(again):
+            labels = plans[k][2]
+            if retried is None:
+                parsed = parse_permutation(responses[k].text, labels)
+                session.fallback("budget" if not parsed.fallback else "unparsable")
+                orders[k] = parsed.order
+            else:
+                orders[k] = _parsed_order(session, retried[j], labels, count_repairs=True)
+    per_window: list[list[list[int]]] = [[] for _ in windows]
+    for order, (w_index, presented, _, _) in zip(orders, plans):
         per_window[w_index].append([presented[i] for i in order])
     results = []
     for window, answers in zip(windows, per_window):
@@ -98,6 +127,7 @@ class ListwiseLLMRanker(LLMRanker):
 
     name: ClassVar[str] = "llm-listwise"
     first_token: ClassVar[bool] = False
+    fallback_effect: ClassVar[str] = "kept the input order for {n} windows"
 
     def __init__(self, backend: Any = "openai", *, window: int = 20, step: int = 10, passes: int = 1,
                  shuffles: int = 1, psc_aggregation: str = "kemeny", max_new_tokens: int | None = None,
@@ -140,3 +170,4 @@ class FirstLLMRanker(ListwiseLLMRanker):
 
     name: ClassVar[str] = "llm-first"
     first_token: ClassVar[bool] = True
+    no_logprobs_effect: ClassVar[str] = "asked again for the whole ranking, parsed from the text"

@@ -19,7 +19,7 @@ from surerank.llm import LLMRequest, Session
 from surerank.llm import prompts as tpl
 from surerank.llm.parse import parse_choice
 from surerank.llm.session import BudgetExhaustedError
-from surerank.rankers.llm_base import LLMRanker, label_scores, sigmoid
+from surerank.rankers.llm_base import LLMRanker, answer_label_scores, sigmoid
 from surerank.types import Query
 
 SAMPLINGS = ("all", "random", "window")
@@ -59,6 +59,7 @@ class PairwiseLLMRanker(LLMRanker):
     ``aggregation`` (one of :data:`surerank.aggregate.AGGREGATORS`), ``text_logit``."""
 
     name: ClassVar[str] = "llm-pairwise"
+    fallback_effect: ClassVar[str] = "counted {n} judgments as ties"
 
     def __init__(self, backend: Any = "openai", *, sampling: str = "all", fraction: float = 0.3,
                  window: int = 3, both_orders: bool = True, aggregation: str = "bradley-terry",
@@ -79,12 +80,12 @@ class PairwiseLLMRanker(LLMRanker):
                 "both_orders": self.both_orders, "aggregation": self.aggregation}
 
     def _logit(self, response: Any, session: Session) -> float:
-        lp = label_scores(response.first_token_logprobs, ("A", "B"))
+        lp = answer_label_scores(session, response, ("A", "B"))
         if lp is not None:
             return float(np.clip(lp[0] - lp[1], -30, 30))
         choice = parse_choice(response.text, ("A", "B"))
-        if choice is None:
-            session.fallbacks += 1
+        if choice is None:  # no preference from this answer: a tie
+            session.fallback_for(response)
             return 0.0
         return self.text_logit if choice == 0 else -self.text_logit
 

@@ -12,7 +12,7 @@ from surerank.llm import LLMRequest, Session
 from surerank.llm import prompts as tpl
 from surerank.llm.parse import parse_grade, parse_yes_no
 from surerank.llm.session import BudgetExhaustedError
-from surerank.rankers.llm_base import LLMRanker, label_scores
+from surerank.rankers.llm_base import LLMRanker, answer_label_scores
 from surerank.types import Query
 
 
@@ -26,6 +26,7 @@ class PointwiseLLMRanker(LLMRanker):
     """
 
     name: ClassVar[str] = "llm-pointwise"
+    fallback_effect: ClassVar[str] = "gave {n} passages the neutral score (0, or scale / 2)"
 
     def __init__(self, backend: Any = "openai", *, scale: int | None = None, max_new_tokens: int = 4,
                  **kwargs: Any) -> None:
@@ -55,7 +56,7 @@ class PointwiseLLMRanker(LLMRanker):
         floor = -1e9
         scores = np.full(n, floor)
         for i, response in enumerate(responses):
-            lp = label_scores(response.first_token_logprobs, labels)
+            lp = answer_label_scores(session, response, labels)
             if lp is not None:
                 if self.scale is None:
                     scores[i] = lp[0] - lp[1]
@@ -71,7 +72,7 @@ class PointwiseLLMRanker(LLMRanker):
                 scores[i] = self.scale / 2 if grade is None else grade
                 verdict = grade
             if verdict is None:
-                session.fallbacks += 1
+                session.fallback_for(response)
         return _order_with_unscored_last(scores, scored=len(responses))
 
 
@@ -87,9 +88,14 @@ def _order_with_unscored_last(scores: np.ndarray, scored: int):
 
 class QueryLikelihoodRanker(LLMRanker):
     """UPR: score = log P(query | passage) under the model, from echoed prompt log-probabilities
-    (``/v1/completions`` with ``echo``) or in-process logits.  Needs a backend that scores continuations."""
+    (``/v1/completions`` with ``echo``) or in-process logits.  Needs a backend that scores continuations.
+
+    A call that failed, scored no query token (a server that ignores ``echo``) or gave a non-finite value
+    scores nothing: the passage goes below every scored one (score -1e9, input order among them), counted
+    in ``info['failures']`` / ``info['fallbacks']``."""
 
     name: ClassVar[str] = "llm-query-likelihood"
+    fallback_effect: ClassVar[str] = "ranked {n} passages that got no score last, in input order"
 
     def _rank_one(self, query: Query, passages: list[str], session: Session):
         pairs = []
@@ -103,8 +109,9 @@ class QueryLikelihoodRanker(LLMRanker):
         n = len(passages)
         scores = np.full(n, -1e9)
         for i, response in enumerate(responses):
-            if response.ok and "logprob" in response.info:
+            # the backend turned a reply with no scored token or a non-finite value into a failed call
+            if response.ok and "logprob" in response.info and np.isfinite(response.info["logprob"]):
                 scores[i] = float(response.info["logprob"])
             else:
-                session.fallbacks += 1
+                session.fallback_for(response)
         return _order_with_unscored_last(scores, scored=len(responses))

@@ -2,7 +2,9 @@
 
 Heapify works level by level, and the sift-downs of one level touch disjoint subtrees, so their
 comparisons go out together: one round per sift step instead of one per comparison.  Extraction is
-sequential and stops after the top ``k``; the rest keep their input order below.
+sequential and stops after the top ``k``; the rest keep their input order below.  A pick that failed
+(or could not be read) takes the group's earliest passage in the input order, so with every call failing
+the input order comes back unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from surerank.llm import LLMRequest, Session
 from surerank.llm import prompts as tpl
 from surerank.llm.parse import parse_choice
 from surerank.llm.session import BudgetExhaustedError
-from surerank.rankers.llm_base import LLMRanker, label_scores
+from surerank.rankers.llm_base import LLMRanker, answer_label_scores
 from surerank.types import Query
 
 
@@ -24,6 +26,7 @@ class SetwiseLLMRanker(LLMRanker):
     """Options: ``children`` (c, the heap's branching factor: c + 1 passages per call), ``top_k``."""
 
     name: ClassVar[str] = "llm-setwise"
+    fallback_effect: ClassVar[str] = "took the earliest passage in the input order for {n} picks"
 
     def __init__(self, backend: Any = "openai", *, children: int = 3, top_k: int = 10, max_new_tokens: int = 4,
                  **kwargs: Any) -> None:
@@ -51,14 +54,17 @@ class SetwiseLLMRanker(LLMRanker):
             if response.info.get("dry_run"):  # cost estimate: the longest path (swap into the first,
                 picks.append(1 if len(group) > 1 else 0)  # deepest, subtree every time)
                 continue
-            lp = label_scores(response.first_token_logprobs, labels)
+            lp = answer_label_scores(session, response, labels)
             if lp is not None:
                 picks.append(int(np.argmax(lp)))
                 continue
             choice = parse_choice(response.text, labels)
             if choice is None:
-                session.fallbacks += 1
-                choice = 0  # keep the parent: the heap stays as it was
+                # pick the lowest input index: the input order is the prior, and a heap whose every failed
+                # pick follows it extracts exactly the input order (keeping the parent would not: after an
+                # extraction the parent is the last leaf, moved to the root)
+                session.fallback_for(response)
+                choice = int(np.argmin(group))
             picks.append(choice)
         return picks
 
