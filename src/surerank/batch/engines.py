@@ -3,6 +3,12 @@
 Both call :func:`surerank.batch.shards.rank_table` on whole shards, so a ranker sees the same queries in
 the same grouping under either engine and their outputs agree.  Results go back to the caller shard by
 shard through ``on_result``; the caller writes shard files and the manifest (only the driver writes).
+
+Failures are bounded and named: a ranker that raises stops the job with a
+:class:`~surerank.batch.shards.ShardFailedError` naming the shard and the pair (no retry: the same input
+raises again); a model actor that dies is restarted and its shard retried at most
+``RayOptions.max_retries`` times, then the job stops naming the shard and, when the retries could narrow
+it down, the query and candidate it died on.
 """
 
 from __future__ import annotations
@@ -13,8 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from surerank.batch.shards import rank_table
+from surerank.batch.shards import (
+    ShardFailedError,
+    query_slices,
+    rank_shard,
+    rank_table,
+    seconds_of,
+    shard_failure,
+    shard_of,
+    table_to_queries,
+    with_seconds,
+)
 from surerank.errors import MissingDependencyError, SureRankError
+from surerank.types import Query
 
 logger = logging.getLogger(__name__)
 
@@ -47,24 +64,97 @@ class RankerConfig:
 def run_local(
     tables: Sequence[tuple[int, Any]], ranker: RankerConfig, keep_text: bool, on_result: ResultCallback
 ) -> None:
-    """Rank shard after shard in this process, with one ranker built once."""
+    """Rank shard after shard in this process, with one ranker built once; a failure names its shard."""
     model = ranker.build()
     for shard_id, table in tables:
-        on_result(shard_id, rank_table(model, table, keep_text))
+        on_result(shard_id, rank_shard(model, table, keep_text))
+
+
+class ShardTracker:
+    """A small Ray actor that hears from the model actors which shard, query and candidate they are on.
+
+    A model actor that dies takes its own state with it; this record survives, so after the last retry the
+    driver can name what killed it, and a retry can tell that it is one (and narrow the crash down).
+    """
+
+    def __init__(self) -> None:
+        self.shards: dict[int, dict[str, Any]] = {}
+
+    def begin(self, shard: int, pid: int) -> dict[str, Any]:
+        state = self.shards.setdefault(shard, {"attempts": 0, "pids": [], "open": False, "at": None,
+                                               "suspect_query": None})
+        if state["open"] and state["at"] is not None and state["at"][1] is None:
+            state["suspect_query"] = state["at"][0]  # the last attempt died inside this query
+        state["attempts"] += 1
+        state["pids"].append(pid)
+        state["open"] = True
+        state["at"] = None
+        return dict(state)
+
+    def at(self, shard: int, qid: str, docid: str | None) -> None:
+        self.shards[shard]["at"] = (qid, docid)
+
+    def end(self, shard: int) -> None:
+        self.shards[shard]["open"] = False
+
+    def report(self) -> dict[int, dict[str, Any]]:
+        return self.shards
 
 
 class SureRankShardRanker:
-    """Ray Data stateful UDF: builds the ranker once per actor, then ranks one whole shard per call."""
+    """Ray Data stateful UDF: builds the ranker once per actor, then ranks one whole shard per call.
 
-    def __init__(self, ranker_name: str, ranker_options: dict[str, Any], keep_text: bool) -> None:
+    A first attempt ranks the shard whole, as the local engine does.  A retry (the actor died on this shard
+    before) ranks it query by query, telling the tracker each query first; a further retry first ranks
+    the suspect query's candidates one by one, so a crash that repeats names its query, then its pair.
+    """
+
+    def __init__(self, ranker_name: str, ranker_options: dict[str, Any], keep_text: bool,
+                 tracker: Any = None) -> None:
         import os
 
         self.ranker = RankerConfig(ranker_name, ranker_options).build()
         self.keep_text = keep_text
-        logger.info("actor pid %d built ranker %s", os.getpid(), ranker_name)
+        self.tracker = tracker
+        self.pid = os.getpid()
+        logger.info("actor pid %d built ranker %s", self.pid, ranker_name)
 
     def __call__(self, batch: Any) -> Any:
-        return rank_table(self.ranker, batch, self.keep_text)
+        if self.tracker is None:
+            return rank_shard(self.ranker, batch, self.keep_text)
+        import ray
+
+        shard = shard_of(batch)
+        state = ray.get(self.tracker.begin.remote(shard, self.pid))
+        try:
+            if state["attempts"] == 1:
+                result = rank_table(self.ranker, batch, self.keep_text)
+            else:
+                logger.warning("shard %d: attempt %d after the model actor died on it; ranking it query by "
+                               "query", shard, state["attempts"])
+                result = self._rank_traced(batch, shard, state.get("suspect_query"))
+        except Exception as error:
+            raise shard_failure(self.ranker, batch, error) from error
+        self.tracker.end.remote(shard)
+        return result
+
+    def _rank_traced(self, batch: Any, shard: int, suspect: str | None) -> Any:
+        """Query by query, each announced to the tracker first; a suspect query's candidates probed alone."""
+        import pyarrow as pa
+        import ray
+
+        parts, seconds = [], 0.0
+        for qid, part in query_slices(batch):
+            if qid == suspect:
+                (query,) = table_to_queries(part)
+                for candidate in query.candidates:
+                    ray.get(self.tracker.at.remote(shard, qid, candidate.id))
+                    self.ranker.rank_many([Query(text=query.text, candidates=(candidate,), id=qid)])
+            ray.get(self.tracker.at.remote(shard, qid, None))
+            ranked = rank_table(self.ranker, part, self.keep_text)
+            seconds += seconds_of(ranked) or 0.0
+            parts.append(ranked.replace_schema_metadata(None))
+        return with_seconds(pa.concat_tables(parts), seconds)
 
 
 @dataclass
@@ -75,6 +165,7 @@ class RayOptions:
     address: str | None = None
     local_cpus: int | None = None
     progress_bars: bool = False
+    max_retries: int = 2  # restarts of a dead model actor, and retries of the shard it was ranking
 
 
 def _import_ray() -> Any:
@@ -94,12 +185,15 @@ def run_ray(
 
     Each shard is one Arrow block and ``batch_size=None`` hands each block whole to one call, so a query's
     candidates are ranked together (``rank_table`` checks it).  If an actor dies, Ray Data restarts it and
-    retries the shard; rows seen twice are dropped here by (qid, docid), so each pair is written once.
+    retries the shard, at most ``options.max_retries`` times (Ray Data's default is forever); rows seen
+    twice are dropped here by (qid, docid), so each pair is written once.
     """
     if not tables:
         return
     if options.actors < 1:
         raise SureRankError(f"--actors must be at least 1, got {options.actors}")
+    if options.max_retries < 0:
+        raise SureRankError(f"--max-retries must be 0 or more, got {options.max_retries}")
     ray = _import_ray()
     started_here = False
     if not ray.is_initialized():
@@ -109,20 +203,25 @@ def run_ray(
             ray.init(num_cpus=options.local_cpus, include_dashboard=False, log_to_driver=False,
                      runtime_env=ray_runtime_env())
             started_here = True
+    tracker = None
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = options.progress_bars
+        context.max_errored_blocks = 0  # a failed shard stops the job; it is never skipped
         expected = {shard_id: table.num_rows for shard_id, table in tables}
+        tracker = ray.remote(num_cpus=0, max_restarts=0)(ShardTracker).remote()
         dataset = ray.data.from_arrow([table for _, table in tables])
         ranked = dataset.map_batches(
             SureRankShardRanker,
             fn_constructor_kwargs={"ranker_name": ranker.name, "ranker_options": ranker.options,
-                                   "keep_text": keep_text},
+                                   "keep_text": keep_text, "tracker": tracker},
             batch_size=None,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=options.actors),
             num_cpus=options.cpus_per_actor,
             num_gpus=options.gpus_per_actor or None,
+            max_restarts=options.max_retries,
+            max_task_retries=options.max_retries,
         )
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -148,9 +247,11 @@ def run_ray(
                 partial.setdefault(shard_id, []).append(part)
                 if len(keys) == expected[shard_id]:
                     finished.add(shard_id)
-                    result = pa.concat_tables(partial.pop(shard_id))
+                    parts = partial.pop(shard_id)
+                    seconds = seconds_of(parts[0])
+                    result = pa.concat_tables([p.replace_schema_metadata(None) for p in parts])
                     seen.pop(shard_id)
-                    on_result(shard_id, result)
+                    on_result(shard_id, result if seconds is None else with_seconds(result, seconds))
         if duplicates:
             logger.warning("dropped %d result rows that Ray delivered twice (retried tasks)", duplicates)
         missing = sorted(set(expected) - finished)
@@ -163,10 +264,57 @@ def run_ray(
         cause = _user_error(error)
         if cause is not None:
             raise cause from error
+        if _actor_died(error):
+            raise _crash_error(ray, tracker, error, options.max_retries) from error
         raise
     finally:
+        if tracker is not None:
+            ray.kill(tracker)
         if started_here:
             ray.shutdown()
+
+
+def _actor_died(error: BaseException) -> bool:
+    import ray.exceptions
+
+    return any(isinstance(e, ray.exceptions.RayActorError) for e in _chain(error))
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not e for e in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _crash_error(ray: Any, tracker: Any, error: BaseException, max_retries: int) -> ShardFailedError:
+    """Name the shard (and the query / candidate, if the retries narrowed it down) whose actor kept dying."""
+    import re
+
+    died = next(e for e in _chain(error) if isinstance(e, ray.exceptions.RayActorError))
+    text = str(died)
+    detail = re.search(r"Worker exit detail: ([^.]*\.)", text)
+    why = f"{type(died).__name__}: {(detail.group(1) if detail else text.splitlines()[0]).strip()}"
+    try:
+        report = ray.get(tracker.report.remote(), timeout=30) if tracker is not None else {}
+    except Exception:  # the tracker is gone too: name no shard rather than guess
+        report = {}
+    open_shards = sorted(((s, r) for s, r in report.items() if r["open"]),
+                         key=lambda item: -item[1]["attempts"])
+    limit = (f"stopped after --max-retries {max_retries} (restarts of the model actor and retries of its "
+             "shard)")
+    if not open_shards:
+        return ShardFailedError(f"a model actor died ({why}); {limit}")
+    shard, state = open_shards[0]
+    qid, docid = state["at"] if state["at"] else (state.get("suspect_query"), None)
+    pair = ""
+    if qid is not None:
+        pair = f", on query {qid!r}" + (f", candidate {docid!r}" if docid is not None else "")
+    return ShardFailedError(
+        f"shard {shard}: the model actor died {state['attempts']} time(s) while ranking it{pair} ({why}); "
+        f"{limit}", shard, qid, docid)
 
 
 def ray_runtime_env() -> dict[str, Any] | None:

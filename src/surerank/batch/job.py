@@ -5,13 +5,18 @@ fingerprint, the ranker and the settings; if they match, shards recorded as done
 the recorded row count and SHA-256 are kept, every other shard is ranked again (a shard file without a
 manifest entry is a partial shard and is overwritten), and the merge checks that every (qid, docid) of
 the input appears exactly once in the output.
+
+``--overwrite`` discards the previous job by removing only what it wrote, as listed by its manifest (shard
+files, the output whose SHA-256 it recorded, the manifest, temporary files), never the folder; and it is
+refused when the work directory or output is an input file's folder or one of its parents, unless given
+twice (``overwrite=2``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +30,12 @@ from surerank.batch.manifest import (
     Manifest,
     ShardRecord,
     describe_difference,
+    durable_replace,
+    fsync_file,
     input_fingerprint,
     sha256_file,
 )
-from surerank.batch.shards import plan_shards, queries_to_table, result_schema
+from surerank.batch.shards import ShardFailedError, plan_shards, queries_to_table, result_schema, seconds_of
 from surerank.errors import InputError, SureRankError
 
 logger = logging.getLogger(__name__)
@@ -49,7 +56,7 @@ class BatchConfig:
     engine: str = "local"
     ray: RayOptions = field(default_factory=RayOptions)
     keep_text: bool = False
-    overwrite: bool = False
+    overwrite: int = 0  # 1 (or True): discard a previous job's files; 2: even in an input file's folder
     clean: bool = False
     tag: str | None = None
     progress: bool = True
@@ -69,6 +76,8 @@ class BatchResult:
     shards_ranked: int
     seconds_ranking: float
     pairs_ranked: int
+    removed: list[str] = field(default_factory=list)  # files of a previous job removed by --overwrite
+    temp_removed: list[str] = field(default_factory=list)  # temporary files of a killed run, removed
 
     @property
     def pairs_per_second(self) -> float:
@@ -96,6 +105,7 @@ def run_batch(
     for path in fingerprinted:
         if not path.exists():
             raise InputError(f"input file {path}: no such file")
+    _refuse_to_clobber_inputs(config, work_dir, fingerprinted)
     queries = read_queries(config.inputs, config.input_format, config.passages, config.queries)
     if not queries:
         raise InputError(f"--input {', '.join(map(str, config.inputs))}: no queries found")
@@ -111,7 +121,10 @@ def run_batch(
     )
 
     manifest = fresh
-    if manifest_path.exists() and not config.overwrite:
+    removed: list[str] = []
+    if config.overwrite:
+        removed = _discard_previous_job(manifest_path, work_dir)
+    elif manifest_path.exists():
         old = Manifest.load(manifest_path)
         if _normalised(old.job_key()) != _normalised(fresh.job_key()):
             raise InputError(
@@ -121,12 +134,8 @@ def run_batch(
             )
         manifest = old
         manifest.input = fresh.input  # same fingerprint; keep the current paths
-    elif work_dir.exists() and config.overwrite:
-        logger.info("--overwrite: removing %s", work_dir)
-        shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    for stale in work_dir.glob(".*.tmp-*"):
-        stale.unlink()
+    temp_removed = _remove_temp_files(work_dir, config.output)
 
     finished = manifest.output if manifest is not fresh else {}
     if (finished.get("status") == "complete" and config.output.exists()
@@ -137,7 +146,7 @@ def run_batch(
         return BatchResult(
             output=config.output, manifest=manifest_path, queries=manifest.totals["queries"],
             pairs=manifest.totals["pairs"], shards=len(manifest.shards), shards_skipped=len(manifest.shards),
-            shards_ranked=0, seconds_ranking=0.0, pairs_ranked=0,
+            shards_ranked=0, seconds_ranking=0.0, pairs_ranked=0, removed=removed, temp_removed=temp_removed,
         )
     for record in manifest.done():
         path = work_dir / record.file
@@ -158,7 +167,6 @@ def run_batch(
     pairs_to_rank = sum(record.pairs for record in pending)
     progress = _progress(pairs_to_rank, config.progress)
     started = time.perf_counter()
-    last = [started]
 
     def on_result(shard_id: int, table: Any) -> None:
         record = by_id[shard_id]
@@ -167,11 +175,11 @@ def run_batch(
         path = work_dir / record.file
         tmp = path.with_name(f".{path.name}.tmp-shard")
         pq.write_table(table.sort_by([("shard", "ascending")]), tmp)
-        tmp.replace(path)
-        now = time.perf_counter()
+        fsync_file(tmp)  # the data must be on disk before the rename and the manifest say it is done
+        durable_replace(tmp, path)
         record.status, record.rows, record.sha256 = "done", table.num_rows, sha256_file(path)
-        record.seconds = round(now - last[0], 4)
-        last[0] = now
+        seconds = seconds_of(table)  # measured where the ranker ran, not the gap between results
+        record.seconds = None if seconds is None else round(seconds, 4)
         manifest.save(manifest_path)
         progress.update(record.pairs)
         logger.info("shard %d done: %d pairs", shard_id, record.pairs)
@@ -187,6 +195,12 @@ def run_batch(
             run_local(tables, ranker, config.keep_text, on_result)
         else:
             run_ray(tables, ranker, config.keep_text, on_result, config.ray)
+    except ShardFailedError as error:
+        done = len(manifest.done())
+        raise ShardFailedError(
+            f"{error}. The {done} of {len(manifest.shards)} shards done so far are kept in {manifest_path}; "
+            "fix the cause and run the same command again to resume", error.shard, error.qid, error.docid,
+        ) from error
     finally:
         progress.close()
     seconds = time.perf_counter() - started
@@ -203,7 +217,8 @@ def run_batch(
     return BatchResult(
         output=config.output, manifest=manifest_path, queries=manifest.totals["queries"],
         pairs=manifest.totals["pairs"], shards=len(manifest.shards), shards_skipped=skipped,
-        shards_ranked=len(pending), seconds_ranking=seconds, pairs_ranked=pairs_to_rank,
+        shards_ranked=len(pending), seconds_ranking=seconds, pairs_ranked=pairs_to_rank, removed=removed,
+        temp_removed=temp_removed,
     )
 
 
@@ -228,6 +243,76 @@ def merge_shards(
         raise SureRankError(f"merge: the shards hold {len(seen)} pairs that do not match the input's "
                             f"{manifest.totals['pairs']}")
     return table.drop_columns(["shard"])
+
+
+def _refuse_to_clobber_inputs(config: BatchConfig, work_dir: Path, inputs: list[Path]) -> None:
+    """--overwrite on an input file's folder (or a parent), or an output that is an input: refused unless forced
+    twice, since one mistyped path would otherwise put the input at risk."""
+    if config.overwrite >= 2:
+        return
+    for path in inputs:
+        source = path.resolve()
+        if config.output.resolve() == source:
+            raise InputError(f"--output {config.output} is the input file {path}; writing the output would "
+                             "replace it (choose another --output, or pass --overwrite twice to force it)")
+        if not config.overwrite:
+            continue
+        for flag, target in (("--work-dir", work_dir), ("--output", config.output)):
+            resolved = target.resolve()
+            if resolved == source.parent or resolved in source.parents:
+                raise InputError(
+                    f"--overwrite with {flag} {target}: that is the folder of the input file {path} or one "
+                    "of its parents; --overwrite removes only the files the previous job wrote, but refuses "
+                    "here in case a path was mistyped (choose another folder, or pass --overwrite twice)")
+
+
+def _discard_previous_job(manifest_path: Path, work_dir: Path) -> list[str]:
+    """--overwrite: remove what the previous job wrote, as its manifest lists it; never anything else."""
+    removed: list[str] = []
+    if not manifest_path.exists():
+        return removed
+    try:
+        old: Manifest | None = Manifest.load(manifest_path)
+    except InputError as error:
+        logger.warning("--overwrite: %s; it cannot list the files its job wrote, so only the manifest is "
+                       "removed (shard files of that job are replaced as the new job writes them)", error)
+        old = None
+    if old is not None:
+        for record in old.shards:
+            path = work_dir / record.file
+            if path.is_file():
+                path.unlink()
+                removed.append(str(path))
+        recorded = old.output.get("path")
+        if recorded and Path(recorded).is_file():
+            if old.output.get("sha256") == sha256_file(Path(recorded)):
+                Path(recorded).unlink()
+                removed.append(recorded)
+            else:
+                logger.warning("--overwrite: kept %s: it changed since the previous job wrote it", recorded)
+    manifest_path.unlink()
+    removed.append(str(manifest_path))
+    logger.warning("--overwrite: removed %d file(s) the previous job wrote (manifest, shards, output); "
+                   "everything else in %s is left as it was", len(removed), work_dir)
+    return removed
+
+
+def _remove_temp_files(work_dir: Path, output: Path) -> list[str]:
+    """Temporary files of a killed write (shard, manifest, output): removed, counted and named in one warning."""
+    patterns = [(work_dir, re.compile(r"\.shard-\d+\.parquet\.tmp-shard")),
+                (work_dir, re.compile(rf"\.{re.escape(MANIFEST_NAME)}\.tmp-\d+")),
+                (output.parent, re.compile(rf"\.{re.escape(output.name)}\.tmp-\d+"))]
+    removed = []
+    for folder, pattern in patterns:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if pattern.fullmatch(path.name) and path.is_file():
+                path.unlink()
+                removed.append(str(path))
+    if removed:
+        logger.warning("removed %d temporary file(s) left by a killed run: %s", len(removed), ", ".join(removed))
+    return removed
 
 
 def _remove_shard_files(manifest: Manifest, work_dir: Path) -> None:

@@ -36,6 +36,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    durable_replace(tmp, path)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file written by another library (pyarrow) to disk before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` (already fsynced) over ``path`` and fsync the folder, so the rename survives a crash."""
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -88,14 +102,35 @@ class Manifest:
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
+        """Read and validate a manifest; a missing or mistyped field is an InputError naming it and the file."""
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise InputError(f"{path}: unreadable manifest ({error}); pass --overwrite to restart") from None
+        if not isinstance(raw, dict):
+            raise InputError(f"{path}: a manifest is a JSON object, got {type(raw).__name__}; "
+                             "pass --overwrite to start afresh")
         if raw.get("version") != MANIFEST_VERSION:
             raise InputError(f"{path}: manifest version {raw.get('version')} is not {MANIFEST_VERSION}; "
                              "pass --overwrite to start afresh")
-        raw["shards"] = [ShardRecord(**s) for s in raw["shards"]]
+        _check_fields(path, "", raw, _MANIFEST_FIELDS)
+        _check_fields(path, "input.", raw["input"], {"fingerprint": (str,), "files": (list,)})
+        _check_fields(path, "totals.", raw["totals"], {"queries": (int,), "pairs": (int,)})
+        shards = []
+        for i, record in enumerate(raw["shards"]):
+            where = f"shards[{i}]"
+            if not isinstance(record, dict):
+                raise InputError(f"{path}: manifest field '{where}' must be an object")
+            _check_fields(path, f"{where}.", record, _SHARD_FIELDS, optional=_SHARD_OPTIONAL)
+            if record.get("status", "pending") not in ("pending", "done"):
+                raise InputError(f"{path}: manifest field '{where}.status' must be 'pending' or 'done', "
+                                 f"got {record['status']!r}")
+            name = record["file"]
+            if not name or Path(name).name != name or name.startswith("."):
+                raise InputError(f"{path}: manifest field '{where}.file' must be a plain file name inside "
+                                 f"the work directory, got {name!r}")
+            shards.append(ShardRecord(**record))
+        raw["shards"] = shards
         return cls(**raw)
 
     def done(self) -> list[ShardRecord]:
@@ -103,6 +138,39 @@ class Manifest:
 
     def pending(self) -> list[ShardRecord]:
         return [s for s in self.shards if s.status != "done"]
+
+
+_NUMBER = (int, float)
+_MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "version": (int,), "input": (dict,), "ranker": (dict,), "settings": (dict,), "shards": (list,),
+    "totals": (dict,), "output": (dict,), "updated": _NUMBER,
+}
+_SHARD_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (int,), "file": (str,), "queries": (int,), "pairs": (int,), "first_qid": (str,),
+    "status": (str,), "rows": (int, type(None)), "sha256": (str, type(None)), "seconds": (*_NUMBER, type(None)),
+}
+_SHARD_OPTIONAL = {"status", "rows", "sha256", "seconds"}
+
+
+def _check_fields(path: Path, prefix: str, raw: dict[str, Any], fields: dict[str, tuple[type, ...]],
+                  optional: set[str] | frozenset[str] = frozenset({"output", "updated"})) -> None:
+    """Hand check of one object's fields: name the first missing, mistyped or unknown one and the file."""
+    for name, types in fields.items():
+        if name not in raw:
+            if name in optional:
+                continue
+            raise InputError(f"{path}: manifest field '{prefix}{name}' is missing; "
+                             "pass --overwrite to start afresh")
+        value = raw[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise InputError(f"{path}: manifest field '{prefix}{name}' must be {expected}, "
+                             f"got {type(value).__name__}; pass --overwrite to start afresh")
+    if not prefix or prefix.startswith("shards["):
+        unknown = sorted(set(raw) - set(fields))
+        if unknown:
+            raise InputError(f"{path}: unknown manifest field '{prefix}{unknown[0]}'; "
+                             "pass --overwrite to start afresh")
 
 
 def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:

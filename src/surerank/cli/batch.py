@@ -45,7 +45,10 @@ def register(subparsers: Any) -> None:
     job.add_argument("--shard-size", type=int, default=10_000, metavar="PAIRS",
                      help="about this many pairs per shard; whole queries only (default 10000)")
     job.add_argument("--work-dir", type=Path, help="shards + manifest (default <output>.shards)")
-    job.add_argument("--overwrite", action="store_true", help="discard an existing job in the work dir")
+    job.add_argument("--overwrite", action="count", default=0,
+                     help="discard an existing job: removes only the files its manifest lists (shards, "
+                          "output, manifest); refused in an input file's folder or a parent of it unless "
+                          "given twice")
     job.add_argument("--clean", action="store_true", help="delete shard files after a successful merge")
     job.add_argument("--no-progress", action="store_true", help="no progress bar")
     engine = parser.add_argument_group("engine")
@@ -55,6 +58,9 @@ def register(subparsers: Any) -> None:
     engine.add_argument("--gpus-per-actor", type=float, default=0.0)
     engine.add_argument("--ray-address", help="Ray: connect to this cluster (else start a local one)")
     engine.add_argument("--ray-cpus", type=int, help="Ray: CPUs of the local cluster started here")
+    engine.add_argument("--max-retries", type=int, default=2, metavar="N",
+                        help="Ray: restarts of a model actor that died, and retries of its shard, before the "
+                             "job stops naming the shard (default 2)")
     parser.set_defaults(func=run)
 
 
@@ -67,11 +73,17 @@ def run(args: argparse.Namespace) -> int:
         queries=args.queries, shard_pairs=args.shard_size, work_dir=args.work_dir, engine=args.engine,
         ray=RayOptions(actors=args.actors, cpus_per_actor=args.cpus_per_actor,
                        gpus_per_actor=args.gpus_per_actor, address=args.ray_address, local_cpus=args.ray_cpus,
-                       progress_bars=not args.no_progress),
+                       progress_bars=not args.no_progress, max_retries=args.max_retries),
         keep_text=args.keep_text, overwrite=args.overwrite, clean=args.clean, tag=args.tag,
         progress=not args.no_progress,
     )
     result = run_batch(config)
+    if result.removed:
+        sys.stderr.write(f"surerank batch: --overwrite removed {len(result.removed)} file(s) of the previous "
+                         "job (its manifest, shards and output)\n")
+    if result.temp_removed:
+        sys.stderr.write(f"surerank batch: removed {len(result.temp_removed)} temporary file(s) left by a "
+                         "killed run\n")
     sys.stderr.write(
         f"surerank batch: {result.pairs} pairs of {result.queries} queries -> {result.output} "
         f"({result.shards} shards: {result.shards_skipped} kept from before, {result.shards_ranked} ranked; "
