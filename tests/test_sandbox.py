@@ -8,6 +8,7 @@ must be unaffected.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -95,7 +96,7 @@ def test_hostile_candidates_are_contained_and_the_batch_goes_on(sandbox, listene
     for good in (results[0], results[-1]):  # the well-behaved candidates, before and after, are unaffected
         assert good.status == "ok" and good.stdout.strip() == "45"
     for name, result in by_name.items():
-        assert result.wall_seconds <= WALL + 2.0, name  # killed within its limit (plus start/teardown)
+        assert result.wall_seconds <= WALL + 5.0, name  # killed at its limit (plus start/teardown on a busy CI)
         assert result.isolation == "namespaces"
     assert by_name["infinite loop"].status in ("timeout", "cpu_limit")
     assert by_name["fork bomb"].status in ("timeout", "cpu_limit", "error", "killed")
@@ -172,7 +173,9 @@ def test_sql_row_limit_is_reported(database):
 
 
 def test_missing_namespaces_are_refused_not_silently_weakened(monkeypatch):
-    monkeypatch.setattr("surerank.sandbox.process.shutil.which", lambda name, **_: None)
+    real_which = shutil.which
+    monkeypatch.setattr("surerank.sandbox.process.shutil.which",
+                        lambda name, **kw: None if name == "unshare" else real_which(name, **kw))
     with pytest.raises(SandboxUnavailableError, match="isolation='limits-only'"):
         Sandbox()
     weaker = Sandbox(Limits(wall_seconds=WALL), isolation="limits-only")
