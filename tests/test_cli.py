@@ -121,3 +121,26 @@ def test_cranfield_retrieve_then_rerank_end_to_end(tmp_path, shared_data):
     again = surerank("rerank", "--input", retrieved, "--ranker", "bm25", "-o", f"stats={tmp_path / 'stats.json'}",
                      "--qrels", cran / "cranqrel", "--rel-level", 1).stdout
     assert "(+0.0000," in again
+
+
+@pytest.mark.parametrize("argv", [["-v", "rankers"], ["rankers", "-v"], ["rankers", "--verbose"]])
+def test_verbose_works_before_and_after_the_subcommand(argv, monkeypatch, capsys):
+    import logging
+
+    from surerank.cli import main
+
+    levels = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: levels.append(kwargs["level"]))
+    assert main(argv) == 0
+    assert levels == [logging.INFO]
+
+
+def test_verbose_counts_add_up_across_the_subcommand(monkeypatch, capsys):
+    import logging
+
+    from surerank.cli import main
+
+    levels = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: levels.append(kwargs["level"]))
+    assert main(["-v", "rankers", "-v"]) == 0
+    assert levels == [logging.DEBUG]

@@ -45,14 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS.values():
         importlib.import_module(module_name).register(subparsers)
+    for sub in subparsers.choices.values():  # `surerank rerank -v` as well as `surerank -v rerank`
+        sub.add_argument("-v", "--verbose", dest="verbose_after", action="count", default=0,
+                         help="more logging (-vv for debug); also accepted before the subcommand")
     return parser
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """-v given before and after the subcommand, added up: 0 warnings, 1 info, 2 or more debug."""
+    return int(args.verbose) + int(getattr(args, "verbose_after", 0))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity(args), 2)],
         format="%(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "func", None):

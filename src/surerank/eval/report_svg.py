@@ -79,11 +79,22 @@ def _open(width: int, height: int, label: str) -> list[str]:
             f'font-size="11">']
 
 
+def _inside(value: float, low: float, high: float) -> bool:
+    """Within [low, high], up to rounding (a tick at 0.30000000000000004 on an axis ending at 0.3 is in)."""
+    slack = 1e-9 * max(abs(high - low), 1e-12)
+    return low - slack <= value <= high + slack
+
+
 def _axes(frame: Frame, x_ticks: Sequence[float] | None, y_ticks: Sequence[float], x_label: str,
           y_label: str, x_tick_labels: Sequence[tuple[float, str]] | None = None) -> list[str]:
     out = []
     x0, x1 = frame.left, frame.width - frame.right
     y0, y1 = frame.height - frame.bottom, frame.top
+    # nice_ticks rounds outward (ticks over 1..10 start at 0): only ticks inside the axis are drawn
+    y_ticks = [t for t in y_ticks if _inside(t, frame.y_min, frame.y_max)]
+    x_tick_labels = [(t, text) for t, text in x_tick_labels if _inside(t, frame.x_min, frame.x_max)] \
+        if x_tick_labels is not None else None
+    x_ticks = [t for t in (x_ticks or []) if _inside(t, frame.x_min, frame.x_max)]
     for t in y_ticks:
         py = frame.y(t)
         out.append(f'<line x1="{x0}" x2="{x1}" y1="{py:.1f}" y2="{py:.1f}" stroke="#e4e4e4"/>')
