@@ -29,7 +29,7 @@ def test_malformed_jsonl_line_names_file_and_line(tmp_path):
     with pytest.raises(InputError, match=r":2: field 'query'"):
         read_jsonl(path)
     path.write_text(json.dumps({"qid": "3", "query": "q", "candidates": [{"id": "a"}]}) + "\n")
-    with pytest.raises(InputError, match=r":1: candidates\[0\] needs a string field 'text'"):
+    with pytest.raises(InputError, match=r":1: candidates\[0\] \(id 'a'\): field 'text' is missing"):
         read_jsonl(path)
 
 
@@ -120,3 +120,30 @@ def test_cranfield_queries_are_numbered_by_position(shared_data):
     # grades 1..4 become gains 4..1, and -1 becomes 0
     assert set(g for docs_ in qrels.values() for g in docs_.values()) <= {0, 1, 2, 3, 4}
     assert docs[0].id == "1" and "experimental investigation" in docs[0].text
+
+
+@pytest.mark.parametrize(("name", "text"), [("in.jsonl", '{"qid": "1", "query": "abc\n'),
+                                            ("in.json", '[{"query": "abc')])
+def test_invalid_json_message_reads_once(tmp_path, name, text):
+    """json's "Unterminated string starting at" was printed with a dangling "at" ("at (column 13)", "at at")."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputError) as raised:
+        read_queries(path)
+    message = str(raised.value)
+    assert f"{name}:1: invalid JSON: " in message
+    assert "starting at column" in message or "character at column" in message, message
+    assert "at at" not in message and "at (" not in message, message
+
+
+def test_rankgpt_hit_fields_are_checked_not_defaulted(tmp_path):
+    """A hit's docid is required; score and rank are numbers when given and absent (not 0.0) when not."""
+    path = tmp_path / "in.json"
+    hit = {"qid": "7", "docid": "d1", "content": "x"}
+    path.write_text(json.dumps([{"query": "q", "hits": [hit]}]))
+    only = read_queries(path)[0].candidates[0]
+    assert "bm25_score" not in only.metadata and "first_stage_rank" not in only.metadata
+    for bad, field in (({"score": "high"}, "'score'"), ({"rank": None}, "'rank'"), ({"docid": None}, "'docid'")):
+        path.write_text(json.dumps([{"query": "q", "hits": [{**hit, **bad}]}]))
+        with pytest.raises(InputError, match=rf"in.json: query '7' \(entry 0\).*{field}"):
+            read_queries(path)

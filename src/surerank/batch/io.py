@@ -4,7 +4,9 @@ Inputs: JSONL (one query per line, ``{"qid", "query", "candidates": [{"id", "tex
 (one row per pair: ``qid, query, docid, text``; or one row per query with a ``candidates`` list column),
 the RankGPT-style JSON of the TREC DL files, or a TREC run plus a passage file and a queries file.
 Outputs: Parquet, JSONL (one pair per line) or a TREC run.  Every reader raises :class:`InputError`
-naming the file, the line or row, and the field at fault; nothing is dropped silently.
+naming the file, the line or row (and the query), and the field at fault; nothing is dropped silently.
+A query or passage text must be a string ("" is one): null, a missing field, a number or a list is refused
+while reading, so :func:`read_queries` fails before a batch job creates its work directory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from surerank.errors import InputError
+from surerank.eval.formats import check_text, json_error, require_text
 from surerank.types import Candidate, Query
 
 logger = logging.getLogger(__name__)
@@ -67,9 +70,7 @@ def _candidate(raw: Any, where: str, position: int) -> Candidate:
     doc_id = raw.get("id", raw.get("docid"))
     if doc_id is None:
         raise InputError(f"{where}: candidates[{position}] has no 'id' (or 'docid') field")
-    text = raw.get("text", raw.get("content"))
-    if not isinstance(text, str):
-        raise InputError(f"{where}: candidates[{position}] (id {doc_id!r}) needs a string field 'text'")
+    text = require_text(raw, f"{where}: candidates[{position}] (id {str(doc_id)!r})", "text", "content")
     extra = {k: v for k, v in raw.items() if k not in ("id", "docid", "text", "content")}
     return Candidate(id=str(doc_id), text=text, metadata=extra)
 
@@ -92,9 +93,11 @@ def _pair_rows_to_queries(rows: Iterable[tuple[str, str, str, str]], where: str)
     """Group pair rows by qid (first-appearance order); a qid's rows need not be contiguous."""
     groups: dict[str, tuple[str, list[Candidate]]] = {}
     for row_number, (qid, query, docid, text) in enumerate(rows):
-        for field, value in (("qid", qid), ("query", query), ("docid", docid), ("text", text)):
+        for field, value in (("qid", qid), ("docid", docid)):
             if value is None:
                 raise InputError(f"{where}: row {row_number}: field {field!r} is null")
+        at = f"{where}: row {row_number} (qid {str(qid)!r}, docid {str(docid)!r})"
+        query, text = check_text(query, at, "query"), check_text(text, at, "text")
         qid = str(qid)
         if qid not in groups:
             groups[qid] = (query, [])
@@ -114,13 +117,17 @@ def read_parquet_queries(path: Path) -> Iterator[Query]:
     if "candidates" in columns:
         for name in ("qid", "query"):
             if name not in columns:
-                raise InputError(f"{path}: Parquet with a 'candidates' column also needs a column {name!r}")
+                raise InputError(f"{path}: column {name!r} is missing; Parquet with a 'candidates' column "
+                                 "also needs the columns 'qid' and 'query'")
         for row_number, row in enumerate(table.select(["qid", "query", "candidates"]).to_pylist()):
-            where = f"{path}: row {row_number}"
-            if not isinstance(row["query"], str) or not isinstance(row["candidates"], list):
-                raise InputError(f"{where}: 'query' must be a string and 'candidates' a list")
+            if row["qid"] is None:
+                raise InputError(f"{path}: row {row_number}: field 'qid' is null")
+            where = f"{path}: row {row_number} (qid {str(row['qid'])!r})"
+            text = check_text(row["query"], where, "query")
+            if not isinstance(row["candidates"], list):
+                raise InputError(f"{where}: field 'candidates' must be a list")
             yield Query(
-                text=row["query"],
+                text=text,
                 candidates=tuple(_candidate(c, where, i) for i, c in enumerate(row["candidates"])),
                 id=str(row["qid"]),
             )
@@ -130,7 +137,7 @@ def read_parquet_queries(path: Path) -> Iterator[Query]:
     if absent:
         raise InputError(
             f"{path}: Parquet input needs columns qid, query, docid, text (one row per pair) or qid, query, "
-            f"candidates; missing {', '.join(absent)}"
+            f"candidates; column {', '.join(repr(name) for name in absent)} is missing"
         )
     data = table.select(needed).to_pydict()
     yield from _pair_rows_to_queries(zip(*(data[n] for n in needed), strict=True), str(path))
@@ -160,19 +167,25 @@ def read_passages(path: Path, wanted: set[str]) -> dict[str, str]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise InputError(f"{where}: not valid JSON ({error.msg})") from None
-                key = next((k for k in ("id", "docid", "_id") if k in record), None)
-                text = record.get("text", record.get("contents"))
-                if key is None or not isinstance(text, str):
-                    raise InputError(f"{where}: a passage line needs an id (id/docid/_id) and a string "
-                                     "'text' (or 'contents')")
+                    raise InputError(f"{where}: invalid JSON: {json_error(error, line=False)}") from None
+                if not isinstance(record, dict):
+                    raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                key = next((k for k in ("id", "docid", "_id") if record.get(k) is not None), None)
+                if key is None:
+                    raise InputError(f"{where}: a passage line needs an id (id/docid/_id)")
                 ident = str(record[key])
-                if record.get("title"):
-                    text = f"{record['title']} {text}"
+                at = f"{where} (passage {ident!r})"
+                text = require_text(record, at, "text", "contents")
+                title = record.get("title")
+                if title is not None and not isinstance(title, str):
+                    check_text(title, at, "title")
+                if title:
+                    text = f"{title} {text}"
             else:
                 ident, sep, text = line.rstrip("\n").partition("\t")
                 if not sep:
-                    raise InputError(f"{where}: a passage TSV line is 'docid<TAB>text'")
+                    raise InputError(f"{where}: passage {ident.strip()!r}: field 'text' is missing; a passage "
+                                     "TSV line is 'docid<TAB>text'")
             if ident in wanted:
                 out[ident] = text
     return out

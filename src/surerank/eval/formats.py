@@ -6,7 +6,10 @@
 - RankGPT-style JSON: ``[{"query", "hits": [{"qid", "docid", "rank", "score", "content"}]}]``.
 - SMART files of the Cranfield collection (``.I`` / ``.T`` / ``.A`` / ``.B`` / ``.W``).
 
-Every parse error names the file and the line; nothing is silently skipped.
+Every parse error names the file and the line; nothing is silently skipped.  A text field (a query, a
+passage) must be a string: null, a missing field, a number or a list is an :class:`InputError` naming the
+file, the line (or query) and the field, raised while reading, before any model is loaded.  An empty
+string is a text and is accepted.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,48 @@ def _existing(path: str | os.PathLike[str], what: str) -> Path:
     if p.is_dir():
         raise InputError(f"{what} path is a directory, expected a file: {p}")
     return p
+
+
+def _describe(value: Any) -> str:
+    """A value's JSON kind for an error message: null, a number (3), a list, an object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def check_text(value: Any, where: str, field: str) -> str:
+    """``value`` if it is a string; else an InputError naming ``where`` and the field.
+
+    Ranking a null or a number as "" (or crashing inside a model, or on a Ray worker) would hide a fault
+    of the input, so readers call this before building a :class:`Candidate` or :class:`Query`.
+    """
+    if isinstance(value, str):
+        return value
+    raise InputError(f"{where}: field {field!r} is {_describe(value)}; expected a string (\"\" for an empty text)")
+
+
+def require_text(record: Mapping[str, Any], where: str, field: str, *aliases: str) -> str:
+    """The string under ``field`` (or the first of ``aliases`` present); missing or not a string is an error."""
+    for name in (field, *aliases):
+        if name in record:
+            return check_text(record[name], where, name)
+    names = " or ".join(repr(name) for name in (field, *aliases))
+    raise InputError(f"{where}: field {names} is missing; expected a string (\"\" for an empty text)")
+
+
+def json_error(error: json.JSONDecodeError, line: bool = True) -> str:
+    """``Expecting value at line 3, column 5`` (json's own messages may end in "starting at")."""
+    message = error.msg.removesuffix(" at")
+    where = f"line {error.lineno}, column {error.colno}" if line else f"column {error.colno}"
+    return f"{message} at {where}"
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -135,63 +180,84 @@ class _AtomicFile:
 
 # --------------------------------------------------------------------------- query files
 def read_rankgpt_json(path: str | os.PathLike[str]) -> list[Query]:
-    """Read the RankGPT-style JSON of ``../shared/data/trec-dl`` (first-stage order kept)."""
+    """Read the RankGPT-style JSON of ``../shared/data/trec-dl`` (first-stage order kept).
+
+    Each hit needs ``docid`` and a string ``content``; ``score`` and ``rank`` are kept as metadata
+    (``bm25_score``, ``first_stage_rank``) when present, and are then numbers.
+    """
     p = _existing(path, "RankGPT JSON")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise InputError(f"{p}:{error.lineno}: invalid JSON: {error.msg}") from None
+        raise InputError(f"{p}:{error.lineno}: invalid JSON: {json_error(error, line=False)}") from None
     if not isinstance(data, list):
         raise InputError(f"{p}: expected a JSON list of {{'query', 'hits'}} objects")
     queries = []
     for position, entry in enumerate(data):
-        if not isinstance(entry, dict) or "query" not in entry or "hits" not in entry:
+        if not isinstance(entry, dict) or "hits" not in entry:
             raise InputError(f"{p}: entry {position} needs 'query' and 'hits'")
         hits = entry["hits"]
-        qid = str(hits[0]["qid"]) if hits else str(entry.get("qid", position))
-        candidates = tuple(
-            Candidate(
-                id=str(hit["docid"]),
-                text=hit.get("content", ""),
-                metadata={"bm25_score": float(hit.get("score", 0.0)), "first_stage_rank": hit.get("rank")},
-            )
-            for hit in hits
-        )
-        queries.append(Query(text=entry["query"], candidates=candidates, id=qid))
+        if not isinstance(hits, list) or not all(isinstance(hit, dict) for hit in hits):
+            raise InputError(f"{p}: entry {position}: field 'hits' must be a list of objects")
+        qid = str(hits[0]["qid"]) if hits and "qid" in hits[0] else str(entry.get("qid", position))
+        where = f"{p}: query {qid!r} (entry {position})"
+        text = require_text(entry, where, "query")
+        candidates = []
+        for number, hit in enumerate(hits):
+            if hit.get("docid") is None:
+                raise InputError(f"{where}: hits[{number}]: field 'docid' is missing or null")
+            at = f"{where}: hits[{number}] (docid {str(hit['docid'])!r})"
+            metadata: dict[str, Any] = {}
+            for field, key in (("score", "bm25_score"), ("rank", "first_stage_rank")):
+                if field in hit:
+                    value = hit[field]
+                    if isinstance(value, bool) or not isinstance(value, (int, float)):
+                        raise InputError(f"{at}: field {field!r} is {_describe(value)}; expected a number")
+                    metadata[key] = float(value) if field == "score" else value
+            candidates.append(Candidate(id=str(hit["docid"]), text=require_text(hit, at, "content"),
+                                        metadata=metadata))
+        try:
+            queries.append(Query(text=text, candidates=tuple(candidates), id=qid))
+        except InputError as error:
+            raise InputError(f"{p}: entry {position}: {error}") from None
     return queries
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[Query]:
-    """Read ``{"qid", "query", "candidates": [{"id", "text", ...}]}`` lines."""
+    """Read ``{"qid", "query", "candidates": [{"id", "text", ...}]}`` lines (a candidate may be a bare string)."""
     p = _existing(path, "JSONL")
     queries = []
     for number, line in _lines(p):
+        where = f"{p}:{number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise InputError(f"{p}:{number}: invalid JSON: {error.msg} (column {error.colno})") from None
+            raise InputError(f"{where}: invalid JSON: {json_error(error, line=False)}") from None
         if not isinstance(record, dict):
-            raise InputError(f"{p}:{number}: expected a JSON object, got {type(record).__name__}")
-        if not isinstance(record.get("query"), str):
-            raise InputError(f"{p}:{number}: field 'query' is missing or not a string")
+            raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        text = require_text(record, where, "query")
         raw = record.get("candidates", [])
         if not isinstance(raw, list):
-            raise InputError(f"{p}:{number}: field 'candidates' must be a list")
+            raise InputError(f"{where}: field 'candidates' must be a list")
         candidates = []
         for position, c in enumerate(raw):
-            if isinstance(c, str):
+            at = f"{where}: candidates[{position}]"
+            if isinstance(c, str):  # a bare string is a candidate's text
                 candidates.append(Candidate(id=str(position), text=c))
                 continue
-            if not isinstance(c, dict) or not isinstance(c.get("text"), str):
-                raise InputError(f"{p}:{number}: candidates[{position}] needs a string field 'text'")
-            extra = {k: v for k, v in c.items() if k not in ("id", "text", "docid")}
+            if not isinstance(c, dict):
+                raise InputError(f"{at} is {_describe(c)}; expected an object with a string field 'text' "
+                                 "(or a string)")
             cid = c.get("id", c.get("docid", position))
-            candidates.append(Candidate(id=str(cid), text=c["text"], metadata=extra))
+            if cid is None:
+                raise InputError(f"{at}: field 'id' is null")
+            body = require_text(c, f"{at} (id {str(cid)!r})", "text")
+            extra = {k: v for k, v in c.items() if k not in ("id", "text", "docid")}
+            candidates.append(Candidate(id=str(cid), text=body, metadata=extra))
         try:
-            queries.append(Query(text=record["query"], candidates=tuple(candidates),
-                                 id=str(record.get("qid", number))))
+            queries.append(Query(text=text, candidates=tuple(candidates), id=str(record.get("qid", number))))
         except InputError as error:
-            raise InputError(f"{p}:{number}: {error}") from None
+            raise InputError(f"{where}: {error}") from None
     return queries
 
 
@@ -241,33 +307,41 @@ def read_queries(path: str | os.PathLike[str]) -> list[Query]:
 
 
 # --------------------------------------------------------------------------- SMART / Cranfield
-def _smart_records(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """Yield (id, {field letter: text}) from a SMART file (``.I n`` then ``.T`` / ``.W`` … sections)."""
+def _smart_records(path: Path) -> Iterator[tuple[str, int, dict[str, str]]]:
+    """Yield (id, line of its ``.I``, {field letter: text}) from a SMART file (``.I n`` then ``.T`` / ``.W`` …)."""
     current_id: str | None = None
+    start = 0
     fields: dict[str, list[str]] = {}
     section: str | None = None
-    for _, line in _lines(path):
+    for number, line in _lines(path):
         if line.startswith(".I"):
             if current_id is not None:
-                yield current_id, {k: " ".join(v).strip() for k, v in fields.items()}
-            current_id, fields, section = line[2:].strip(), {}, None
+                yield current_id, start, {k: " ".join(v).strip() for k, v in fields.items()}
+            current_id, start, fields, section = line[2:].strip(), number, {}, None
         elif len(line) >= 2 and line[0] == "." and line[1].isalpha() and line[2:].strip() == "":
             section = line[1]
             fields.setdefault(section, [])
         elif section is not None:
             fields[section].append(line.strip())
     if current_id is not None:
-        yield current_id, {k: " ".join(v).strip() for k, v in fields.items()}
+        yield current_id, start, {k: " ".join(v).strip() for k, v in fields.items()}
 
 
 def read_smart_documents(path: str | os.PathLike[str]) -> list[Candidate]:
-    """Documents of a SMART collection; the text is title and abstract (``.T`` + ``.W``)."""
+    """Documents of a SMART collection; the text is title and abstract (``.T`` + ``.W``).
+
+    A record with neither a ``.T`` nor a ``.W`` section has no text and is an error; an empty section
+    is an empty text (Cranfield has two such documents) and is kept.
+    """
     p = _existing(path, "SMART documents")
-    docs = [
-        Candidate(id=doc_id, text=" ".join(x for x in (f.get("T", ""), f.get("W", "")) if x),
-                  metadata={"title": f.get("T", ""), "author": f.get("A", ""), "source": f.get("B", "")})
-        for doc_id, f in _smart_records(p)
-    ]
+    docs = []
+    for doc_id, number, f in _smart_records(p):
+        if "T" not in f and "W" not in f:
+            raise InputError(f"{p}:{number}: document {doc_id!r}: field '.W' (or '.T') is missing; "
+                             "the text of a SMART document is its .T and .W sections")
+        docs.append(Candidate(id=doc_id, text=" ".join(x for x in (f.get("T", ""), f.get("W", "")) if x),
+                              metadata={"title": f.get("T", ""), "author": f.get("A", ""),
+                                        "source": f.get("B", "")}))
     if not docs:
         raise InputError(f"{p}: no '.I' records found; is this a SMART file?")
     return docs
@@ -277,13 +351,17 @@ def read_smart_queries(path: str | os.PathLike[str]) -> list[Query]:
     """Queries of a SMART collection, numbered by their 1-based position.
 
     The Cranfield judgments refer to queries by position, not by their ``.I`` number (which skips
-    values), so position is the id; the ``.I`` number is kept in the metadata.
+    values), so position is the id; the ``.I`` number is kept in the metadata.  A record without a
+    ``.W`` section has no query text and is an error.
     """
     p = _existing(path, "SMART queries")
-    return [
-        Query(text=f.get("W", ""), id=str(position), metadata={"smart_id": smart_id})
-        for position, (smart_id, f) in enumerate(_smart_records(p), start=1)
-    ]
+    queries = []
+    for position, (smart_id, number, f) in enumerate(_smart_records(p), start=1):
+        if "W" not in f:
+            raise InputError(f"{p}:{number}: query {str(position)!r} (.I {smart_id}): field '.W' is missing; "
+                             "the text of a SMART query is its .W section")
+        queries.append(Query(text=f["W"], id=str(position), metadata={"smart_id": smart_id}))
+    return queries
 
 
 def read_cranfield(directory: str | os.PathLike[str]) -> tuple[list[Candidate], list[Query], Qrels]:
@@ -300,14 +378,17 @@ def read_corpus(path: str | os.PathLike[str]) -> list[Candidate]:
         return read_smart_documents(p)
     docs = []
     for number, line in _lines(p):
+        where = f"{p}:{number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise InputError(f"{p}:{number}: invalid JSON: {error.msg}") from None
-        text = record.get("text", record.get("contents"))
+            raise InputError(f"{where}: invalid JSON: {json_error(error, line=False)}") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{where}: expected a JSON object {{'id', 'text'}}, got {type(record).__name__}")
         doc_id = record.get("id", record.get("docid"))
-        if not isinstance(text, str) or doc_id is None:
-            raise InputError(f"{p}:{number}: a corpus line needs 'id' and a string 'text'")
+        if doc_id is None:
+            raise InputError(f"{where}: a corpus line needs a field 'id' (or 'docid'), not null")
+        text = require_text(record, f"{where} (id {str(doc_id)!r})", "text", "contents")
         extra = {k: v for k, v in record.items() if k not in ("id", "docid", "text", "contents")}
         docs.append(Candidate(id=str(doc_id), text=text, metadata=extra))
     return docs
@@ -324,7 +405,8 @@ def read_query_texts(path: str | os.PathLike[str]) -> list[Query]:
         for number, line in _lines(p):
             qid, sep, text = line.rstrip("\n").partition("\t")
             if not sep:
-                raise InputError(f"{p}:{number}: expected 'qid<TAB>query'")
+                raise InputError(f"{p}:{number}: query {qid.strip()!r}: field 'query' is missing; "
+                                 "expected 'qid<TAB>query'")
             out.append(Query(text=text, id=qid))
         return out
     return read_smart_queries(p)
