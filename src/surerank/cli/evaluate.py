@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from surerank.cli._common import echo, read_scored
@@ -18,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="evaluate runs against judgments (nDCG, MAP, MRR, Recall, P)",
         description="Evaluate one or more runs (TREC run files or surerank JSONL output) against TREC "
                     "qrels with trec_eval conventions: graded gains for nDCG, grade >= --rel-level "
-                    "relevant for MAP, MRR, Recall and P. With --baseline, every run gets a paired "
-                    "significance test per measure against it.",
+                    "relevant for MAP, MRR, Recall and P; tied scores are ordered by docid "
+                    "(descending) as trec_eval does, and the command says how many ties a run has. "
+                    "With --baseline, every run gets a paired significance test per measure against it.",
         epilog="example:\n  surerank eval --run dl19.embedding.run --baseline dl19.bm25.run \\\n"
                "      --qrels ../shared/data/trec-dl/qrels.dl19-passage.txt",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -62,12 +64,17 @@ def run(args: argparse.Namespace) -> int:
             cells.append(f"{result.aggregate[m]:>11.4f}{mark or ' '}")
         echo(f"{Path(name).name:<{label}}" + "".join(cells) + f"{result.queries_evaluated:>9}")
         report[name] = {"aggregate": result.aggregate, "per_query": result.per_query,
-                        "queries": result.queries_evaluated, "tests_vs_baseline": tests}
+                        "queries": result.queries_evaluated, "tests_vs_baseline": tests,
+                        "ties": {"order": result.order, **asdict(result.ties)}}
         if args.per_query:
             for qid, values in result.per_query.items():
                 echo(f"  {qid:<{label - 2}}" + "".join(f"{values[m]:>11.4f} " for m in measures))
     if base is not None:
         echo(f"* p < 0.05, paired {args.test} against {Path(args.baseline).name}")
+    for name, result in results.items():  # trec_eval's tie rule, said out loud where it matters
+        if result.ties:
+            echo(f"note: {Path(name).name}: {result.ties.describe()}; as in trec_eval, tied documents "
+                 "are ordered by docid (descending), not by the rank column")
     for name in names:  # ECE/Brier, keep flags, abstention of JSONL runs that carry them
         if (trust := trust_summary(name, qrels, args.rel_level, echo)) is not None:
             report[name]["trust"] = trust

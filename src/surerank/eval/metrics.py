@@ -3,6 +3,11 @@
 Conventions: nDCG uses graded gains (gain = grade, log2 discount, ideal DCG over all judged documents
 of the query); binary measures (MAP, MRR, Recall, P) count ``grade >= rel_level`` as relevant
 (TREC DL: 2).  As in trec_eval, only queries present in both the run and the judgments are averaged.
+
+Ties: trec_eval (and so :func:`evaluate`) sorts a run by score and orders documents with equal scores
+by docid, descending; it never reads the rank column.  A ranker's own order between tied documents is
+then lost, and the figure can differ from the order the ranker returned.  :func:`evaluate_ranking`
+evaluates an explicit order (first = best) instead, and :func:`find_ties` says how many ties a run has.
 """
 
 from __future__ import annotations
@@ -12,10 +17,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from surerank.errors import InputError
+
+if TYPE_CHECKING:
+    from surerank.types import RankedList
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +55,55 @@ def to_ir_measure(name: str, rel_level: int = 2):
     return base @ int(cutoff) if cutoff else base
 
 
+@dataclass(frozen=True)
+class Ties:
+    """Documents sharing a score within one query's ranking.
+
+    trec_eval orders them by docid (descending), so with ties its figure need not be the figure of the
+    order a ranker returned.
+    """
+
+    queries: int  # queries looked at
+    queries_with_ties: int  # queries with at least one group of tied scores
+    groups: int  # groups of >= 2 documents with one score, over all queries
+    documents: int  # documents in those groups
+
+    def __bool__(self) -> bool:
+        return self.groups > 0
+
+    def describe(self) -> str:
+        """One line for a command's output, e.g. ``3 of 43 queries have tied scores (5 groups, 11 docs)``."""
+        return (f"{self.queries_with_ties} of {self.queries} queries have tied scores "
+                f"({self.groups} groups, {self.documents} documents)")
+
+
+def find_ties(run: Mapping[str, Mapping[str, float]]) -> Ties:
+    """Count groups of equal scores within each query of ``run`` (exact float equality)."""
+    from collections import Counter
+
+    with_ties = groups = documents = 0
+    for docs in run.values():
+        sizes = [n for n in Counter(float(v) for v in docs.values()).values() if n > 1]
+        with_ties += bool(sizes)
+        groups += len(sizes)
+        documents += sum(sizes)
+    return Ties(queries=len(run), queries_with_ties=with_ties, groups=groups, documents=documents)
+
+
 @dataclass
 class EvalResult:
-    """Mean of each measure over the evaluated queries, and the value of each query."""
+    """Mean of each measure over the evaluated queries, and the value of each query.
+
+    ``ties`` counts the tied scores among the evaluated queries; ``order`` says how they were ordered:
+    ``"trec_eval"`` (by docid, as trec_eval does) or ``"rank"`` (the order the ranker returned).
+    """
 
     aggregate: dict[str, float]
     per_query: dict[str, dict[str, float]]
     queries_evaluated: int
     queries_without_judgments: list[str] = field(default_factory=list)
+    ties: Ties = field(default_factory=lambda: Ties(0, 0, 0, 0))
+    order: str = "trec_eval"
 
     def values(self, measure: str) -> dict[str, float]:
         return {qid: values[measure] for qid, values in self.per_query.items()}
@@ -65,7 +115,11 @@ def evaluate(
     measures: Sequence[str] = DEFAULT_MEASURES,
     rel_level: int = 2,
 ) -> EvalResult:
-    """Evaluate a run ``{qid: {docid: score}}`` against judgments ``{qid: {docid: grade}}``."""
+    """Evaluate a run ``{qid: {docid: score}}`` against judgments ``{qid: {docid: grade}}``.
+
+    As trec_eval: documents are sorted by score, ties by docid descending (``result.ties`` counts them);
+    use :func:`evaluate_ranking` for the order a ranker returned.
+    """
     import ir_measures
 
     judged = [qid for qid in run if qid in qrels]
@@ -92,7 +146,42 @@ def evaluate(
         name: float(np.mean([per_query[q][name] for q in judged])) if judged else math.nan for name in measures
     }
     return EvalResult(aggregate=aggregate, per_query=per_query, queries_evaluated=len(judged),
-                      queries_without_judgments=missing)
+                      queries_without_judgments=missing, ties=find_ties(run_judged))
+
+
+def evaluate_ranking(
+    rankings: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    measures: Sequence[str] = DEFAULT_MEASURES,
+    rel_level: int = 2,
+    scores: Mapping[str, Mapping[str, float]] | None = None,
+) -> EvalResult:
+    """Evaluate explicit orders ``{qid: [docid, ...]}`` (first = best), whatever their scores.
+
+    The orders are turned into strictly decreasing scores, so no tie is left for trec_eval's docid
+    rule.  ``scores`` (optional, ``{qid: {docid: score}}``) are only counted for ``result.ties``.
+    """
+    for qid, ids in rankings.items():
+        if len(set(ids)) != len(ids):
+            raise InputError(f"query {qid!r}: a document appears twice in the ranking")
+    result = evaluate(run_from_order(rankings), qrels, measures, rel_level)
+    judged = {qid: scores[qid] for qid in (scores or {}) if qid in qrels and qid in rankings}
+    result.ties = find_ties(judged)
+    result.order = "rank"
+    return result
+
+
+def evaluate_lists(
+    lists: Iterable[RankedList],
+    qrels: Mapping[str, Mapping[str, int]],
+    measures: Sequence[str] = DEFAULT_MEASURES,
+    rel_level: int = 2,
+) -> EvalResult:
+    """Evaluate ranked lists in the order they were returned (``item.rank``), ties in their scores counted."""
+    lists = list(lists)
+    rankings = {r.query.id: [item.id for item in sorted(r.items, key=lambda item: item.rank)] for r in lists}
+    scores = {r.query.id: {item.id: float(item.score) for item in r.items} for r in lists}
+    return evaluate_ranking(rankings, qrels, measures, rel_level, scores=scores)
 
 
 @dataclass

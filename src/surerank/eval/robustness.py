@@ -292,9 +292,28 @@ def _summary(per_query: Mapping[str, float]) -> dict[str, Any]:
     return {MEASURE: _mean(per_query.values()), "n_queries": len(per_query)}
 
 
+def text_groups(candidates: Sequence[Candidate]) -> dict[str, int]:
+    """Candidate id → group number, one group per distinct text (numbered in first-seen order).
+
+    Identical passages (DL21 has 593 groups of them) are one item for the order check: which copy a
+    ranker puts first is a tie-break, not a change of its judgment.
+    """
+    numbers: dict[str, int] = {}
+    return {c.id: numbers.setdefault(c.text, len(numbers)) for c in candidates}
+
+
+def group_order(ids: Sequence[str], group: Mapping[str, int]) -> list[int]:
+    """The order of the groups in a ranking: each group where its first copy is ranked."""
+    return list(dict.fromkeys(group[i] for i in ids))
+
+
 def order_check(ranker: Any, queries: list[Query], config: RobustnessConfig,
                 progress: Callable[[str], None]) -> dict[str, Any]:
-    """Rerank M shuffles of each list; Kendall tau to the unshuffled output and top-1 flip rate."""
+    """Rerank M shuffles of each list; Kendall tau to the unshuffled output and top-1 flip rate.
+
+    Candidates with identical texts count as one item (see :func:`text_groups`): the orders compared
+    are orders of distinct texts, so tie-breaks between copies of one passage are not order sensitivity.
+    """
     from scipy.stats import kendalltau  # lazily: the CLI imports this module to build its help
     timer = _Timer()
     depth = config.order_depth or config.depth
@@ -308,23 +327,30 @@ def order_check(ranker: Any, queries: list[Query], config: RobustnessConfig,
     ranked = _rank(ranker, batch, progress)
     per_query: dict[str, dict[str, float]] = {}
     taus_all, flips_all = [], []
+    duplicate_groups = duplicate_items = 0
     step = config.shuffles + 1
-    for qi, query in enumerate(queries):
-        reference = ranked[qi * step]
-        ref_rank = {doc_id: r for r, doc_id in enumerate(reference.ids)}
+    for qi, (query, cands) in enumerate(zip(queries, lists, strict=True)):
+        group = text_groups(cands)
+        sizes = np.bincount(list(group.values())) if group else np.zeros(0, dtype=int)
+        duplicate_groups += int((sizes > 1).sum())
+        duplicate_items += int(sizes[sizes > 1].sum())
+        reference = group_order(ranked[qi * step].ids, group)
+        ref_rank = {g: r for r, g in enumerate(reference)}
         taus, flips = [], []
         for shuffled in ranked[qi * step + 1:(qi + 1) * step]:
-            ids = shuffled.ids
-            if len(ids) > 1:
-                tau = kendalltau([ref_rank[d] for d in ids], list(range(len(ids)))).statistic
+            order = group_order(shuffled.ids, group)
+            if len(order) > 1:
+                tau = kendalltau([ref_rank[g] for g in order], list(range(len(order)))).statistic
                 taus.append(1.0 if np.isnan(tau) else float(tau))
-            flips.append(float(ids[:1] != reference.ids[:1]))
+            flips.append(float(order[:1] != reference[:1]))
         per_query[query.id] = {"kendall_tau": _mean(taus) if taus else 1.0, "top1_flip_rate": _mean(flips)}
         taus_all.extend(taus)
         flips_all.extend(flips)
     return {
         "shuffles": config.shuffles,
         "depth": depth,
+        "duplicate_groups": duplicate_groups,
+        "duplicate_items": duplicate_items,
         "kendall_tau_mean": _mean(taus_all),
         "kendall_tau_min": float(min(taus_all)) if taus_all else None,
         "top1_flip_rate": _mean(flips_all),
@@ -663,6 +689,7 @@ def format_table(results: Sequence[Mapping[str, Any]]) -> str:
     add("order: Kendall tau (mean)", lambda r: r["order"]["kendall_tau_mean"])
     add("order: Kendall tau (min)", lambda r: r["order"]["kendall_tau_min"])
     add("order: top-1 flip rate", lambda r: r["order"]["top1_flip_rate"])
+    add("order: duplicate texts (groups)", lambda r: r["order"]["duplicate_groups"] or None)
     add("position: top-1 acc @1", lambda r: r["position"]["top1_accuracy"][0])
     add("position: top-1 acc @last", lambda r: r["position"]["top1_accuracy"][-1])
     add("position: spread (max-min)", lambda r: r["position"]["spread"])
