@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 from surerank.cli._common import (
@@ -14,7 +15,7 @@ from surerank.cli._common import (
     write_lists,
 )
 from surerank.eval.formats import lists_to_run, read_qrels, read_queries
-from surerank.eval.metrics import evaluate, paired_test
+from surerank.eval.metrics import evaluate, evaluate_lists, paired_test
 from surerank.registry import create
 from surerank.trust.cli_options import add_arguments as add_trust_arguments
 from surerank.trust.cli_options import apply as apply_trust
@@ -74,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
             full = RankedList.from_order(q, order, ranker=head.ranker, cost=head.cost)
             for item, reranked in zip(full.items, head.items):
                 item.score, item.truncation = reranked.score, reranked.truncation
+            # the unscored tail goes below the head's lowest score (it was n - rank + 1, above the head),
+            # so that sorting by score (trec_eval, `surerank eval` on the written run) keeps this order
+            floor = min((i.score for i in head.items if math.isfinite(i.score)), default=0.0)
+            for k, item in enumerate(full.items[len(head.items):], start=1):
+                item.score = floor - k * max(1.0, abs(floor))
             lists.append(full)
     elapsed = time.perf_counter() - start
     echo(f"{args.ranker}: reranked {pairs} pairs of {len(queries)} queries in {elapsed:.1f} s "
@@ -89,12 +95,20 @@ def run(args: argparse.Namespace) -> int:
     if qrels is not None:
         measures = ("nDCG@10", "MAP", "MRR@10", "R@100")
         base = evaluate(first_stage_run(queries), qrels, measures, args.rel_level)
-        ours = evaluate(lists_to_run(lists), qrels, measures, args.rel_level)
-        test = paired_test(ours.values("nDCG@10"), base.values("nDCG@10"), "nDCG@10")
+        ours = evaluate_lists(lists, qrels, measures, args.rel_level)  # surerank's order, not trec_eval's
         echo(f"{'':<14}" + "".join(f"{m:>10}" for m in measures))
         echo(f"{'input order':<14}" + "".join(f"{base.aggregate[m]:>10.4f}" for m in measures))
         echo(f"{args.ranker:<14}" + "".join(f"{ours.aggregate[m]:>10.4f}" for m in measures))
+        difference = ours.aggregate["nDCG@10"] - base.aggregate["nDCG@10"]
+        if ours.queries_evaluated >= 2:
+            test = paired_test(ours.values("nDCG@10"), base.values("nDCG@10"), "nDCG@10")
+            significance = f"paired t-test p = {test.p_value:.3g}, {ours.queries_evaluated} queries"
+        else:  # a paired test needs two queries; the figures above still stand
+            significance = f"{ours.queries_evaluated} query, no paired test"
         echo(f"nDCG@10 {ours.aggregate['nDCG@10']:.4f} vs input order {base.aggregate['nDCG@10']:.4f} "
-             f"({test.mean_difference:+.4f}, paired t-test p = {test.p_value:.3g}, "
-             f"{ours.queries_evaluated} queries)")
+             f"({difference:+.4f}, {significance})")
+        if ours.ties:
+            as_trec_eval = evaluate(lists_to_run(lists), qrels, ("nDCG@10",), args.rel_level)
+            echo(f"note: {ours.ties.describe()}; the figures above follow surerank's order; trec_eval "
+                 f"orders tied scores by docid and gives nDCG@10 {as_trec_eval.aggregate['nDCG@10']:.4f}")
     return 0
