@@ -36,6 +36,34 @@ class OverlapRanker(ScoringRanker):
         return out
 
 
+class PassageOverlapRanker(OverlapRanker):
+    """OverlapRanker over windows of ``window`` words, through surerank's passage machinery
+    (:class:`~surerank.engine.passages.PassagePolicy`): what ``max_chunks_per_doc`` maps onto, without a model."""
+
+    name = "passage-overlap"
+
+    def __init__(self, window: int = 4, long_documents: str = "passages", aggregate: str = "max",
+                 max_passages: int | None = None) -> None:
+        from surerank.engine.passages import PassagePolicy
+
+        self.window = window
+        self.policy = PassagePolicy(mode=long_documents, aggregate=aggregate, overlap=0, max_passages=max_passages)
+
+    def score(self, queries: list[Query]) -> list[Scores]:
+        out = []
+        for query in queries:
+            words = set(query.text.lower().split())
+            values, reports = [], []
+            for candidate in query.candidates:
+                tokens = candidate.text.lower().split()
+                spans, report = self.policy.spans(len(tokens), self.window)
+                chunk_scores = np.array([float(sum(w in words for w in tokens[a:b])) for a, b in spans])
+                values.append(self.policy.combine(chunk_scores))
+                reports.append(report)
+            out.append(Scores(np.array(values), truncations=reports))
+        return out
+
+
 class SlowRanker(OverlapRanker):
     """OverlapRanker that holds each batch until the file named by ``gate`` exists (or ``hold_s`` passes)."""
 

@@ -30,7 +30,10 @@ DOCS = [
 
 @pytest.fixture(scope="module")
 def server():
-    srv = Server("--model", f"lex={RANKER}", "--max-documents", "20", "--max-document-tokens", "40",
+    # chunky / trunc: word-window rankers through surerank's passage machinery (max_chunks_per_doc)
+    srv = Server("--model", f"lex={RANKER}", "--model", "chunky=serve_support:PassageOverlapRanker",
+                 "--model", "trunc=serve_support:PassageOverlapRanker", "--option", "trunc.long_documents=truncate",
+                 "--max-documents", "20", "--max-document-tokens", "40",
                  "--max-wait-ms", "2", env={"SURERANK_API_KEYS": KEY, "SURERANK_MAX_BODY_BYTES": "20000"})
     yield srv
     # uvicorn re-raises SIGTERM after its graceful shutdown, so -SIGTERM is a clean exit here
@@ -108,7 +111,7 @@ def test_limits_and_bad_input_name_the_field(server):
     assert tei_long.status_code == 413 and "truncate=true" in tei_long.json()["message"]
     cases = {
         "top_n": {"query": "q", "documents": ["a"], "top_n": 0},
-        "documents.1": {"query": "q", "documents": ["a", 5]},
+        "documents[1]": {"query": "q", "documents": ["a", 5]},
         "query": {"documents": ["a"]},
         "colour": {"query": "q", "documents": ["a"], "colour": "red"},
         "max_tokens_per_doc": {"query": "q", "documents": ["a"], "max_tokens_per_doc": -1},
@@ -175,6 +178,7 @@ def test_extras(server, expected):
 def test_models_health_metrics(server):
     models = httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
     assert models.json()["data"][0]["id"] == "lex" and models.json()["data"][0]["default"] is True
+    assert [m["id"] for m in models.json()["data"]] == ["lex", "chunky", "trunc"]
     assert httpx.get(f"{server.url}/ready", timeout=10).json() == {"status": "ready"}
     assert metric(server.url, "surerank_http_requests_total", path="/v2/rerank", status="200") >= 1
     assert metric(server.url, "surerank_documents_ranked_total", model="lex") >= len(DOCS)
@@ -187,7 +191,7 @@ def test_client_sync_and_async(server, expected):
         response = client.rerank(QUERY, DOCS, top_n=2, return_documents=True)
         assert response.indices == [item.index for item in expected.items[:2]]
         assert response.results[0].document == {"text": DOCS[expected.items[0].index]}
-        assert [m["id"] for m in client.models()] == ["lex"]
+        assert [m["id"] for m in client.models()] == ["lex", "chunky", "trunc"]
         with pytest.raises(ServeError) as error:
             client.rerank("q", ["d"] * 21)
         assert error.value.status == 413 and "max_documents" in str(error.value)
@@ -230,3 +234,151 @@ def test_llamaindex_postprocessor(server, expected):
     assert out[0].score == pytest.approx(expected.items[0].score)
     out_async = asyncio.run(post_processor.apostprocess_nodes(nodes, query_str=QUERY))
     assert [n.node.id_ for n in out_async] == [n.node.id_ for n in out]
+
+
+# -- wire details (issue 12, defect 6 and the HTTP part of defect 3) ------------------------------------
+
+
+def test_every_error_body_has_detail_beside_message(server):
+    """llama-index's JinaRerank reads resp["detail"] on any error (KeyError before); Cohere reads message."""
+    errors = [
+        post(server, "/v2/rerank", {"query": "q", "documents": ["a"]}, key=None),  # 401
+        post(server, "/v2/rerank", {"model": "nope", "query": "q", "documents": ["a"]}),  # 404
+        post(server, "/v2/rerank", {"query": "q", "documents": ["d"] * 21}),  # 413
+        post(server, "/v1/rerank", {"query": "q", "documents": ["a"], "colour": "red"}),  # 422, pydantic
+        post(server, "/v1/rerank", {"query": "q", "documents": [{"title": "a"}]}),  # 422, the app
+        httpx.get(f"{server.url}/no/such/path", timeout=10),  # 404, Starlette
+    ]
+    assert [e.status_code for e in errors] == [401, 404, 413, 422, 422, 404]
+    for error in errors:
+        body = error.json()
+        assert body["detail"] == body["message"] == body["error"] and body["detail"], body
+
+
+def test_jina_shaped_error_reaches_a_jina_client_as_its_message(server):
+    """What llama-index's JinaRerank does with an answer: results, else RuntimeError(resp["detail"])."""
+    resp = post(server, "/v1/rerank", {"model": "jina-reranker-v2-base-multilingual", "query": "q",
+                                       "documents": ["a"], "top_n": 1}).json()
+    assert "results" not in resp
+    with pytest.raises(RuntimeError, match="model: 'jina-reranker-v2-base-multilingual' is not served"):
+        raise RuntimeError(resp["detail"])
+
+
+@pytest.mark.parametrize(("body", "path", "got"), [
+    ({"query": "q", "documents": ["a", "b", "c", {"text": None}]}, "documents[3].text", "got null"),
+    ({"query": "q", "documents": ["a", "b", "c", {"title": "no text"}]}, "documents[3].text", "missing"),
+    ({"query": "q", "documents": ["a", {"text": 7}]}, "documents[1].text", "got a number"),
+    ({"query": "q", "documents": ["a", None]}, "documents[1]", "got null"),
+    ({"query": None, "documents": ["a"]}, "query", "got null"),
+    ({"query": ["q"], "documents": ["a"]}, "query", "got a list"),
+    ({"documents": ["a"]}, "query", "Field required"),
+])
+def test_missing_or_non_string_text_is_422_naming_the_field_path(server, body, path, got):
+    response = post(server, "/v1/rerank", body)
+    assert response.status_code == 422, response.text
+    message = response.json()["message"]
+    assert message.startswith(f"{path}: ") and got in message, message
+    assert message.count(";") <= 1, message  # one field, not a member-by-member wall of union errors
+
+
+def test_tei_null_text_is_422_naming_texts_index(server):
+    response = post(server, "/rerank", {"query": "q", "texts": ["a", "b", None]})
+    assert response.status_code == 422
+    assert response.json()["message"] == "texts[2]: expected a string, got null"
+
+
+def test_bad_json_names_the_byte_position(server):
+    headers = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    raw = '{"query": "café", "documents": [}'.encode()
+    response = httpx.post(f"{server.url}/v2/rerank", content=raw, headers=headers, timeout=10)
+    assert response.status_code == 422
+    # json counts characters (32 here); the byte offset (33: é is two bytes) is what the client can find
+    assert response.json()["message"].startswith(f"body, byte {raw.index(b'}')}: JSON decode error"), response.text
+
+
+def test_cohere_v1_rank_fields(server):
+    import cohere
+
+    documents = [{"title": "solar panels", "body": "bananas", "id": "a"},
+                 {"title": "bananas", "body": "solar panels convert sunlight", "id": "b"},
+                 {"title": "sunlight", "body": "solar panels", "id": "c"}]
+    query = "solar panels sunlight"
+    ranker = make_ranker(RANKER)
+    by_title = ranker.rank(query, [d["title"] for d in documents])
+    both = ranker.rank(query, [f"title: {d['title']}\nbody: {d['body']}" for d in documents])
+    client = cohere.Client(api_key=KEY, base_url=server.url)  # the official v1 client posts /v1/rerank
+    response = client.rerank(model="lex", query=query, documents=documents, rank_fields=["title"],
+                             return_documents=True)
+    assert [r.index for r in response.results] == [item.index for item in by_title.items]
+    assert [r.relevance_score for r in response.results] == pytest.approx(by_title.scores)
+    assert response.results[0].document.id == documents[response.results[0].index]["id"]  # echoed as sent
+    response = client.rerank(model="lex", query=query, documents=documents, rank_fields=["title", "body"])
+    assert [r.relevance_score for r in response.results] == pytest.approx(both.scores)
+    # an object without a ranked field is refused naming it, never ranked as ""
+    missing = post(server, "/v1/rerank", {"query": query, "rank_fields": ["title", "body"],
+                                          "documents": [*documents, {"title": "no body"}]})
+    assert missing.status_code == 422
+    assert missing.json()["message"].startswith("documents[3].body: missing; rank_fields names it")
+    wrong = post(server, "/v1/rerank", {"query": query, "rank_fields": ["title"], "documents": [{"title": 3}]})
+    assert wrong.status_code == 422 and wrong.json()["message"] == "documents[0].title: expected a string, got a number"
+    with pytest.raises(cohere.errors.UnprocessableEntityError) as error:  # the SDK's error path
+        client.rerank(model="lex", query=query, documents=[{"body": "x"}], rank_fields=["title"])
+    assert "documents[0].title" in error.value.body["message"]
+
+
+def test_cohere_v1_max_chunks_per_doc(server):
+    """The chunky model scores 4-word windows, the best deciding; the match sits in the third window."""
+    import cohere
+
+    query = "solar panels"
+    documents = ["solar power", "one two three four five six seven eight solar panels here now", "panels"]
+    client = cohere.Client(api_key=KEY, base_url=server.url)
+    whole = {r.index: r for r in client.rerank(model="chunky", query=query, documents=documents).results}
+    assert whole[1].relevance_score == 2.0 and whole[0].relevance_score == 1.0
+    capped = post(server, "/v1/rerank", {"model": "chunky", "query": query, "documents": documents,
+                                         "max_chunks_per_doc": 2})
+    assert capped.status_code == 200, capped.text
+    body = capped.json()
+    by_index = {r["index"]: r for r in body["results"]}
+    assert by_index[1]["relevance_score"] == 0.0 and by_index[1]["truncated"] is True  # the third not scored
+    assert any("max_chunks_per_doc=2" in w for w in body["meta"]["warnings"])
+    three = client.rerank(model="chunky", query=query, documents=documents, max_chunks_per_doc=3)
+    assert {r.index: r.relevance_score for r in three.results} == {i: r.relevance_score for i, r in whole.items()}
+    # a model that scores one window per document: 1 is exactly that; more is refused, naming the field
+    one = post(server, "/v1/rerank", {"model": "trunc", "query": query, "documents": documents,
+                                      "max_chunks_per_doc": 1})
+    assert one.status_code == 200 and {r["index"]: r["relevance_score"] for r in one.json()["results"]}[1] == 0.0
+    for model, value, expected in [("trunc", 3, "long_documents=passages"), ("lex", 1, "does not split")]:
+        refused = post(server, "/v1/rerank", {"model": model, "query": query, "documents": documents,
+                                              "max_chunks_per_doc": value})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["message"].startswith("max_chunks_per_doc: ") and expected in refused.json()["message"]
+
+
+def test_max_chunks_per_doc_equals_the_embedding_rankers_passage_cap():
+    """In-process, with the real embedding model in passages mode: the served variant scores what a ranker
+    built with max_passages scores (the cap goes through the model's own passage machinery)."""
+    from fastapi.testclient import TestClient
+
+    import surerank
+    from surerank.serve import ModelConfig, ServeConfig, create_app
+
+    query = "how long do fleas live"
+    long_doc = "The stock market closed higher today. " * 12 + "Adult fleas live two to three months on a host."
+    docs = ["Fleas are insects.", long_doc, "Cats and dogs get fleas."]
+    ranker = surerank.Reranker("embedding", long_documents="passages", max_length=32)
+    config = ServeConfig(models=(ModelConfig("emb", "embedding"),), warmup=False)
+    with TestClient(create_app(config, rankers={"emb": ranker})) as client:
+        for cap in (1, 2):
+            response = client.post("/v1/rerank", json={"query": query, "documents": docs, "max_chunks_per_doc": cap})
+            assert response.status_code == 200, response.text
+            want = surerank.Reranker("embedding", long_documents="passages", max_length=32,
+                                     max_passages=cap).rank(query, docs)
+            got = {r["index"]: r for r in response.json()["results"]}
+            for item in want.items:
+                assert got[item.index]["relevance_score"] == pytest.approx(item.score, abs=1e-5)
+            assert got[1]["truncated"] is True
+        full = client.post("/v1/rerank", json={"query": query, "documents": docs}).json()
+        assert {r["index"]: r["relevance_score"] for r in full["results"]} == pytest.approx(
+            {item.index: item.score for item in ranker.rank(query, docs).items}, abs=1e-5)
+    assert ranker.policy.max_passages is None  # the served ranker itself is untouched

@@ -71,6 +71,8 @@ def test_batching_shedding_and_recovery(tmp_path):
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(tmp_path):
+    """SIGTERM: the listener stays open while the taken requests finish, answering new ones 503 with
+    Retry-After (what load balancers expect; before, new connections were refused), then the server exits."""
     server, gate = start_slow(tmp_path)
     started = Path(f"{gate}.started")
     try:
@@ -80,14 +82,13 @@ def test_graceful_shutdown_finishes_in_flight_requests(tmp_path):
             waiting = pool.submit(rerank, server.url, QUERIES[1])
             wait_for(lambda: metric(server.url, "surerank_queue_requests", model="slow") == 1, "1 queued")
             server.process.send_signal(signal.SIGTERM)
-
-            def refused() -> bool:
-                try:
-                    return httpx.get(f"{server.url}/ready", timeout=2).status_code == 503
-                except httpx.TransportError:
-                    return True
-
-            wait_for(refused, "the server to stop taking new work")
+            wait_for(lambda: httpx.get(f"{server.url}/ready", timeout=5).status_code == 503, "/ready to say 503")
+            ready = httpx.get(f"{server.url}/ready", timeout=5)
+            assert ready.json() == {"status": "draining"} and int(ready.headers["retry-after"]) >= 1
+            late = rerank(server.url, QUERIES[2])  # a new connection while draining: answered, not refused
+            assert late.status_code == 503, late.text
+            assert int(late.headers["retry-after"]) >= 1
+            assert "shutting down" in late.json()["message"] and late.json()["detail"] == late.json()["message"]
             assert server.process.poll() is None  # still finishing its two requests
             gate.touch()
             answers = [in_model.result(), waiting.result()]
@@ -95,6 +96,28 @@ def test_graceful_shutdown_finishes_in_flight_requests(tmp_path):
             assert answer.status_code == 200, answer.text
             assert [r["index"] for r in answer.json()["results"]] == expected_order(query)
         assert server.process.wait(30) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in server.output()
+    finally:
+        gate.touch()
+        server.stop()
+
+
+def test_drain_keeps_answering_503_for_drain_s_and_a_second_signal_ends_it(tmp_path):
+    """--drain: with nothing in flight the listener still answers 503 for drain_s (here far longer than the
+    test waits), so a balancer that has not yet seen /ready fail gets a retryable answer; a second SIGTERM
+    stops at once."""
+    server, gate = start_slow(tmp_path, "--drain", "600")
+    try:
+        gate.touch()  # nothing is held in the model
+        assert rerank(server.url, QUERIES[0]).status_code == 200
+        server.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: httpx.get(f"{server.url}/ready", timeout=5).status_code == 503, "/ready to say 503")
+        for query in QUERIES[:3]:
+            answer = rerank(server.url, query)
+            assert answer.status_code == 503 and answer.headers["retry-after"], answer.text
+        assert server.process.poll() is None
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) in (0, -signal.SIGTERM)  # bounded: not the 600 s drain
         assert "Application shutdown complete" in server.output()
     finally:
         gate.touch()

@@ -53,6 +53,9 @@ def register(subparsers: Any) -> None:
                         help="seconds a request may wait for its answer before 503 (default 120)")
     parser.add_argument("--graceful-timeout", type=float, dest="graceful_timeout_s",
                         help="seconds to finish in-flight requests on shutdown (default 30)")
+    parser.add_argument("--drain", type=float, dest="drain_s",
+                        help="seconds to keep answering 503 + Retry-After after SIGTERM before closing the "
+                             "listener (default 0: close once in-flight requests are answered)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up query at start")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--check", action="store_true", help="print the effective configuration and exit")
@@ -85,7 +88,7 @@ def resolve_config(args: argparse.Namespace, environ: dict[str, str] | None = No
             models = apply_model_option(models, spec)
         config = replace(config, models=tuple(models))
     top: dict[str, Any] = {}
-    for key in ("host", "port", "graceful_timeout_s"):
+    for key in ("host", "port", "graceful_timeout_s", "drain_s"):
         if getattr(args, key) is not None:
             top[key] = getattr(args, key)
     if args.api_key:

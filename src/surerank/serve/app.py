@@ -8,11 +8,14 @@ objects, results as :class:`~surerank.types.RankedList`.
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import hmac
 import logging
 import math
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -44,7 +47,9 @@ BearerCredentials = Annotated[
     HTTPAuthorizationCredentials | None,
     Depends(HTTPBearer(auto_error=False, description="an API key, when the server has keys configured")),
 ]
-_LOC_NOISE = frozenset(("body", "str", "DocumentObject", "list[str]"))
+# the union-member tags pydantic puts in an error's location ("documents", 3, "DocumentObject", "text")
+_UNION_TAGS = frozenset(("str", "DocumentObject", "list[str]"))
+MAX_CHUNK_VARIANTS = 32  # per-request passage caps kept as ranker variants (least recently used dropped)
 
 
 class ApiError(Exception):
@@ -60,8 +65,123 @@ class ApiError(Exception):
 
 def _error_response(status: int, message: str, error_type: str,
                     headers: Mapping[str, str] | None = None) -> JSONResponse:
-    body = {"message": message, "error": message, "error_type": error_type}
+    """One error shape for every status: ``message`` (Cohere), ``detail`` (Jina, FastAPI: llama-index's
+    JinaRerank raises KeyError without it), ``error``; all three carry the same text."""
+    body = {"message": message, "detail": message, "error": message, "error_type": error_type}
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def describe_value(value: Any) -> str:
+    """What a client sent, in JSON words, for 'expected a string, got null'."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """``("body", "documents", 3, "DocumentObject", "text")`` -> ``documents[3].text``."""
+    path = ""
+    for position, part in enumerate(loc):
+        if position == 0 and part == "body":
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in _UNION_TAGS:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+def _expected(item: Mapping[str, Any]) -> str:
+    """A pydantic type error as what was expected: 'a string', 'an object with a string 'text''."""
+    if "DocumentObject" in item.get("loc", ()) and item.get("type") == "model_attributes_type":
+        return "an object with a string 'text'"
+    text = str(item.get("msg", "valid input"))
+    return text.removeprefix("Input should be ").replace("a valid ", "a ")
+
+
+def _json_position(item: Mapping[str, Any], body: Any) -> str:
+    """Where a body failed to parse: ``body, byte 29`` (json counts characters; the byte offset is what a
+    client can look up in what it sent)."""
+    loc = item.get("loc", ())
+    position = loc[-1] if loc and isinstance(loc[-1], int) else None
+    if position is None:
+        return "body"
+    offset = len(body[:position].encode("utf-8")) if isinstance(body, str) else position
+    return f"body, byte {offset}"
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]], body: Any = None) -> str:
+    """pydantic's errors as one line naming each field path (``documents[3].text``) and what was sent.
+
+    A union (a document is a string or an object) fails once per member: where a member's error lies
+    deeper (``documents[3].text``), the shallower one (``documents[3]``: not a string) is noise and dropped.
+    """
+    items = list(errors)[:20]
+    paths = [field_path(item.get("loc", ())) for item in items]
+    by_field: dict[str, list[str]] = {}
+    got: dict[str, str] = {}
+    for item, path in zip(items, paths, strict=True):
+        kind = str(item.get("type", ""))
+        if kind == "json_invalid":
+            reason = (item.get("ctx") or {}).get("error")
+            by_field.setdefault(_json_position(item, body), []).append(
+                f"JSON decode error ({reason})" if reason else "JSON decode error")
+            continue
+        if any(other.startswith((path + ".", path + "[")) for other in paths):
+            continue
+        if kind.endswith("_type"):
+            text = _expected(item)
+            got[path] = describe_value(item.get("input"))
+        else:
+            text = str(item.get("msg", "invalid"))
+        messages = by_field.setdefault(path, [])
+        if text not in messages:
+            messages.append(text)
+    parts = []
+    for path, messages in by_field.items():
+        if path in got:
+            parts.append(f"{path}: expected {' or '.join(messages)}, got {got[path]}")
+        else:
+            parts.append(f"{path}: {' or '.join(messages)}")
+    return "; ".join(parts)
+
+
+def document_texts(documents: Sequence[str | schemas.DocumentObject], rank_fields: Sequence[str] | None) -> list[str]:
+    """The text ranked for each document; an object without the field(s) it is ranked by is a 422.
+
+    Cohere v1 ``rank_fields``: the named fields, in order; one field ranks its value as is (so
+    ``["text"]`` is the default), several are joined as ``field: value`` lines, the YAML-like form Cohere
+    recommends for structured documents.  String documents are ranked as they are.
+    """
+    names = list(rank_fields) if rank_fields else ["text"]
+    texts = []
+    for i, document in enumerate(documents):
+        if isinstance(document, str):
+            texts.append(document)
+            continue
+        sent = document.model_dump(exclude_unset=True)
+        values = []
+        for name in names:
+            if name not in sent:
+                hint = ("rank_fields names it" if rank_fields else
+                        "a document object needs a string 'text' (or rank_fields naming the fields to rank)")
+                raise InputError(f"documents[{i}].{name}: missing; {hint}")
+            if not isinstance(sent[name], str):
+                raise InputError(f"documents[{i}].{name}: expected a string, got {describe_value(sent[name])}")
+            values.append(sent[name])
+        texts.append(values[0] if len(names) == 1 else
+                     "\n".join(f"{name}: {value}" for name, value in zip(names, values, strict=True)))
+    return texts
 
 
 # -- model loading -------------------------------------------------------------------------------------
@@ -176,7 +296,8 @@ def _sigmoid(x: float) -> float:
     return z / (1.0 + z)
 
 
-def _truncation_notes(ranked: RankedList, prepared: Prepared, cut_name: str) -> tuple[list[int], list[str]]:
+def _truncation_notes(ranked: RankedList, prepared: Prepared, cut_name: str,
+                      chunks: int | None = None) -> tuple[list[int], list[str]]:
     notes: list[str] = []
     by_model = sorted(item.index for item in ranked.items
                       if item.truncation is not None and item.truncation.truncated)
@@ -185,9 +306,44 @@ def _truncation_notes(ranked: RankedList, prepared: Prepared, cut_name: str) -> 
     if by_model:
         dropped = sum(item.truncation.tokens_dropped for item in ranked.items
                       if item.truncation is not None and item.truncation.truncated)
-        notes.append(f"documents {by_model} were longer than the model's input and truncated by the ranker "
-                     f"({dropped} model tokens not scored)")
+        if chunks is None:
+            notes.append(f"documents {by_model} were longer than the model's input and truncated by the ranker "
+                         f"({dropped} model tokens not scored)")
+        else:
+            notes.append(f"documents {by_model} were longer than max_chunks_per_doc={chunks} model windows; "
+                         f"only those were scored ({dropped} model tokens not scored)")
     return sorted(set(prepared.cut) | set(by_model)), notes
+
+
+def chunk_cap(model: str, ranker: Ranker, chunks: int) -> tuple[int | None, int, str | None]:
+    """Map Cohere v1 ``max_chunks_per_doc`` onto the ranker's passage policy, or refuse (422 naming it).
+
+    Returns the passage cap to rank with (None: the ranker as served already means this), the most chunks
+    a document gets scored, and a warning when the model's own cap is lower than the request's.
+    Cohere's meaning: a document is split into model-window chunks, at most ``chunks`` are scored, the
+    best one decides.
+    """
+    policy = getattr(ranker, "policy", None)
+    if policy is None or not hasattr(policy, "max_passages"):
+        raise InputError(f"max_chunks_per_doc: model {model!r} does not split documents into chunks (its "
+                         f"ranker has no long_documents option); leave the field out")
+    if policy.mode != "passages":
+        if chunks == 1:
+            return None, 1, None  # truncate mode scores exactly the first window: one chunk
+        raise InputError(f"max_chunks_per_doc: model {model!r} scores one window per document "
+                         f"(long_documents={policy.mode!r}), not {chunks} chunks; serve it with "
+                         f"--option {model}.long_documents=passages, or send max_chunks_per_doc=1")
+    if policy.aggregate != "max":
+        raise InputError(f"max_chunks_per_doc: model {model!r} combines chunk scores by "
+                         f"{policy.aggregate!r}, not by the best chunk as Cohere does; serve it with "
+                         f"--option {model}.aggregate=max")
+    if policy.max_passages is not None and policy.max_passages <= chunks:
+        if policy.max_passages == chunks:
+            return None, chunks, None
+        return None, policy.max_passages, (
+            f"max_chunks_per_doc: {chunks} is over model {model!r}'s max_passages={policy.max_passages}; "
+            f"at most {policy.max_passages} chunks per document were scored")
+    return chunks, chunks, None
 
 
 # -- the app ------------------------------------------------------------------------------------------
@@ -202,6 +358,8 @@ class _State:
         self.rankers: dict[str, Ranker] = {}
         self.ready = False
         self.draining = False
+        self.drain_started: float | None = None
+        self._variants: OrderedDict[tuple[str, int], Ranker] = OrderedDict()
 
     def load(self, rankers: Mapping[str, Ranker] | None, hooks: Mapping[str, TrustHook] | None) -> None:
         self.rankers = dict(rankers) if rankers is not None else build_rankers(self.config)
@@ -219,6 +377,38 @@ class _State:
         self.ready = True
         logger.info("serving models %s", ", ".join(self.engines))
 
+    def begin_drain(self) -> None:
+        """Refuse new work with 503 + Retry-After from now on; the listener stays open (see :func:`run`)."""
+        if self.drain_started is None:
+            self.drain_started = time.monotonic()
+        self.draining = True
+
+    def drained(self) -> bool:
+        """True once the drain may end: at least ``drain_s`` passed and no request queued or in the model
+        (or ``max(drain_s, graceful_timeout_s)`` passed, whatever is left)."""
+        if self.drain_started is None:
+            return False
+        elapsed = time.monotonic() - self.drain_started
+        if elapsed >= max(self.config.drain_s, self.config.graceful_timeout_s):
+            return True
+        return elapsed >= self.config.drain_s and all(e.idle for e in self.engines.values())
+
+    def variant(self, model: str, cap: int) -> Ranker:
+        """The served ranker with another passage cap (``max_chunks_per_doc``): a shallow copy sharing the
+        loaded model, kept for reuse so requests with the same cap batch together."""
+        key = (model, cap)
+        ranker = self._variants.get(key)
+        if ranker is None:
+            base = self.rankers[model]
+            ranker = copy.copy(base)
+            ranker.policy = dataclasses.replace(base.policy, max_passages=cap)  # type: ignore[attr-defined]
+            self._variants[key] = ranker
+            while len(self._variants) > MAX_CHUNK_VARIANTS:
+                self._variants.popitem(last=False)
+        else:
+            self._variants.move_to_end(key)
+        return ranker
+
     def stop(self) -> None:
         self.ready = False
         for engine in self.engines.values():
@@ -235,9 +425,10 @@ class _State:
             raise ApiError(503, "the server is shutting down", "unavailable", {"Retry-After": "5"})
         return name, self.engines[name]
 
-    async def rank(self, model: str, engine: BatchingEngine, prepared: Prepared) -> RankedList:
+    async def rank(self, model: str, engine: BatchingEngine, prepared: Prepared,
+                   ranker: Ranker | None = None) -> RankedList:
         try:
-            return await engine.submit(prepared.query, prepared.tokens)
+            return await engine.submit(prepared.query, prepared.tokens, ranker)
         except OverloadedError as error:
             self.metrics.shed.labels(model, str(error.status)).inc()
             headers = {"Retry-After": str(error.retry_after)}
@@ -348,14 +539,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
-        by_field: dict[str, list[str]] = {}
-        for item in error.errors()[:20]:
-            # drop "body" and the union-member tags pydantic adds ("str", "DocumentObject")
-            loc = [str(p) for p in item.get("loc", ()) if p not in _LOC_NOISE] or ["body"]
-            messages = by_field.setdefault(".".join(loc), [])
-            if item.get("msg", "invalid") not in messages:
-                messages.append(item.get("msg", "invalid"))
-        message = "; ".join(f"{loc}: {' or '.join(msgs)}" for loc, msgs in by_field.items())
+        message = validation_message(error.errors(), getattr(error, "body", None))
         return _error_response(422, message or "invalid request", "validation")
 
     @app.exception_handler(SureRankError)
@@ -396,12 +580,18 @@ def create_app(
         hook = state.hooks[model]
         if trust is not None:
             hook.check(trust)
-        texts = [d if isinstance(d, str) else d.text for d in body.documents]
+        texts = document_texts(body.documents, body.rank_fields)
+        variant, scored_chunks, chunk_warning = None, None, None
+        if body.max_chunks_per_doc is not None:
+            cap, scored_chunks, chunk_warning = chunk_cap(model, state.rankers[model], body.max_chunks_per_doc)
+            variant = state.variant(model, cap) if cap is not None else None
         prepared = prepare(config, body.query, texts, "documents", body.max_tokens_per_doc)
-        ranked = await state.rank(model, engine, prepared)
+        ranked = await state.rank(model, engine, prepared, variant)
         if trust is not None:
             ranked = hook.apply(ranked, trust)
-        truncated, warnings = _truncation_notes(ranked, prepared, str(body.max_tokens_per_doc))
+        truncated, warnings = _truncation_notes(ranked, prepared, str(body.max_tokens_per_doc), scored_chunks)
+        if chunk_warning:
+            warnings.append(chunk_warning)
         truncated_set = set(truncated)
         raw = bool(body.surerank and body.surerank.raw_scores)
         items = ranked.items[: body.top_n] if body.top_n is not None else ranked.items
@@ -412,7 +602,7 @@ def create_app(
             if body.return_documents:
                 document = body.documents[item.index]
                 result["document"] = ({"text": document} if isinstance(document, str)
-                                      else document.model_dump())
+                                      else document.model_dump(exclude_unset=True))
             if raw:
                 result["score"] = result["relevance_score"]
             if item.probability is not None:
@@ -509,16 +699,41 @@ def create_app(
 
 def run(config: ServeConfig, rankers: Mapping[str, Ranker] | None = None,
         trust_hooks: Mapping[str, TrustHook] | None = None, access_log: bool = False) -> None:
-    """Serve until SIGINT/SIGTERM; on either, refuse new work (503), finish what is in flight, exit."""
+    """Serve until SIGINT/SIGTERM, then drain: answer new requests 503 + Retry-After (``/ready`` 503) while
+    the requests already taken are finished, for at least ``drain_s``; then close the listener and exit.
+
+    A load balancer sees 503s (and retries elsewhere) instead of refused connections while in-flight work
+    ends.  A second signal ends the drain at once.  The port opens only after the models are loaded, so
+    there is no starting phase to answer: until then connections are refused.
+    """
     import uvicorn
 
     gate = create_app(config, rankers, trust_hooks)
     state: _State = gate.state
 
     class _Server(uvicorn.Server):
+        pending_signal: int | None = None
+        drain_logged = False
+
         def handle_exit(self, sig: int, frame: Any) -> None:
-            state.draining = True
-            super().handle_exit(sig, frame)
+            if self.pending_signal is None and not self.should_exit:
+                # first signal: drain with the listener open; on_tick ends the drain
+                state.begin_drain()
+                self.pending_signal = sig  # logged from on_tick: no logging inside a signal handler
+                return
+            super().handle_exit(sig, frame)  # a second signal: stop now (uvicorn's own graceful shutdown)
+
+        async def on_tick(self, counter: int) -> bool:
+            if self.pending_signal is not None and not self.should_exit and state.drain_started is not None:
+                if not self.drain_logged:
+                    self.drain_logged = True
+                    logger.info("signal %d: draining, new requests get 503 until in-flight work is done "
+                                "(drain_s=%g)", self.pending_signal, config.drain_s)
+                if state.drained():
+                    elapsed = time.monotonic() - state.drain_started
+                    self.config.timeout_graceful_shutdown = max(1.0, config.graceful_timeout_s - elapsed)
+                    super().handle_exit(self.pending_signal, None)  # re-raised after shutdown: the exit status
+            return await super().on_tick(counter)
 
     server = _Server(uvicorn.Config(
         gate, host=config.host, port=config.port, log_level=config.log_level, access_log=access_log,

@@ -72,6 +72,9 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     batching: Batching = field(default_factory=Batching)
     graceful_timeout_s: float = 30.0
+    # after SIGTERM, keep the listener open answering 503 + Retry-After for at least this long (and while
+    # requests are in flight), so a load balancer sees the 503s and moves traffic before connections fail
+    drain_s: float = 0.0
     log_level: str = "info"
     warmup: bool = True
 
@@ -239,7 +242,7 @@ ENV_PREFIX = "SURERANK_"
 def config_from_env(environ: Mapping[str, str], base: ServeConfig) -> ServeConfig:
     """``SURERANK_HOST``, ``SURERANK_PORT``, ``SURERANK_API_KEYS`` (comma-separated),
     ``SURERANK_MODELS`` (comma-separated NAME=RANKER), ``SURERANK_MAX_DOCUMENTS`` and every other limit or
-    batching field upper-cased, ``SURERANK_LOG_LEVEL``, ``SURERANK_GRACEFUL_TIMEOUT_S``."""
+    batching field upper-cased, ``SURERANK_LOG_LEVEL``, ``SURERANK_GRACEFUL_TIMEOUT_S``, ``SURERANK_DRAIN_S``."""
     data: dict[str, Any] = {}
     limits: dict[str, Any] = {}
     batching: dict[str, Any] = {}
@@ -257,7 +260,7 @@ def config_from_env(environ: Mapping[str, str], base: ServeConfig) -> ServeConfi
             limits[key] = value
         elif key in batching_names:
             batching[key] = value
-        elif key in ("host", "port", "log_level", "graceful_timeout_s", "warmup"):
+        elif key in ("host", "port", "log_level", "graceful_timeout_s", "drain_s", "warmup"):
             data[key] = value
     if limits:
         data["limits"] = limits

@@ -42,6 +42,7 @@ class _Work:
     tokens: int
     future: asyncio.Future[RankedList]
     loop: asyncio.AbstractEventLoop
+    ranker: Ranker | None = None  # a per-request variant of the engine's ranker (max_chunks_per_doc)
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -113,6 +114,12 @@ class BatchingEngine:
     def in_flight(self) -> int:
         return self._busy
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing in the model: a draining server may close its listener."""
+        with self._cond:
+            return not self._queue and self._busy == 0
+
     def retry_after(self) -> int:
         """Seconds until the current backlog should be cleared, from the recent token rate (1..60)."""
         if self._tokens_per_s <= 0:
@@ -121,9 +128,11 @@ class BatchingEngine:
 
     # -- submission (event loop side) --------------------------------------------------------------
 
-    async def submit(self, query: Query, tokens: int) -> RankedList:
+    async def submit(self, query: Query, tokens: int, ranker: Ranker | None = None) -> RankedList:
+        """Queue one query; ``ranker`` (a variant of the engine's, e.g. another passage cap) ranks it
+        instead, batched with the other requests that use the same variant."""
         loop = asyncio.get_running_loop()
-        work = _Work(query=query, tokens=tokens, future=loop.create_future(), loop=loop)
+        work = _Work(query=query, tokens=tokens, future=loop.create_future(), loop=loop, ranker=ranker)
         b = self.batching
         with self._cond:
             if self._stopping:
@@ -203,13 +212,21 @@ class BatchingEngine:
                     logger.exception("batch metrics callback failed")
 
     def _rank(self, batch: list[_Work]) -> None:
+        groups: dict[int, list[_Work]] = {}
+        for work in batch:  # one rank_many per ranker variant, in arrival order
+            groups.setdefault(id(work.ranker), []).append(work)
+        for group in groups.values():
+            self._rank_group(group)
+
+    def _rank_group(self, batch: list[_Work]) -> None:
+        ranker = batch[0].ranker or self.ranker
         try:
-            ranked = self.ranker.rank_many([w.query for w in batch])
+            ranked = ranker.rank_many([w.query for w in batch])
         except Exception as error:
             if len(batch) > 1:
                 # one bad request must not fail its neighbours: rank each alone to find it
                 for work in batch:
-                    self._rank([work])
+                    self._rank_group([work])
                 return
             if not isinstance(error, SureRankError):
                 logger.exception("ranker %s failed", self.name)

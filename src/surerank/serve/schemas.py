@@ -2,21 +2,28 @@
 
 Unknown request fields are refused (422 naming the field) rather than ignored, so nothing a client asks
 for is silently dropped; the few fields that other APIs define and surerank accepts without acting on
-are listed and documented (``priority``).
+are listed and documented (``priority``).  Cohere v1's ``rank_fields`` and ``max_chunks_per_doc`` are
+accepted with Cohere's meaning (checked per request in :mod:`surerank.serve.app`, where the served model
+is known).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class DocumentObject(BaseModel):
-    """A document as an object: ``text`` is ranked, other fields are echoed back with ``return_documents``."""
+    """A document as an object: ``text`` (or the fields ``rank_fields`` names) is ranked; every field is
+    echoed back with ``return_documents``.
+
+    ``text`` is optional here only because ``rank_fields`` may name other fields; the app refuses an object
+    without the field(s) it ranks (422 naming ``documents[i].field``).
+    """
 
     model_config = ConfigDict(extra="allow")
-    text: str = Field(description="the text to rank")
+    text: str | None = Field(None, description="the text to rank (required unless rank_fields names others)")
 
 
 class SureRankOptions(BaseModel):
@@ -45,10 +52,24 @@ class RerankRequest(BaseModel):
     query: str = Field(description="the search query")
     documents: list[str | DocumentObject] = Field(description="texts or objects with 'text'")
     top_n: int | None = Field(None, ge=1, description="return only the best top_n results")
-    return_documents: bool = Field(False, description="echo each document in its result")
+    return_documents: bool = Field(
+        False, description="echo each document in its result (default false, as Cohere's; Jina's API defaults "
+                           "to true)",
+    )
     max_tokens_per_doc: int | None = Field(
         None, ge=1,
         description="cut each document after this many (estimated) tokens; reported in meta.warnings",
+    )
+    rank_fields: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1,
+        description="Cohere v1: for object documents, the fields to rank, in this order (one field: its "
+                    "value; several: 'field: value' lines); each object must have them as strings",
+    )
+    max_chunks_per_doc: int | None = Field(
+        None, ge=1,
+        description="Cohere v1: score at most this many model-window chunks per document, the best chunk "
+                    "deciding; needs a model served with long_documents=passages (1 works on any "
+                    "windowed model), else 422",
     )
     priority: int | None = Field(None, description="accepted for Cohere compatibility; not used")
     relevant_spans: RelevantSpans | None = Field(None, description="only mode 'disabled' is supported")
@@ -56,8 +77,10 @@ class RerankRequest(BaseModel):
 
 
 class ResultDocument(BaseModel):
+    """The document as sent (an object ranked by ``rank_fields`` may have no ``text``)."""
+
     model_config = ConfigDict(extra="allow")
-    text: str
+    text: str | None = None
 
 
 class RerankResult(BaseModel):
@@ -141,7 +164,11 @@ class ModelList(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """Every error: the same message under the keys clients read (Cohere ``message``, Jina and FastAPI
+    clients ``detail``, OpenAI-style ``error``)."""
+
     message: str
+    detail: str
     error: str
     error_type: str
 
