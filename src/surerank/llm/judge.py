@@ -3,8 +3,9 @@
 It reads the prompts of :mod:`surerank.llm.prompts` (query line, passage lines, answer format) and answers
 from a utility function — word overlap by default, or graded judgments plus controlled noise in the
 strategy benchmark — with plausible first-token log-probabilities.  Tests drive the real HTTP client
-against :class:`StandInServer`; its fault script injects 5xx/429 replies, slow replies (timeouts) and
-malformed bodies or answers.  No model is involved: this exists to test mechanics, not to rank well.
+against :class:`StandInServer`; its fault script injects 5xx/429 replies, slow and dribbled replies,
+dropped connections, malformed bodies, answers and log-probabilities.  No model is involved: this exists
+to test mechanics, not to rank well.
 """
 
 from __future__ import annotations
@@ -175,11 +176,17 @@ class StandInServer:
     """An OpenAI-compatible HTTP server on loopback answering from a :class:`Judge`.
 
     Serves ``POST /v1/chat/completions`` and ``POST /v1/completions`` (with ``logprobs``/``top_logprobs`` and
-    ``echo``).  ``faults`` is a script consumed one entry per request: ``"500"``/``"503"``/``"429"`` (an error
-    status), ``"slow:SECONDS"`` (sleep, to trigger client timeouts), ``"bad-json"`` (a body that is not JSON),
-    ``"no-choices"``, ``"garbage"`` (an answer with no usable content), ``"think"`` (the answer wrapped in
-    reasoning), or ``"ok"``.  ``requests`` counts requests received; ``bodies`` keeps them for assertions;
-    ``max_in_flight`` is the most requests it ever served at once (to check client concurrency limits).
+    ``echo``).  ``faults`` is a script consumed one entry per request: ``"500"``/``"503"``/``"400"`` (an error
+    status), ``"429"`` or ``"429:SECONDS"`` (with ``Retry-After``), ``"slow:SECONDS"`` (sleep before replying),
+    ``"dribble:SECONDS"`` (headers at once, then the body one byte every SECONDS), ``"drop"`` (close the
+    connection without a reply), ``"bad-json"`` (a body that is not JSON), ``"no-choices"``, ``"empty"`` (no
+    content, no log-probabilities), ``"random"`` (random words, log-probabilities over them), ``"garbage"``
+    (an answer with no usable content), ``"nan-logprobs"``, ``"no-logprobs"``, ``"echo-ignored"`` (completions
+    with ``echo``: only the generated token is scored), ``"think"`` (the answer wrapped in reasoning), or
+    ``"ok"``.  ``every = (fault, period)`` injects ``fault`` into requests 0, period, 2·period, ... (counted
+    in arrival order) once the script is used up.  ``requests`` counts requests received; ``bodies`` keeps
+    them for assertions; ``max_in_flight`` is the most requests it ever served at once (to check client
+    concurrency limits).
     """
 
     def __init__(self, judge: Judge | None = None, host: str = "127.0.0.1", port: int = 0,
@@ -187,6 +194,7 @@ class StandInServer:
         self.judge = judge or Judge()
         self.model = model
         self.faults: list[str] = []
+        self.every: tuple[str, int] | None = None
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
         self.in_flight = 0
@@ -222,8 +230,17 @@ class StandInServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 with server._lock:
+                    number = server.requests
                     server.requests += 1
-                    fault = server.faults.pop(0) if server.faults else "ok"
+                    if server.faults:
+                        fault = server.faults.pop(0)
+                    elif server.every is not None and number % server.every[1] == 0:
+                        fault = server.every[0]
+                    else:
+                        fault = "ok"
+                if fault == "drop":  # read the request, then hang up without a word
+                    self.close_connection = True
+                    return
                 try:
                     body = json.loads(raw)
                 except ValueError:
@@ -231,9 +248,11 @@ class StandInServer:
                     return
                 with server._lock:
                     server.bodies.append(body)
-                if fault in ("500", "502", "503", "429", "400"):
-                    headers = {"Retry-After": "0"} if fault == "429" else {}
-                    self._send(int(fault), {"error": {"message": f"injected {fault}"}}, headers)
+                status = fault.split(":", 1)[0]
+                if status in ("500", "502", "503", "429", "400"):
+                    wait = fault.split(":", 1)[1] if ":" in fault else "0"
+                    headers = {"Retry-After": wait} if status == "429" else {}
+                    self._send(int(status), {"error": {"message": f"injected {fault}"}}, headers)
                     return
                 if server.delay:
                     time.sleep(server.delay)
@@ -247,11 +266,29 @@ class StandInServer:
                     return
                 path = self.path.rstrip("/")
                 if path == "/v1/chat/completions":
-                    self._send(200, server._chat(body, fault))
+                    payload = server._chat(body, fault)
                 elif path == "/v1/completions":
-                    self._send(200, server._completion(body, fault))
+                    payload = server._completion(body, fault)
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                if fault.startswith("dribble:"):
+                    self._dribble(json.dumps(payload).encode(), float(fault.split(":", 1)[1]))
+                else:
+                    self._send(200, payload)
+
+            def _dribble(self, data: bytes, pause: float) -> None:
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (its deadline)
+                    pass
 
             def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 self._send_raw(status, json.dumps(payload).encode(), headers)
@@ -298,6 +335,10 @@ class StandInServer:
         text, logprobs = self.judge.answer(request)
         if fault == "garbage":
             return "I am not sure what you mean ::: ???", {}
+        if fault == "random":  # lower-case words: no yes/no, no letter id, no number
+            rng = np.random.default_rng(len(request.text()))
+            words = [str(w) for w in rng.choice(_RANDOM_WORDS, size=6)]
+            return " ".join(words), {w: -float(i + 1) for i, w in enumerate(dict.fromkeys(words))}
         if fault == "think":
             return f"<think>Let me weigh [A] against [B]; No, Yes, 3 > 1.</think>{text}", logprobs
         return text, logprobs
@@ -308,9 +349,13 @@ class StandInServer:
         text, logprobs = self._answer(request, fault)
         if fault != "think":
             text = _cap(text, request.max_tokens)
+        if fault == "empty":
+            text = ""
         choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
                                   "finish_reason": "stop"}
-        if body.get("logprobs") and body.get("top_logprobs"):
+        if fault == "nan-logprobs":
+            logprobs = dict.fromkeys(logprobs, float("nan"))
+        if body.get("logprobs") and body.get("top_logprobs") and fault not in ("empty", "no-logprobs"):
             k = int(body["top_logprobs"])
             top = sorted(logprobs.items(), key=lambda kv: -kv[1])[:k]
             first = text.split()[0] if text.split() else ""
@@ -333,11 +378,17 @@ class StandInServer:
             total = self.judge.continuation_logprob(prompt[:cut], prompt[cut:])
             logprobs = [None] + [-0.5] * (len(tokens) - 1)
             for i in q_tokens:
-                logprobs[i] = total / max(1, len(q_tokens))
+                logprobs[i] = float("nan") if fault == "nan-logprobs" else total / max(1, len(q_tokens))
+            scored: dict[str, Any] | None = {"tokens": tokens, "token_logprobs": logprobs, "text_offset": offsets,
+                                             "top_logprobs": None}
+            text = prompt
+            if fault == "echo-ignored":  # only the one generated token comes back, past the prompt
+                text, scored = " The", {"tokens": [" The"], "token_logprobs": [-1.25],
+                                        "text_offset": [len(prompt)], "top_logprobs": None}
+            elif fault in ("no-logprobs", "empty"):
+                text, scored = (prompt if fault == "no-logprobs" else ""), None
             return {"id": "cmpl-standin", "object": "text_completion", "model": self.model,
-                    "choices": [{"index": 0, "text": prompt, "finish_reason": "length",
-                                 "logprobs": {"tokens": tokens, "token_logprobs": logprobs,
-                                              "text_offset": offsets, "top_logprobs": None}}],
+                    "choices": [{"index": 0, "text": text, "finish_reason": "length", "logprobs": scored}],
                     "usage": {"prompt_tokens": len(tokens), "completion_tokens": 0,
                               "total_tokens": len(tokens)}}
         request = LLMRequest(prompt=prompt, max_tokens=int(body.get("max_tokens") or 16))
@@ -350,6 +401,10 @@ class StandInServer:
                                   "text_offset": [len(prompt)]}
         return {"id": "cmpl-standin", "object": "text_completion", "model": self.model, "choices": [choice],
                 "usage": _usage(prompt, text)}
+
+
+_RANDOM_WORDS = ("lorem", "ipsum", "dolor", "amet", "consectetur", "adipiscing", "elit", "sed", "tempor",
+                 "incididunt", "labore", "magna", "aliqua", "veniam", "quis", "nostrud")
 
 
 def _cap(text: str, max_tokens: int) -> str:

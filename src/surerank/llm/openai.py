@@ -325,8 +325,10 @@ class OpenAICompatibleBackend(LLMBackend):
             tokens = lp["tokens"]
             token_logprobs = lp["token_logprobs"]
         except (KeyError, IndexError, TypeError):
-            raise CallFailedError("no_logprobs", "the reply has no token log-probabilities", attempts,
-                                  retried) from None
+            empty = isinstance(choice, dict) and not choice.get("text")
+            raise CallFailedError("empty_answer" if empty else "no_logprobs",
+                                  "the reply has no text and no log-probabilities" if empty
+                                  else "the reply has no token log-probabilities", attempts, retried) from None
         offsets = lp.get("text_offset")
         if not offsets:
             offsets, position = [], 0
