@@ -71,6 +71,10 @@ _BUILTIN: dict[str, RankerSpec] = {
                    "LLM listwise windows ordered by first-identifier logits (FIRST)", extra="llm"),
         RankerSpec("llm-jointrank", "surerank.rankers.llm_jointrank:JointRankLLMRanker",
                    "LLM JointRank: overlapping blocks ranked in parallel, wins aggregated", extra="llm"),
+        RankerSpec("exec", "surerank.rankers.execution:ExecutionRanker",
+                   "generated code: run in a sandbox on inference-time tests (CodeT, MBR-exec, examples)"),
+        RankerSpec("sql-exec", "surerank.rankers.execution:SqlExecutionRanker",
+                   "generated SQL: run read-only on SQLite, ranked by result-set support"),
     ]
 }
 _REGISTERED: dict[str, RankerSpec] = {}

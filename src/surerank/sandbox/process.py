@@ -146,10 +146,15 @@ class Sandbox:
         programs = {"main.py": source, **(files or {})}
         return self._run([self.python, "-I", "main.py"], programs, stdin)
 
-    def run_many(self, sources: Sequence[str], stdin: str = "") -> list[RunResult]:
-        """Run several programs side by side; one program's fate never touches another's result."""
+    def run_many(self, sources: Sequence[str], stdin: str = "",
+                 files: Sequence[Mapping[str, str]] | None = None) -> list[RunResult]:
+        """Run several programs side by side (``files[i]`` beside program i); one program's fate never touches
+        another's result."""
+        if files is not None and len(files) != len(sources):
+            raise InputError(f"files: {len(files)} file sets for {len(sources)} programs")
+        extra = files if files is not None else [None] * len(sources)
         with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
-            return list(pool.map(lambda s: self.run_python(s, stdin), sources))
+            return list(pool.map(lambda pair: self.run_python(pair[0], stdin, pair[1]), zip(sources, extra)))
 
     def _run(self, argv: list[str], files: Mapping[str, str], stdin: str) -> RunResult:
         limits = self.limits

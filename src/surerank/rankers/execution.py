@@ -1,0 +1,354 @@
+"""Execution-based selection of generated code and SQL: run the candidates, rank by what they do.
+
+A code query is a :class:`~surerank.types.Query` whose text is the prompt (a function signature and docstring,
+HumanEval style) and whose candidates are N generated programs (or completions of the prompt, with
+``completion=True``).  Every candidate runs once in the :mod:`surerank.sandbox` on the tests available at inference
+time — the docstring's examples, tests the user gives (``tests=`` or ``query.metadata["tests"]``), inputs perturbed
+from the examples — never hidden tests.  Methods (``method=``):
+
+- ``"codet"``: CodeT's dual agreement (Chen et al. 2022) over the tests with expected values: candidates that pass
+  the same set of tests form a consensus set; a set's score is its size times the number of tests it passes.
+- ``"mbr-exec"``: MBR-exec (Shi et al. 2022): a candidate's expected agreement with the others — how many other
+  candidates give the same output on every input (exact), tie-broken by the fraction of inputs agreed.
+- ``"examples"``: the fraction of the docstring examples passed, tie-broken by MBR-exec agreement.
+- ``"executability"``: the fraction of inputs that run without an exception (filtering by executability).
+
+Every method puts candidates that fail to load (syntax error, crash, timeout at import) last.  A query with no test
+at all cannot be judged by execution: its candidates keep the input order, counted in ``info`` and warned once.
+``info["exec"]`` reports per candidate its sandbox status, tests passed and outputs agreed — each failure by name.
+
+``sql-exec``: candidates are SQL queries run read-only on a SQLite database (``database=`` or
+``query.metadata["database"]``); candidates are clustered by their result set and ranked by cluster support, ties
+broken by input order (the generator's own ranking).  Queries that fail or time out go last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from surerank.errors import InputError
+from surerank.ranker import Scores, ScoringRanker
+from surerank.rankers.code_tests import CodeTest, docstring_examples, perturbed_inputs
+from surerank.types import Cost, Query
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("codet", "mbr-exec", "examples", "executability")
+MARKER = "\x00SURERANK-EXEC "
+
+# Appended to each candidate: runs every test call under its own timer and prints one marked JSON line per test.
+# Values are compared through a canonical form (floats rounded, tuples as lists) computed in the candidate's
+# process, so nothing the candidate returns is unpickled or evaluated by the caller.
+_HARNESS = r'''
+
+def __surerank_harness():
+    import json, signal, sys
+    def canon(v, depth=0):
+        if depth > 20:
+            return repr(v)
+        if isinstance(v, bool) or v is None or isinstance(v, (int, str)):
+            return v
+        if isinstance(v, float):
+            return round(v, 6)
+        if isinstance(v, (list, tuple)):
+            return [canon(x, depth + 1) for x in v]
+        if isinstance(v, dict):
+            return {repr(k): canon(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, (set, frozenset)):
+            return sorted(repr(canon(x, depth + 1)) for x in v)
+        return repr(v)
+    def on_alarm(*_):
+        raise TimeoutError("test time limit")
+    signal.signal(signal.SIGALRM, on_alarm)
+    tests = json.load(open("tests.json"))
+    env = dict(globals())
+    for i, test in enumerate(tests["calls"]):
+        signal.setitimer(signal.ITIMER_REAL, tests["seconds_per_test"])
+        try:
+            value = json.dumps(canon(eval(test, env)), sort_keys=True)
+            out = {"i": i, "ok": True, "value": value}
+        except BaseException as exc:
+            out = {"i": i, "ok": False, "error": type(exc).__name__}
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        sys.stdout.write("\x00SURERANK-EXEC " + json.dumps(out) + "\n")
+        sys.stdout.flush()
+
+__surerank_harness()
+'''
+
+
+def canonical_literal(source: str) -> str:
+    """The harness's canonical JSON of an expected value written as a Python literal."""
+    import ast
+
+    def canon(v: Any) -> Any:
+        if isinstance(v, bool) or v is None or isinstance(v, (int, str)):
+            return v
+        if isinstance(v, float):
+            return round(v, 6)
+        if isinstance(v, (list, tuple)):
+            return [canon(x) for x in v]
+        if isinstance(v, dict):
+            return {repr(k): canon(x) for k, x in v.items()}
+        if isinstance(v, (set, frozenset)):
+            return sorted(repr(canon(x)) for x in v)
+        return repr(v)
+
+    return json.dumps(canon(ast.literal_eval(source)), sort_keys=True)
+
+
+@dataclass
+class CandidateRun:
+    """What one candidate did: its sandbox status and its output (or error) per test call."""
+
+    status: str
+    detail: str
+    outputs: list[str | None] = field(default_factory=list)  # canonical JSON, None where the call failed
+
+    @property
+    def loaded(self) -> bool:
+        return self.status == "ok" or any(o is not None for o in self.outputs)
+
+
+class ExecutionRanker(ScoringRanker):
+    """Selects among generated programs by running them on inference-time tests (see the module docstring)."""
+
+    name: ClassVar[str] = "exec"
+
+    def __init__(
+        self,
+        method: str = "codet",
+        entry_point: str | None = None,
+        tests: Sequence[str] | None = None,
+        completion: bool = False,
+        perturb: int = 8,
+        seconds_per_test: float = 2.0,
+        wall_seconds: float = 10.0,
+        memory_mb: int = 512,
+        isolation: str = "namespaces",
+        max_parallel: int | None = None,
+    ) -> None:
+        from surerank.sandbox import Limits, Sandbox
+
+        if method not in METHODS:
+            raise InputError(f"method: must be one of {', '.join(METHODS)}, got {method!r}")
+        if tests is not None and (isinstance(tests, str) or not all(isinstance(t, str) for t in tests)):
+            raise InputError("tests: must be a list of assert statements or call expressions (strings)")
+        self.method, self.entry_point, self.completion, self.perturb = method, entry_point, completion, perturb
+        self.user_tests = list(tests or [])
+        self.seconds_per_test = seconds_per_test
+        limits = Limits(wall_seconds=wall_seconds, cpu_seconds=max(1, int(wall_seconds)),
+                        memory_bytes=memory_mb * 2**20)
+        options = {"max_parallel": max_parallel} if max_parallel else {}
+        self.sandbox = Sandbox(limits, isolation=isolation, **options)  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, Any]:
+        return {"ranker": self.name, "method": self.method, "completion": self.completion, "perturb": self.perturb,
+                "seconds_per_test": self.seconds_per_test, "isolation": self.sandbox.isolation}
+
+    # ---------------------------------------------------------------------------------------------- tests
+
+    def _entry_point(self, query: Query) -> str:
+        entry = query.metadata.get("entry_point") or self.entry_point
+        if entry is None:
+            import ast
+
+            try:
+                functions = [n.name for n in ast.parse(query.text).body if isinstance(n, ast.FunctionDef)]
+            except SyntaxError:
+                functions = []
+            if len(functions) != 1:
+                raise InputError(
+                    f"query {query.id!r}: entry_point is needed (the prompt defines {len(functions)} functions); "
+                    "pass entry_point= or query.metadata['entry_point']"
+                )
+            entry = functions[-1]
+        return str(entry)
+
+    def tests_for(self, query: Query) -> list[CodeTest]:
+        """Example tests with expected values, the user's tests, then perturbed inputs (no expected value)."""
+        entry = self._entry_point(query)
+        tests = docstring_examples(query.text, entry)
+        for assertion in [*self.user_tests, *query.metadata.get("tests", [])]:
+            tests.append(_user_test(assertion))
+        if self.perturb:
+            tests += perturbed_inputs(tests, entry, limit=self.perturb)
+        return tests
+
+    # ---------------------------------------------------------------------------------------------- score
+
+    def score(self, queries: list[Query]) -> list[Scores]:
+        plans = [(query, self.tests_for(query)) for query in queries]
+        jobs: list[tuple[int, int]] = []
+        programs: list[str] = []
+        payloads: list[str] = []
+        for qi, (query, tests) in enumerate(plans):
+            if not tests:
+                continue
+            payload = json.dumps({"calls": [t.call for t in tests], "seconds_per_test": self.seconds_per_test})
+            for ci, candidate in enumerate(query.candidates):
+                source = query.text + candidate.text if self.completion else candidate.text
+                jobs.append((qi, ci))
+                programs.append(source + _HARNESS)
+                payloads.append(payload)
+        results = self.sandbox.run_many(programs, files=[{"tests.json": p} for p in payloads])
+        runs: dict[tuple[int, int], CandidateRun] = {}
+        for (qi, ci), result in zip(jobs, results):
+            runs[(qi, ci)] = _parse_run(result, len(plans[qi][1]))
+        return [self._score_query(query, tests, [runs.get((qi, ci)) for ci in range(len(query.candidates))])
+                for qi, (query, tests) in enumerate(plans)]
+
+    def _score_query(self, query: Query, tests: list[CodeTest], runs: list[CandidateRun | None]) -> Scores:
+        n = len(query.candidates)
+        cost = Cost(calls=sum(r is not None for r in runs), rounds=1 if tests else 0)
+        if not tests:
+            logger.warning("exec, query %s: no test at inference time (no docstring example, no tests=); "
+                           "the %d candidates keep their input order", query.id, n)
+            return Scores(values=np.linspace(0.0, -1e-3, n), cost=cost,
+                          info={"exec": {"method": self.method, "tests": 0, "fallback": "input order (no tests)"}})
+        checked = [(i, canonical_literal(t.expected)) for i, t in enumerate(tests) if t.expected is not None]
+        done = [r for r in runs if r is not None]
+        passed = np.array([[r.outputs[i] == want for i, want in checked] for r in done], dtype=bool).reshape(
+            n, len(checked))
+        outputs = [r.outputs for r in done]
+        exact, fraction = _agreement(outputs)
+        ran = np.array([np.mean([o is not None for o in r.outputs]) for r in done])
+        loaded = np.array([r.loaded for r in done], dtype=float)
+        if self.method == "codet":
+            primary = _codet(passed) if checked else exact
+            secondary = fraction
+        elif self.method == "mbr-exec":
+            primary, secondary = exact, fraction
+        elif self.method == "examples":
+            primary = passed.mean(axis=1) if checked else ran
+            secondary = fraction
+        else:
+            primary, secondary = ran, fraction
+        # primary, then the tie-breaker (< the smallest step of any primary); candidates that never loaded last
+        values = np.where(loaded > 0, primary + 1e-3 * secondary, -1.0)
+        statuses = Counter(r.status for r in done)
+        failed = {query.candidates[i].id: {"status": r.status, "detail": r.detail}
+                  for i, r in enumerate(done) if r.status != "ok"}
+        if failed:
+            logger.warning("exec, query %s: %d of %d candidates did not run cleanly (%s)", query.id, len(failed), n,
+                           ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()) if k != "ok"))
+        info = {"exec": {
+            "method": self.method, "tests": len(tests), "tests_with_expected": len(checked),
+            "statuses": dict(statuses), "failed": failed,
+            "candidates": {query.candidates[i].id: {"status": done[i].status, "passed": int(passed[i].sum()),
+                                                    "ran": round(float(ran[i]), 4), "agree_exact": int(exact[i])}
+                           for i in range(n)},
+        }}
+        return Scores(values=values, cost=cost, info=info)
+
+
+def _user_test(assertion: str) -> CodeTest:
+    """``assert f(1) == 2`` becomes a call with an expected value; a bare call is an input."""
+    import ast
+
+    text = assertion.strip()
+    try:
+        node = ast.parse(text).body[0]
+    except (SyntaxError, IndexError) as exc:
+        raise InputError(f"tests: cannot parse {assertion!r}: {exc}") from exc
+    if isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1 \
+            and isinstance(node.test.ops[0], ast.Eq):
+        expected = ast.unparse(node.test.comparators[0])
+        try:
+            ast.literal_eval(expected)
+        except (ValueError, SyntaxError):
+            raise InputError(f"tests: the expected value of {assertion!r} must be a literal") from None
+        return CodeTest(ast.unparse(node.test.left), expected, source="user")
+    if isinstance(node, ast.Expr):
+        return CodeTest(ast.unparse(node.value), None, source="user")
+    raise InputError(f"tests: {assertion!r} is neither 'assert CALL == VALUE' nor a call expression")
+
+
+def _parse_run(result: Any, n_tests: int) -> CandidateRun:
+    outputs: list[str | None] = [None] * n_tests
+    for line in result.stdout.splitlines():
+        start = line.find(MARKER.strip())
+        if start < 0:
+            continue
+        try:
+            record = json.loads(line[start + len(MARKER.strip()):])
+            if record.get("ok") and 0 <= int(record["i"]) < n_tests:
+                outputs[int(record["i"])] = str(record["value"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a candidate printing something marker-like cannot forge a result; it just loses it
+    return CandidateRun(result.status, result.detail, outputs)
+
+
+def _agreement(outputs: list[list[str | None]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate: how many others agree on every input (exact), and the mean fraction of inputs agreed."""
+    n = len(outputs)
+    exact = np.zeros(n)
+    fraction = np.zeros(n)
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            same = [a is not None and a == b for a, b in zip(outputs[i], outputs[j])]
+            exact[i] += float(all(same) and len(same) > 0)
+            fraction[i] += float(np.mean(same)) if same else 0.0
+    return exact, fraction / max(1, n - 1)
+
+
+def _codet(passed: np.ndarray) -> np.ndarray:
+    """Dual agreement: consensus sets of candidates passing the same tests, scored |set| x |tests passed|."""
+    keys = [tuple(row) for row in passed]
+    sizes = Counter(keys)
+    return np.array([sizes[k] * sum(k) for k in keys], dtype=float)
+
+
+class SqlExecutionRanker(ScoringRanker):
+    """N-best SQL queries ranked by the support of their result set on a read-only SQLite database."""
+
+    name: ClassVar[str] = "sql-exec"
+
+    def __init__(self, database: str | None = None, time_limit: float = 2.0, max_rows: int = 10_000,
+                 ordered: bool = False) -> None:
+        self.database, self.time_limit, self.max_rows, self.ordered = database, time_limit, max_rows, ordered
+
+    def describe(self) -> dict[str, Any]:
+        return {"ranker": self.name, "time_limit": self.time_limit, "max_rows": self.max_rows, "ordered": self.ordered}
+
+    def score(self, queries: list[Query]) -> list[Scores]:
+        return [self._score_query(query) for query in queries]
+
+    def _score_query(self, query: Query) -> Scores:
+        from surerank.sandbox import run_sql
+
+        database = query.metadata.get("database") or self.database
+        if not database:
+            raise InputError(f"query {query.id!r}: database is needed (database= or query.metadata['database'])")
+        results = [run_sql(database, c.text, time_limit=self.time_limit, max_rows=self.max_rows)
+                   for c in query.candidates]
+        keys = [self._result_key(r) if r.ok else None for r in results]
+        support = Counter(k for k in keys if k is not None)
+        n = len(results)
+        # cluster support first; the generator's order breaks ties (earlier = better, by less than one vote)
+        values = np.array([support[k] + (n - i) / (n + 1) if k is not None else -1.0 - i / (n + 1)
+                           for i, k in enumerate(keys)])
+        statuses = Counter(r.status for r in results)
+        failed = {c.id: {"status": r.status, "detail": r.detail}
+                  for c, r in zip(query.candidates, results) if not r.ok}
+        if failed:
+            logger.warning("sql-exec, query %s: %d of %d candidates failed (%s)", query.id, len(failed), n,
+                           ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()) if k != "ok"))
+        info = {"sql": {"statuses": dict(statuses), "failed": failed, "clusters": len(support),
+                        "support": {c.id: (support[k] if k is not None else 0)
+                                    for c, k in zip(query.candidates, keys)}}}
+        return Scores(values=values, cost=Cost(calls=n, rounds=1), info=info)
+
+    def _result_key(self, result: Any) -> str:
+        rows = [json.dumps(list(row), default=repr) for row in result.rows]
+        return json.dumps(rows if self.ordered else sorted(rows))

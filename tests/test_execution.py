@@ -1,0 +1,144 @@
+"""Execution-based selection: code candidates run in the sandbox, SQL candidates on a read-only database."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from surerank import registry
+from surerank.errors import InputError
+from surerank.rankers.code_tests import docstring_examples, perturbed_inputs
+from surerank.sandbox import SandboxUnavailableError
+from surerank.types import Candidate, Query
+
+PROMPT = '''def add_evens(numbers):
+    """Sum of the even numbers.
+    >>> add_evens([1, 2, 3, 4])
+    6
+    add_evens([5]) == 0
+    Input: numbers = [2, 2]
+    Output: 4
+    """
+'''
+RIGHT = PROMPT + "    return sum(n for n in numbers if n % 2 == 0)\n"
+RIGHT_TOO = PROMPT + ("    total = 0\n    for n in numbers:\n        if not n % 2:\n            total += n\n"
+                      "    return total\n")
+ODD = PROMPT + "    return sum(n for n in numbers if n % 2 == 1)\n"
+FIRST_ONLY = PROMPT + "    return numbers[0] if numbers and numbers[0] % 2 == 0 else 0\n"
+LOOP = PROMPT + "    while True:\n        pass\n"
+BROKEN = "def add_evens(numbers:\n"
+
+
+@pytest.fixture(scope="module")
+def make_ranker():
+    def make(**options):
+        try:
+            return registry.create("exec", wall_seconds=4, seconds_per_test=1.0, **options)
+        except SandboxUnavailableError as exc:
+            pytest.skip(f"namespaces unavailable here: {exc}")
+    return make
+
+
+def test_docstring_examples_in_three_formats():
+    tests = docstring_examples(PROMPT, "add_evens")
+    assert [(t.call, t.expected) for t in tests] == [
+        ("add_evens([1, 2, 3, 4])", "6"), ("add_evens([5])", "0"), ("add_evens(numbers = [2, 2])", "4")]
+    more = perturbed_inputs(tests, "add_evens", limit=3)
+    assert len(more) == 3 and all(t.expected is None and t.call.startswith("add_evens(") for t in more)
+
+
+@pytest.mark.parametrize("method", ["codet", "mbr-exec", "examples"])
+def test_every_method_puts_a_correct_program_first_and_failures_last(make_ranker, method):
+    candidates = [Candidate("odd", ODD), Candidate("loop", LOOP), Candidate("right", RIGHT),
+                  Candidate("broken", BROKEN), Candidate("first", FIRST_ONLY), Candidate("right2", RIGHT_TOO)]
+    ranked = make_ranker(method=method).rank(Query(PROMPT, candidates, id="evens"))
+    assert sorted(ranked.ids) == sorted(c.id for c in candidates)  # nothing lost
+    assert set(ranked.ids[:2]) == {"right", "right2"}
+    assert set(ranked.ids[-2:]) == {"loop", "broken"}
+    report = ranked.info["exec"]
+    assert report["failed"]["broken"]["status"] == "error" and "SyntaxError" in report["failed"]["broken"]["detail"]
+    assert report["failed"]["loop"]["status"] == "timeout"
+    assert report["candidates"]["right"]["passed"] == 3
+
+
+def test_completions_are_appended_to_the_prompt(make_ranker):
+    body_right = "    return sum(n for n in numbers if n % 2 == 0)\n"
+    body_wrong = "    return len(numbers)\n"
+    ranked = make_ranker(method="examples", completion=True).rank(
+        Query(PROMPT, [Candidate("w", body_wrong), Candidate("r", body_right)]))
+    assert ranked.ids == ["r", "w"]
+
+
+def test_user_tests_and_refusals(make_ranker):
+    ranker = make_ranker(method="codet", tests=["assert add_evens([10, 1]) == 10"], perturb=0)
+    query = Query(PROMPT, [Candidate("odd", ODD), Candidate("right", RIGHT)])
+    assert len(ranker.tests_for(query)) == 4
+    assert ranker.rank(query).ids[0] == "right"
+    with pytest.raises(InputError, match="method"):
+        make_ranker(method="vibes")
+    with pytest.raises(InputError, match="tests"):
+        make_ranker(tests=["assert add_evens([1]) == some_name"]).tests_for(query)
+    two = "def a():\n    pass\n\ndef b():\n    pass\n"
+    with pytest.raises(InputError, match="entry_point"):
+        make_ranker().rank(Query(two, [Candidate("x", "")]))
+
+
+def test_no_tests_keeps_the_input_order_and_says_so(make_ranker, caplog):
+    prompt = 'def f(x):\n    """Nothing to run here."""\n'
+    query = Query(prompt, [Candidate("a", prompt + "    return 1\n"), Candidate("b", prompt + "    return 2\n")])
+    ranked = make_ranker().rank(query)
+    assert ranked.ids == ["a", "b"]
+    assert ranked.info["exec"]["fallback"] == "input order (no tests)"
+    assert any("no test at inference time" in r.message for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------------------------- SQL
+
+
+@pytest.fixture()
+def shop(tmp_path):
+    path = tmp_path / "shop.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE customer (id INTEGER PRIMARY KEY, name TEXT, city TEXT);
+        CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, total REAL);
+        INSERT INTO customer VALUES (1, 'Ada', 'London'), (2, 'Bo', 'Paris'), (3, 'Cy', 'London'), (4, 'Di', 'Rome');
+        INSERT INTO orders VALUES (1, 1, 10.0), (2, 1, 5.0), (3, 2, 7.5), (4, 3, 1.0);
+    """)
+    conn.commit()
+    conn.close()
+    return path
+
+
+def test_sql_nbest_selects_the_supported_result_and_leaves_the_database_unchanged(shop):
+    gold = "SELECT c.name FROM customer c JOIN orders o ON o.customer_id = c.id GROUP BY c.id HAVING SUM(o.total) > 5"
+    nbest = [
+        "DROP TABLE customer",
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n",
+        "SELECT name FROM customer WHERE city = 'London'",
+        "SELECT c.name FROM customer c, orders o WHERE o.customer_id = c.id GROUP BY c.name HAVING SUM(o.total) > 5",
+        "SELECT name FROM customer WHERE id IN (SELECT customer_id FROM orders GROUP BY customer_id "
+        "HAVING SUM(total) > 5)",
+        "SELECT nme FROM customer",
+        "DELETE FROM orders",
+    ]
+    before = shop.read_bytes()
+    query = Query("customers who spent more than 5", [Candidate(str(i), q) for i, q in enumerate(nbest)],
+                  metadata={"database": str(shop)})
+    ranked = registry.create("sql-exec", time_limit=0.5).rank(query)
+    assert shop.read_bytes() == before  # DROP and DELETE did nothing
+    report = ranked.info["sql"]
+    assert report["failed"]["1"]["status"] == "timeout"  # the runaway recursive CTE was stopped
+    assert report["failed"]["0"]["status"] == "error" and report["failed"]["6"]["status"] == "error"
+    assert report["failed"]["5"]["status"] == "error"
+    from surerank.sandbox import run_sql
+    selected = nbest[int(ranked.ids[0])]
+    assert sorted(run_sql(shop, selected).rows) == sorted(run_sql(shop, gold).rows)
+    assert ranked.ids[0] == "3" and report["support"]["3"] == 2
+    assert set(ranked.ids[-4:]) == {"0", "1", "5", "6"}
+
+
+def test_sql_needs_a_database():
+    with pytest.raises(InputError, match="database"):
+        registry.create("sql-exec").rank(Query("q", [Candidate("a", "SELECT 1")]))
