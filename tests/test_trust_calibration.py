@@ -139,7 +139,7 @@ def test_artifact_round_trip_and_ranker_check(tmp_path):
     assert [(r.ids, r.scores) for r in lists] == before  # never reorders
     assert all(r.abstain is not None and r.confidence is not None for r in lists)
     assert all(i.keep is not None for r in lists for i in r)
-    with pytest.raises(InputError, match="format"):
+    with pytest.raises(InputError, match="field 'kind'"):
         TrustArtifact.from_dict({"format": "other"})
 
 

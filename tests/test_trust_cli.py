@@ -47,12 +47,14 @@ def test_calibrate_from_a_run_file_then_apply_and_score(tmp_path, capsys):
                            "--output", str(artifact)])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["queries"] == 54 and summary["cutoff"]["attainable"]
+    assert summary["kind"] == "surerank.calibration" and summary["version"] == 1
+    assert summary["fitted_on"]["queries"] == 54 and summary["cutoff"]["report"]["attainable"]
     from surerank.registry import create
 
     description = create("bm25").describe()
     saved = json.loads(artifact.read_text())
     assert saved["ranker"] == description and saved["calibration"]["method"] == "isotonic"
+    assert saved["kind"] == "surerank.trust" and saved["fingerprint"] == description  # bm25: all of it counts
 
     # apply on DL19 as `rerank --trust` would; the order must not move
     lists = first_stage_lists(19, 43)

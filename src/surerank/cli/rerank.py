@@ -19,6 +19,7 @@ from surerank.eval.metrics import evaluate, evaluate_lists, paired_test
 from surerank.registry import create
 from surerank.trust.cli_options import add_arguments as add_trust_arguments
 from surerank.trust.cli_options import apply as apply_trust
+from surerank.trust.cli_options import check as check_trust
 
 DESCRIPTION = """Rerank the candidates of every query in a file.
 
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
     qrels = read_qrels(args.qrels) if args.qrels else None
     ranker = create(args.ranker, **parse_options(args.option))
+    check_trust(args, ranker.describe() if args.trust else None)  # refusals come before any scoring
     pairs = sum(min(len(q.candidates), args.depth or len(q.candidates)) for q in queries)
     start = time.perf_counter()
     if args.depth is None:

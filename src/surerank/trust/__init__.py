@@ -9,7 +9,7 @@ here reorders a ranked list.
 from __future__ import annotations
 
 from surerank.trust.abstention import Abstainer, coverage_curve, curve_auc, nauc, reference_free
-from surerank.trust.artifact import TrustArtifact, fit_trust
+from surerank.trust.artifact import FitSummary, TrustArtifact, fit_trust
 from surerank.trust.calibration import (
     Calibrator,
     IsotonicCalibrator,
@@ -23,7 +23,8 @@ from surerank.trust.labels import LabelledList, calibration_pairs, label_lists
 from surerank.trust.metrics import brier_score, calibration_report, expected_calibration_error, log_loss
 
 __all__ = [
-    "Abstainer", "AdaptiveCutoff", "Calibrator", "ConformalCutoff", "IsotonicCalibrator", "LabelledList",
+    "Abstainer", "AdaptiveCutoff", "Calibrator", "ConformalCutoff", "FitSummary", "IsotonicCalibrator",
+    "LabelledList",
     "PlattCalibrator", "TemperatureCalibrator", "TrustArtifact", "brier_score", "calibration_pairs",
     "calibration_report", "coverage_curve", "curve_auc", "expected_calibration_error", "fit_calibrator",
     "fit_trust", "label_lists", "log_loss", "nauc", "reference_free",

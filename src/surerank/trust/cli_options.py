@@ -1,8 +1,10 @@
 """Trust options shared by the ``rerank`` command line (and anything else that ranks and then decides).
 
 ``add_arguments(parser)`` adds ``--trust``, ``--cutoff``, ``--k-min``, ``--k-max`` and ``--abstain``;
-``apply(args, lists, ranker_description)`` fills probability / keep / abstain on the ranked lists (the
-order of items is never changed); ``trust_summary`` gives ``surerank eval`` the trust metrics of a JSONL run.
+``check(args, ranker_description)`` loads and checks the artifact and the options *before* anything is
+scored (a refused artifact must not cost a whole run); ``apply(args, lists, ranker_description)`` fills
+probability / keep / abstain on the ranked lists (the order of items is never changed); ``trust_summary``
+gives ``surerank eval`` the trust metrics of a JSONL run.
 """
 
 from __future__ import annotations
@@ -52,9 +54,26 @@ def parse_cutoff(text: str) -> tuple[str, float | None]:
         raise InputError(f"--cutoff: value {value!r} of {method!r} is not a number") from None
 
 
-def apply(args: argparse.Namespace, lists: Sequence[RankedList],
-          ranker_description: Mapping[str, Any] | None = None) -> Sequence[RankedList]:
-    """Apply whatever trust options were given; a no-op when none were."""
+def parse_abstain(text: str) -> tuple[str, float]:
+    confidence, _, threshold = text.partition(":")
+    if confidence not in REFERENCE_FREE or not threshold:
+        raise InputError(f"--abstain: expected CONFIDENCE:THRESHOLD with CONFIDENCE one of "
+                         f"{', '.join(REFERENCE_FREE)}, got {text!r}")
+    try:
+        return confidence, float(threshold)
+    except ValueError:
+        raise InputError(f"--abstain: threshold {threshold!r} is not a number") from None
+
+
+_LOADED = "_trust_artifact"  # where check() leaves the loaded artifact on args, for apply()
+
+
+def check(args: argparse.Namespace, ranker_description: Mapping[str, Any] | None = None) -> Any:
+    """Load the artifact, refuse it for another ranker, and parse every trust option: before scoring.
+
+    Returns the loaded :class:`~surerank.trust.artifact.TrustArtifact` (None without ``--trust``) and keeps
+    it on ``args`` so :func:`apply` does not read it twice.
+    """
     artifact = None
     if getattr(args, "trust", None):
         from surerank.trust.artifact import TrustArtifact
@@ -62,19 +81,37 @@ def apply(args: argparse.Namespace, lists: Sequence[RankedList],
         artifact = TrustArtifact.load(args.trust)
         if ranker_description is not None:
             artifact.check_ranker(ranker_description)
+    if getattr(args, "abstain", None):
+        parse_abstain(args.abstain)
+    cutoff = getattr(args, "cutoff", None)
+    if cutoff is not None:
+        method, _ = parse_cutoff(cutoff)
+        if method == "conformal" and (artifact is None or artifact.cutoff is None):
+            raise InputError("--cutoff conformal: needs --trust with an artifact fitted with --cutoff-alpha")
+        if method in ("mass", "threshold") and (artifact is None or artifact.calibration is None):
+            raise InputError(f"--cutoff {method}: reads probabilities, so it needs --trust with an artifact "
+                             "fitted with a calibration --method")
+    setattr(args, _LOADED, (args.trust, artifact))
+    return artifact
+
+
+def apply(args: argparse.Namespace, lists: Sequence[RankedList],
+          ranker_description: Mapping[str, Any] | None = None) -> Sequence[RankedList]:
+    """Apply whatever trust options were given; a no-op when none were."""
+    loaded = getattr(args, _LOADED, None)
+    if loaded is not None and loaded[0] == getattr(args, "trust", None):
+        artifact = loaded[1]
+        if artifact is not None and ranker_description is not None:
+            artifact.check_ranker(ranker_description)
+    else:
+        artifact = check(args, ranker_description)
+    if artifact is not None:
         if artifact.calibration is not None:
             artifact.calibration.apply(lists)
         if artifact.abstention is not None and not getattr(args, "abstain", None):
             artifact.abstention.apply(lists)
     if getattr(args, "abstain", None):
-        confidence, _, threshold = args.abstain.partition(":")
-        if confidence not in REFERENCE_FREE or not threshold:
-            raise InputError(f"--abstain: expected CONFIDENCE:THRESHOLD with CONFIDENCE one of "
-                             f"{', '.join(REFERENCE_FREE)}, got {args.abstain!r}")
-        try:
-            value = float(threshold)
-        except ValueError:
-            raise InputError(f"--abstain: threshold {threshold!r} is not a number") from None
+        confidence, value = parse_abstain(args.abstain)
         from surerank.trust.abstention import Abstainer
 
         Abstainer(confidence=confidence, threshold=value).apply(lists)
@@ -84,10 +121,7 @@ def apply(args: argparse.Namespace, lists: Sequence[RankedList],
     if cutoff is not None:
         method, value = parse_cutoff(cutoff)
         if method == "conformal":
-            if artifact is None or artifact.cutoff is None:
-                raise InputError(
-                    "--cutoff conformal: needs --trust with an artifact fitted with --cutoff-alpha")
-            artifact.cutoff.apply(lists)
+            artifact.cutoff.apply(lists)  # check() made sure it is there
         else:
             options: dict[str, Any] = {"method": method, "k_min": args.k_min, "k_max": args.k_max}
             if value is not None:
