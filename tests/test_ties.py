@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from surerank.cli import main
-from surerank.eval.metrics import evaluate, evaluate_lists, evaluate_ranking, find_ties
+from surerank.eval.metrics import evaluate
 from surerank.eval.robustness import RobustnessConfig, order_check
 from surerank.ranker import BaseRanker
 from surerank.types import Candidate, Query, RankedList
@@ -38,6 +38,8 @@ def tied_query(qid: str = "q1") -> Query:
 
 
 def test_trec_eval_breaks_ties_by_docid_but_evaluate_lists_follows_the_returned_order() -> None:
+    from surerank.eval.metrics import evaluate_lists
+
     query = tied_query()
     ranked = RankedList.from_scores(query, [1.0, 1.0, 0.5, 0.2])
     assert ranked.ids == ["a", "z", "b", "c"]  # stable: the input order between the tied copies
@@ -51,6 +53,8 @@ def test_trec_eval_breaks_ties_by_docid_but_evaluate_lists_follows_the_returned_
 
 
 def test_evaluate_ranking_takes_explicit_orders_and_rejects_repeated_ids() -> None:
+    from surerank.eval.metrics import evaluate_ranking
+
     assert evaluate_ranking({"q1": ["z", "a"]}, QRELS, ("nDCG@10",)).aggregate["nDCG@10"] == \
         pytest.approx(ONE_DOWN)
     assert not evaluate_ranking({"q1": ["a", "z"]}, QRELS, ("nDCG@10",)).ties
@@ -61,6 +65,8 @@ def test_evaluate_ranking_takes_explicit_orders_and_rejects_repeated_ids() -> No
 
 
 def test_find_ties_counts_groups_per_query() -> None:
+    from surerank.eval.metrics import find_ties
+
     ties = find_ties({"q1": {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.5, "e": 0.5, "f": 0.1},
                       "q2": {"a": 3.0, "b": 2.0}, "q3": {}})
     assert (ties.queries, ties.queries_with_ties, ties.groups, ties.documents) == (3, 1, 2, 5)
