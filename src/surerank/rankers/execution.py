@@ -186,64 +186,70 @@ class ExecutionRanker(ScoringRanker):
     # ---------------------------------------------------------------------------------------------- score
 
     def score(self, queries: list[Query]) -> list[Scores]:
+        return [self.score_runs(query, tests, runs) for query, (tests, runs) in zip(queries, self.execute(queries))]
+
+    def execute(self, queries: list[Query]) -> list[tuple[list[CodeTest], list[CandidateRun]]]:
+        """Run every candidate of every query once (side by side) on its query's tests.
+
+        Public so that several methods can be compared on one execution (benchmarks/nbest_code.py)."""
         plans = [(query, self.tests_for(query)) for query in queries]
         jobs: list[tuple[int, int]] = []
         programs: list[str] = []
-        payloads: list[str] = []
+        payloads: list[dict[str, str]] = []
         for qi, (query, tests) in enumerate(plans):
             if not tests:
                 continue
             payload = json.dumps({"calls": [t.call for t in tests], "seconds_per_test": self.seconds_per_test})
-            for ci, candidate in enumerate(query.candidates):
+            for candidate in query.candidates:
                 source = query.text + candidate.text if self.completion else candidate.text
-                jobs.append((qi, ci))
                 programs.append(source + _HARNESS)
-                payloads.append(payload)
-        results = self.sandbox.run_many(programs, files=[{"tests.json": p} for p in payloads])
-        runs: dict[tuple[int, int], CandidateRun] = {}
-        for (qi, ci), result in zip(jobs, results):
-            runs[(qi, ci)] = _parse_run(result, len(plans[qi][1]))
-        return [self._score_query(query, tests, [runs.get((qi, ci)) for ci in range(len(query.candidates))])
-                for qi, (query, tests) in enumerate(plans)]
+                payloads.append({"tests.json": payload})
+            jobs.extend((qi, ci) for ci in range(len(query.candidates)))
+        runs: list[list[CandidateRun]] = [[] for _ in plans]
+        for (qi, _), result in zip(jobs, self.sandbox.run_many(programs, files=payloads)):
+            runs[qi].append(_parse_run(result, len(plans[qi][1])))
+        return [(tests, runs[qi]) for qi, (_, tests) in enumerate(plans)]
 
-    def _score_query(self, query: Query, tests: list[CodeTest], runs: list[CandidateRun | None]) -> Scores:
+    def score_runs(self, query: Query, tests: list[CodeTest], runs: list[CandidateRun],
+                   method: str | None = None) -> Scores:
+        """Scores of one query's candidates from their runs, by ``method`` (default: the ranker's)."""
+        method = method or self.method
         n = len(query.candidates)
-        cost = Cost(calls=sum(r is not None for r in runs), rounds=1 if tests else 0)
+        cost = Cost(calls=len(runs), rounds=1 if tests else 0)
         if not tests:
             logger.warning("exec, query %s: no test at inference time (no docstring example, no tests=); "
                            "the %d candidates keep their input order", query.id, n)
             return Scores(values=np.linspace(0.0, -1e-3, n), cost=cost,
-                          info={"exec": {"method": self.method, "tests": 0, "fallback": "input order (no tests)"}})
+                          info={"exec": {"method": method, "tests": 0, "fallback": "input order (no tests)"}})
         checked = [(i, canonical_literal(t.expected)) for i, t in enumerate(tests) if t.expected is not None]
-        done = [r for r in runs if r is not None]
-        passed = np.array([[r.outputs[i] == want for i, want in checked] for r in done], dtype=bool).reshape(
+        passed = np.array([[r.outputs[i] == want for i, want in checked] for r in runs], dtype=bool).reshape(
             n, len(checked))
-        outputs = [r.outputs for r in done]
+        outputs = [r.outputs for r in runs]
         exact, fraction = _agreement(outputs)
-        ran = np.array([np.mean([o is not None for o in r.outputs]) for r in done])
-        loaded = np.array([r.loaded for r in done], dtype=float)
-        if self.method == "codet":
+        ran = np.array([np.mean([o is not None for o in r.outputs]) for r in runs])
+        loaded = np.array([r.loaded for r in runs], dtype=float)
+        if method == "codet":
             primary = _codet(passed) if checked else exact
             secondary = fraction
-        elif self.method == "mbr-exec":
+        elif method == "mbr-exec":
             primary, secondary = exact, fraction
-        elif self.method == "examples":
+        elif method == "examples":
             primary = passed.mean(axis=1) if checked else ran
             secondary = fraction
         else:
             primary, secondary = ran, fraction
         # primary, then the tie-breaker (< the smallest step of any primary); candidates that never loaded last
         values = np.where(loaded > 0, primary + 1e-3 * secondary, -1.0)
-        statuses = Counter(r.status for r in done)
+        statuses = Counter(r.status for r in runs)
         failed = {query.candidates[i].id: {"status": r.status, "detail": r.detail}
-                  for i, r in enumerate(done) if r.status != "ok"}
+                  for i, r in enumerate(runs) if r.status != "ok"}
         if failed:
             logger.warning("exec, query %s: %d of %d candidates did not run cleanly (%s)", query.id, len(failed), n,
                            ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()) if k != "ok"))
         info = {"exec": {
-            "method": self.method, "tests": len(tests), "tests_with_expected": len(checked),
+            "method": method, "tests": len(tests), "tests_with_expected": len(checked),
             "statuses": dict(statuses), "failed": failed,
-            "candidates": {query.candidates[i].id: {"status": done[i].status, "passed": int(passed[i].sum()),
+            "candidates": {query.candidates[i].id: {"status": runs[i].status, "passed": int(passed[i].sum()),
                                                     "ran": round(float(ran[i]), 4), "agree_exact": int(exact[i])}
                            for i in range(n)},
         }}
