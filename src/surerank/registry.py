@@ -73,6 +73,8 @@ _BUILTIN: dict[str, RankerSpec] = {
                    "LLM JointRank: overlapping blocks ranked in parallel, wins aggregated", extra="llm"),
         RankerSpec("exec", "surerank.rankers.execution:ExecutionRanker",
                    "generated code: run in a sandbox on inference-time tests (CodeT, MBR-exec, examples)"),
+        RankerSpec("coder-reviewer", "surerank.rankers.coder_reviewer:CoderReviewerRanker",
+                   "generated code: log p(code | instruction) + log p(instruction | code) via an LLM", extra="llm"),
         RankerSpec("sql-exec", "surerank.rankers.execution:SqlExecutionRanker",
                    "generated SQL: run read-only on SQLite, ranked by result-set support"),
     ]
