@@ -142,3 +142,53 @@ def test_sql_nbest_selects_the_supported_result_and_leaves_the_database_unchange
 def test_sql_needs_a_database():
     with pytest.raises(InputError, match="database"):
         registry.create("sql-exec").rank(Query("q", [Candidate("a", "SELECT 1")]))
+
+
+class AssertWriter:
+    """An LLM backend stand-in (in-process) that writes a fixed answer of assert lines, one bad line included."""
+
+    def __new__(cls, answer: str):
+        from surerank.llm.backend import LLMBackend
+        from surerank.llm.types import LLMResponse
+
+        class _Writer(LLMBackend):
+            name = "assert-writer"
+
+            def _generate_one(self, request):
+                self.prompts.append(request.text())
+                return LLMResponse(text=answer, raw_text=answer)
+
+        writer = _Writer(model="assert-writer", concurrency=1)
+        writer.prompts = []
+        return writer
+
+
+def test_llm_generated_tests_feed_codet_and_bad_lines_are_counted(make_ranker, caplog):
+    prompt = 'def add_evens(numbers):\n    """Sum of the even numbers in the list."""\n'  # no examples at all
+    answer = ("assert add_evens([1, 2, 3, 4]) == 6\nassert add_evens([]) == 0\nassert add_evens(x) == 1\n"
+              "assert add_evens([2, 8]) == 10\nprint('hi')\n")
+    writer = AssertWriter(answer)
+    ranker = make_ranker(method="codet", generate_tests=4, backend=writer, perturb=0)
+    body = prompt.split('"""')[0]
+    candidates = [Candidate("odd", ODD.replace(PROMPT, prompt)), Candidate("right", RIGHT.replace(PROMPT, prompt)),
+                  Candidate("right2", RIGHT_TOO.replace(PROMPT, prompt)),
+                  Candidate("first", FIRST_ONLY.replace(PROMPT, prompt))]
+    assert body and all(c.text.startswith(prompt) for c in candidates)
+    ranked = ranker.rank(Query(prompt, candidates, id="gen"))
+    assert "add_evens" in writer.prompts[0]
+    assert set(ranked.ids[:2]) == {"right", "right2"}
+    report = ranked.info["exec"]["generated_tests"]
+    assert report == {"asked": 4, "kept": 3, "unparsable": 1, "failed_call": None}
+    assert any("kept 3" in r.getMessage() for r in caplog.records)
+
+
+def test_srank_clusters_by_outputs(make_ranker):
+    candidates = [Candidate("odd", ODD), Candidate("right", RIGHT), Candidate("first", FIRST_ONLY),
+                  Candidate("right2", RIGHT_TOO)]
+    ranked = make_ranker(method="srank").rank(Query(PROMPT, candidates))
+    assert set(ranked.ids[:2]) == {"right", "right2"}
+
+
+def test_generate_tests_needs_a_backend(make_ranker):
+    with pytest.raises(InputError, match="generate_tests"):
+        make_ranker(generate_tests=3)

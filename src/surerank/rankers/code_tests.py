@@ -37,7 +37,8 @@ def _literal(text: str) -> str | None:
     return text
 
 
-def _is_call_of(text: str, entry_point: str) -> bool:
+def is_literal_call(text: str, entry_point: str) -> bool:
+    """``text`` is one call of ``entry_point`` whose arguments are all Python literals."""
     try:
         node = ast.parse(text.strip(), mode="eval").body
     except SyntaxError:
@@ -59,7 +60,7 @@ def docstring_examples(prompt: str, entry_point: str) -> list[CodeTest]:
 
     def add(call: str, expected: str | None) -> None:
         call = call.strip()
-        if call not in seen and _is_call_of(call, entry_point):
+        if call not in seen and is_literal_call(call, entry_point):
             seen.add(call)
             tests.append(CodeTest(call, expected))
 
@@ -105,7 +106,7 @@ def perturbed_inputs(tests: list[CodeTest], entry_point: str, limit: int = 8) ->
         assert isinstance(node, ast.Call)
         for variant in _variants(node):
             call = ast.unparse(variant)
-            if call not in seen and _is_call_of(call, entry_point):
+            if call not in seen and is_literal_call(call, entry_point):
                 seen.add(call)
                 made.append(CodeTest(call, None, source="perturbed"))
             if len(made) >= limit:

@@ -3,11 +3,14 @@
 A code query is a :class:`~surerank.types.Query` whose text is the prompt (a function signature and docstring,
 HumanEval style) and whose candidates are N generated programs (or completions of the prompt, with
 ``completion=True``).  Every candidate runs once in the :mod:`surerank.sandbox` on the tests available at inference
-time — the docstring's examples, tests the user gives (``tests=`` or ``query.metadata["tests"]``), inputs perturbed
-from the examples — never hidden tests.  Methods (``method=``):
+time — the docstring's examples, tests the user gives (``tests=`` or ``query.metadata["tests"]``), tests an LLM
+writes from the prompt (``generate_tests=k`` with ``backend=``, CodeT's generated tests; unparsable lines are
+dropped and counted), inputs perturbed from the examples — never hidden tests.  Methods (``method=``):
 
 - ``"codet"``: CodeT's dual agreement (Chen et al. 2022) over the tests with expected values: candidates that pass
   the same set of tests form a consensus set; a set's score is its size times the number of tests it passes.
+- ``"srank"``: SRank-style cluster scoring (To et al. 2023): candidates with identical outputs form a cluster; a
+  cluster scores its size times its size-weighted output agreement with the other clusters.
 - ``"mbr-exec"``: MBR-exec (Shi et al. 2022): a candidate's expected agreement with the others — how many other
   candidates give the same output on every input (exact), tie-broken by the fraction of inputs agreed.
 - ``"examples"``: the fraction of the docstring examples passed, tie-broken by MBR-exec agreement.
@@ -35,12 +38,17 @@ import numpy as np
 
 from surerank.errors import InputError
 from surerank.ranker import Scores, ScoringRanker
-from surerank.rankers.code_tests import CodeTest, docstring_examples, perturbed_inputs
+from surerank.rankers.code_tests import CodeTest, docstring_examples, is_literal_call, perturbed_inputs
 from surerank.types import Cost, Query
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("codet", "mbr-exec", "examples", "executability")
+METHODS = ("codet", "mbr-exec", "srank", "examples", "executability")
+TEST_PROMPT = (
+    "Write {n} assert statements that test the function `{entry}` below, one per line, each of the form "
+    "`assert {entry}(...) == <expected value>` with literal arguments and a literal expected value. "
+    "Answer with the assert lines only.\n\n{prompt}"
+)
 MARKER = "\x00SURERANK-EXEC "
 
 # Appended to each candidate: runs every test call under its own timer and prints one marked JSON line per test.
@@ -135,6 +143,9 @@ class ExecutionRanker(ScoringRanker):
         memory_mb: int = 512,
         isolation: str = "namespaces",
         max_parallel: int | None = None,
+        generate_tests: int = 0,
+        backend: Any = None,
+        **backend_options: Any,
     ) -> None:
         from surerank.sandbox import Limits, Sandbox
 
@@ -145,6 +156,19 @@ class ExecutionRanker(ScoringRanker):
         self.method, self.entry_point, self.completion, self.perturb = method, entry_point, completion, perturb
         self.user_tests = list(tests or [])
         self.seconds_per_test = seconds_per_test
+        if generate_tests < 0:
+            raise InputError(f"generate_tests: must be >= 0, got {generate_tests}")
+        if generate_tests and backend is None:
+            raise InputError("generate_tests: needs backend= (an LLM backend name or instance) to write the tests")
+        if backend_options and backend is None:
+            raise InputError(f"exec: unknown option(s) {', '.join(sorted(backend_options))}")
+        self.generate_tests = generate_tests
+        self._generation_report: dict[str, dict[str, Any]] = {}  # per query id, for info and the one warning
+        self.backend = None
+        if backend is not None:
+            from surerank.llm import make_backend
+
+            self.backend = make_backend(backend, **backend_options)
         limits = Limits(wall_seconds=wall_seconds, cpu_seconds=max(1, int(wall_seconds)),
                         memory_bytes=memory_mb * 2**20)
         options = {"max_parallel": max_parallel} if max_parallel else {}
@@ -179,14 +203,58 @@ class ExecutionRanker(ScoringRanker):
         tests = docstring_examples(query.text, entry)
         for assertion in [*self.user_tests, *query.metadata.get("tests", [])]:
             tests.append(_user_test(assertion))
+        if self.generate_tests:
+            tests += self._generated_tests(query, entry, {t.call for t in tests})
         if self.perturb:
             tests += perturbed_inputs(tests, entry, limit=self.perturb)
         return tests
 
+    def _generated_tests(self, query: Query, entry: str, known: set[str]) -> list[CodeTest]:
+        """CodeT's test generation: ask the LLM for asserts, keep those that parse as a literal call of ``entry``."""
+        from surerank.llm.types import LLMRequest
+
+        request = LLMRequest.chat(TEST_PROMPT.format(n=self.generate_tests, entry=entry, prompt=query.text),
+                                  max_tokens=64 * self.generate_tests)
+        response = self.backend.generate([request])[0]
+        report = self._generation_report.setdefault(query.id, {"asked": self.generate_tests, "kept": 0,
+                                                               "unparsable": 0, "failed_call": None})
+        if not response.ok:
+            report["failed_call"] = response.cause or "error"
+            return []
+        made: list[CodeTest] = []
+        for line in response.text.splitlines():
+            line = line.strip().strip("`")
+            if not line.startswith("assert "):
+                continue
+            try:
+                test = _user_test(line)
+            except InputError:
+                report["unparsable"] += 1
+                continue
+            if test.expected is None or test.call in known or not is_literal_call(test.call, entry):
+                report["unparsable"] += test.expected is None or not is_literal_call(test.call, entry)
+                continue
+            known.add(test.call)
+            made.append(CodeTest(test.call, test.expected, source="generated"))
+            if len(made) >= self.generate_tests:
+                break
+        report["kept"] = len(made)
+        return made
+
     # ---------------------------------------------------------------------------------------------- score
 
     def score(self, queries: list[Query]) -> list[Scores]:
-        return [self.score_runs(query, tests, runs) for query, (tests, runs) in zip(queries, self.execute(queries))]
+        self._generation_report.clear()
+        scored = [self.score_runs(query, tests, runs) for query, (tests, runs) in zip(queries, self.execute(queries))]
+        for query, scores in zip(queries, scored):
+            report = self._generation_report.get(query.id)
+            if report is not None:
+                scores.info["exec"]["generated_tests"] = report
+                if report["failed_call"] or report["kept"] < report["asked"]:
+                    logger.warning("exec, query %s: asked the LLM for %d tests, kept %d (%d unparsable%s)", query.id,
+                                   report["asked"], report["kept"], report["unparsable"],
+                                   f"; the call failed: {report['failed_call']}" if report["failed_call"] else "")
+        return scored
 
     def execute(self, queries: list[Query]) -> list[tuple[list[CodeTest], list[CandidateRun]]]:
         """Run every candidate of every query once (side by side) on its query's tests.
@@ -233,6 +301,8 @@ class ExecutionRanker(ScoringRanker):
             secondary = fraction
         elif method == "mbr-exec":
             primary, secondary = exact, fraction
+        elif method == "srank":
+            primary, secondary = _srank(outputs), fraction
         elif method == "examples":
             primary = passed.mean(axis=1) if checked else ran
             secondary = fraction
@@ -306,6 +376,23 @@ def _agreement(outputs: list[list[str | None]]) -> tuple[np.ndarray, np.ndarray]
             exact[i] += float(all(same) and len(same) > 0)
             fraction[i] += float(np.mean(same)) if same else 0.0
     return exact, fraction / max(1, n - 1)
+
+
+def _srank(outputs: list[list[str | None]]) -> np.ndarray:
+    """SRank-style: clusters of identical outputs; score = size x sum over other clusters of size x agreement."""
+    keys = [json.dumps(o) if any(x is not None for x in o) else None for o in outputs]
+    clusters = sorted({k for k in keys if k is not None})
+    if not clusters:
+        return np.zeros(len(outputs))
+    members = {k: [i for i, key in enumerate(keys) if key == k] for k in clusters}
+    rep = {k: outputs[members[k][0]] for k in clusters}
+    size = {k: len(members[k]) for k in clusters}
+    score = {}
+    for k in clusters:
+        interaction = sum(size[j] * float(np.mean([a is not None and a == b for a, b in zip(rep[k], rep[j])]))
+                          for j in clusters if j != k)
+        score[k] = size[k] * (1.0 + interaction)
+    return np.array([score[k] if k is not None else 0.0 for k in keys], dtype=float)
 
 
 def _codet(passed: np.ndarray) -> np.ndarray:
