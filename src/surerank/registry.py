@@ -77,6 +77,12 @@ _BUILTIN: dict[str, RankerSpec] = {
                    "generated code: log p(code | instruction) + log p(instruction | code) via an LLM", extra="llm"),
         RankerSpec("sql-exec", "surerank.rankers.execution:SqlExecutionRanker",
                    "generated SQL: run read-only on SQLite, ranked by result-set support"),
+        RankerSpec("mbr", "surerank.rankers.mbr:MBRRanker",
+                   "generated text: minimum Bayes risk, expected utility (chrF/BLEU need [generation])"),
+        RankerSpec("qe", "surerank.rankers.qe:QERanker",
+                   "generated text: quality estimation by any ranker, or tuned feature weights"),
+        RankerSpec("vote", "surerank.rankers.vote:VoteRanker",
+                   "generated answers: self-consistency majority vote over normalised answers"),
     ]
 }
 _REGISTERED: dict[str, RankerSpec] = {}
