@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from surerank.eval.datasets import load_trec_dl
+from surerank.eval.report import read_robustness
 from surerank.eval.robustness import CHECKS, TYPO_KINDS, RobustnessConfig, format_table, run_robustness
 from surerank.ranker import BaseRanker
 from surerank.registry import create
@@ -92,7 +93,9 @@ def main() -> None:
         result["ranker"] = name
         result["pairs_scored"] = ranker.pairs
         result["pairs_per_s"] = ranker.pairs / max(ranker.seconds, 1e-9)
-        (args.out_dir / f"robustness-{args.dataset}-{name}.json").write_text(json.dumps(result, indent=1))
+        path = args.out_dir / f"robustness-{args.dataset}-{name}.json"
+        read_robustness(result, str(path))  # the shape `surerank report --robustness` reads
+        path.write_text(json.dumps(result, indent=1))
         results.append(result)
         lines.append(f"{name}: {ranker.pairs} pairs in {time.perf_counter() - start:.0f} s "
                      f"({result['pairs_per_s']:.0f} pairs/s)")

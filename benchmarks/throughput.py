@@ -16,6 +16,7 @@ the per-round ratios); peak RSS comes from a separate run of each contender in i
     nice python benchmarks/throughput.py --pairs 1000 --full   # + nDCG@10 over all 43 DL19 queries
     python benchmarks/throughput.py --backend torch --pairs 300  # the torch backend on CPU (fp32, bf16)
     bash benchmarks/gpu_run.sh   # on a GPU machine, with the kit of benchmarks/gpu_kit.py: bf16/fp16, MFU
+    python benchmarks/throughput.py --pairs 300 --json throughput.json   # + the table for surerank report
 
 On a GPU (``--device cuda``) surerank runs the torch backend in bf16 and fp16 (SDPA, 262k-token batches,
 batch padding and the next group's tokenization overlapped with compute) against
@@ -293,6 +294,8 @@ def main() -> int:
                    "torch on a GPU); torch on CPU times fp32 and bf16")
     p.add_argument("--kit", help="a directory made by benchmarks/gpu_kit.py (fp16 model + DL19 passages)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak for MFU")
+    p.add_argument("--json", type=Path, help="also write the table (kind surerank.throughput: what "
+                   "`surerank report --throughput` reads)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--ce-dir", help=argparse.SUPPRESS)
     p.add_argument("--all", action="store_true", help=argparse.SUPPRESS)
@@ -341,6 +344,7 @@ def main() -> int:
           "cpu: ratio of pairs per CPU-second (all threads)")
     print(f"{'shape':14s} {'contender':28s} {'pairs/s':>9s} {'ratio':>6s} {'rounds':>7s} {'cpu':>6s} "
           f"{'peak MB':>8s} {'nDCG@10':>8s} {'MFU':>6s}")
+    rows = []
     for shape in shapes:
         kinds = contenders(shape, args.device, args.backend)
         label = {"ce": "cross-encoder", "emb": "embedding"}[shape]
@@ -354,6 +358,18 @@ def main() -> int:
             print(f"{label:14s} {describe(kind):28s} {r['pairs_per_s']:9.1f} {ratio:5.2f}x "
                   f"{r['median_round_ratio']:6.2f}x {r['pairs_per_cpu_s'] / base['pairs_per_cpu_s']:5.2f}x "
                   f"{mem:8.1f} {nd:>8s} {mfu:>6s}")
+            rows.append({"name": f"{label}: {describe(kind)}", "shape": label, "device": args.device,
+                         "pairs": r["pairs"], "pairs_per_s": r["pairs_per_s"], "ratio": ratio,
+                         "round_ratio": r["median_round_ratio"], "pairs_per_cpu_s": r["pairs_per_cpu_s"],
+                         "peak_mb": mem or None, "ndcg10": r.get("ndcg10"),
+                         "mfu": r["tflops_per_s"] / args.peak_tflops if "tflops_per_s" in r else None})
+    if args.json:
+        from surerank.eval.report import ThroughputTable
+
+        table = ThroughputTable(rows=rows, rate="pairs_per_s").to_dict()
+        ThroughputTable.from_dict(table, str(args.json))  # exactly what `surerank report --throughput` reads
+        args.json.write_text(json.dumps(table, indent=1, allow_nan=False) + "\n")
+        print(f"wrote {args.json}")
     if "emb" in shapes and args.backend == "onnx" and "ndcg10" in results.get("sr-emb-onnx-fp32", {}):
         for p_ in ("int8", "int8-fast"):
             d = results[f"sr-emb-onnx-{p_}"]["ndcg10"] - results["sr-emb-onnx-fp32"]["ndcg10"]

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from surerank.eval.datasets import load_trec_dl
+from surerank.eval.report import TrustFigures
 from surerank.trust.abstention import (
     LinearConfidence,
     LogisticConfidence,
@@ -284,21 +285,35 @@ def main() -> None:
               f"nDCG@10 {ndcg10(lists, qrels).mean():.4f}"
               + (f" (scored in {seconds:.1f}s)" if seconds else " (cached scores)"))
     sections = args.sections.split(",")
-    # shaped for `surerank report --trust`: reliability bins, risk_coverage curves, cutoffs tables
-    figures: dict = {"ranker": args.ranker, "calibration": {}, "abstention": {},
-                     "conformal": {"cutoffs": {}}, "adaptive": {"cutoffs": {}}}
+    parts: dict = {"calibration": {}, "abstention": {}, "conformal": {}, "adaptive": {}}
     if "calibration" in sections:
-        section_calibration(data, figures["calibration"])
+        section_calibration(data, parts["calibration"])
     if "abstention" in sections:
-        section_abstention(data, args.abstention_splits, rng, args.k, figures["abstention"])
+        section_abstention(data, args.abstention_splits, rng, args.k, parts["abstention"])
     if "crc" in sections:
-        section_crc(data, args.splits, rng, args.delta, figures["conformal"]["cutoffs"])
+        section_crc(data, args.splits, rng, args.delta, parts["conformal"])
     if "adaptive" in sections:
-        section_adaptive(data, figures["adaptive"]["cutoffs"])
+        section_adaptive(data, parts["adaptive"])
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=1))
+        document = trust_figures(parts, args.ranker)
+        TrustFigures.from_dict(document, str(args.json))  # exactly what `surerank report --trust` reads
+        args.json.write_text(json.dumps(document, indent=1, allow_nan=False))
         print(f"\nwrote {args.json}")
 
+
+def trust_figures(parts: dict, ranker: str) -> dict:
+    """The sections' figures as a ``surerank.trust-figures`` document (what ``surerank report --trust`` reads)."""
+    figures = TrustFigures()
+    for label, rel in parts["calibration"].get("reliability", {}).items():
+        figures.add_bins(label, rel["bins"], {"ece": rel["ece"], "brier": rel["brier"]})
+    for name, curve in parts["abstention"].get("risk_coverage", {}).items():
+        figures.add_curve(f"{name} on DL19 (u_lin fitted on DL20)", "nDCG@10", curve["coverage"], curve["nDCG@10"])
+    if parts["conformal"].get("rows"):
+        figures.add_rows("conformal cutoffs over random splits", parts["conformal"]["rows"], x="alpha")
+    if parts["adaptive"].get("rows"):
+        figures.add_rows("adaptive cutoffs beside fixed k", parts["adaptive"]["rows"])
+    # the nAUC means are recorded beside the figures (the report draws the curves, not this table)
+    return {**figures.to_dict(), "ranker": ranker, "nauc": parts["abstention"].get("nauc", {})}
 
 if __name__ == "__main__":
     main()

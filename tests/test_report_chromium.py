@@ -55,7 +55,7 @@ def reliability_from(probabilities: np.ndarray, labels: np.ndarray, bins: int = 
         mask = which == b
         if mask.any():
             rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(mask.sum()),
-                         "accuracy": float(labels[mask].mean()), "confidence": float(probabilities[mask].mean())})
+                         "observed": float(labels[mask].mean()), "confidence": float(probabilities[mask].mean())})
     return {"bins": rows}
 
 
@@ -108,11 +108,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         cutoffs.append({"threshold": threshold, "kept_fraction": float(kept.mean()),
                         "precision": float(labels[kept].mean()) if kept.any() else 0.0,
                         "recall": float(labels[kept].sum() / max(labels.sum(), 1.0))})
-    trust = {"dl20": {
-        "reliability": {"bm25 platt (fit dl19)": reliability_from(probabilities, labels)},
-        "risk_coverage": {"top-1 probability": {"coverage": coverage.tolist(), "quality": mean_quality.tolist()}},
-        "cutoffs": cutoffs,
-    }}
+    trust = {"kind": "surerank.trust-figures", "version": 1,
+             "reliability": {"dl20: bm25 platt (fit dl19)": reliability_from(probabilities, labels)},
+             "risk_coverage": {"dl20: top-1 probability": {"measure": "nDCG@10", "coverage": coverage.tolist(),
+                                                           "values": mean_quality.tolist()}},
+             "cutoffs": {"dl20": {"x": "threshold", "rows": cutoffs}}}
     (folder / "trust.json").write_text(json.dumps(trust))
 
     queries, qrels = slice_of(19)
@@ -124,7 +124,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         result["ranker"] = name
         path.write_text(json.dumps(result))
         robustness += ["--robustness", str(path)]
-    (folder / "throughput.json").write_text(json.dumps(timings))
+    (folder / "throughput.json").write_text(json.dumps({"kind": "surerank.throughput", "version": 1,
+                                                       "rows": timings}))
     return {"folder": folder, "runs": runs, "robustness": robustness}
 
 

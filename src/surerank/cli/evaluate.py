@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         if (trust := trust_summary(name, qrels, args.rel_level, echo)) is not None:
             report[name]["trust"] = trust
     if args.json:
-        Path(args.json).write_text(json.dumps({"qrels": args.qrels, "measures": measures,
+        Path(args.json).write_text(json.dumps({"kind": "surerank.eval", "version": 1,  # surerank report reads it
+                                               "qrels": args.qrels, "measures": measures,
                                                "rel_level": args.rel_level, "baseline": args.baseline,
                                                "runs": report}, indent=1))
         echo(f"wrote {args.json}")

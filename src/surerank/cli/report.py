@@ -21,6 +21,8 @@ EXAMPLES = """examples:
 --qrels NAME=PATH names a dataset's judgments; dl19 / dl20 alone use the shared TREC DL qrels.
 --run DATASET:RANKER=PATH adds a TREC run file; significance marks compare each ranker with --baseline
 (default bm25 when present, else the first run of the dataset).
+Every JSON input names its kind and version ("kind": "surerank.eval", "surerank.trust", ...); a file of
+another kind, or with a field missing, is refused with the file and the field.
 """
 
 QRELS_ALIASES = {"dl19": 19, "dl20": 20}
@@ -45,11 +47,13 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--rel-level", type=int, default=2, help="lowest relevant grade for binary measures")
     other = parser.add_argument_group("other sections (each optional, each repeatable)")
     other.add_argument("--trust", action="append", default=[], type=Path, metavar="PATH",
-                       help="JSON with risk_coverage / reliability / cutoffs entries")
+                       help="a trust artifact or the summary `surerank calibrate` prints (in-sample figures), "
+                            "`surerank eval --json` of trust runs, or trust figures (kind "
+                            "surerank.trust-figures, e.g. benchmarks/trust_dl.py --json)")
     other.add_argument("--robustness", action="append", default=[], type=Path, metavar="PATH",
                        help="JSON written by `surerank robustness --output`")
     other.add_argument("--throughput", action="append", default=[], type=Path, metavar="PATH",
-                       help="JSON rows of throughput measurements")
+                       help="throughput rows (kind surerank.throughput, e.g. benchmarks/throughput.py --json)")
     parser.set_defaults(func=run)
 
 
@@ -77,18 +81,23 @@ def resolve_qrels(specs: list[str]) -> tuple[dict[str, dict], list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     from surerank.eval.report import (
+        EVAL_KIND,
         RunSpec,
+        TrustFigures,
         build_report,
-        collect_trust,
         evaluate_runs,
         evaluation_from_json,
+        figures_from_eval,
         load_json,
+        read_robustness,
+        read_throughput,
+        read_trust,
         write_report,
     )
 
     sources: list[str] = []
     evaluation: dict = {}
-    trust_from_eval: list[tuple[str, object]] = []
+    trust = TrustFigures()
     if args.run:
         qrels, qrels_sources = resolve_qrels(args.qrels)
         specs = [RunSpec.parse(text) for text in args.run]
@@ -104,24 +113,29 @@ def run(args: argparse.Namespace) -> int:
         if not sep:
             name, path = "", spec
         data = load_json(path)
-        loaded = evaluation_from_json(data, path, dataset=name or None)
-        for dataset, rankers in loaded.items():
+        if not isinstance(data, dict) or data.get("kind") != EVAL_KIND:
+            found = data.get("kind") if isinstance(data, dict) else type(data).__name__
+            raise InputError(f"{path}: field 'kind' must be {EVAL_KIND!r} (the JSON of `surerank eval "
+                             f"--json`), got {found!r}")
+        for dataset, rankers in evaluation_from_json(data, path, dataset=name or None).items():
             evaluation.setdefault(dataset, {}).update(rankers)
-        if isinstance(data, dict) and isinstance(data.get("runs"), dict):  # eval --json: trust per run
-            parts = {Path(run).stem: record["trust"] for run, record in data["runs"].items()
-                     if isinstance(record, dict) and isinstance(record.get("trust"), dict)}
-            labelled = {next(iter(loaded)): parts}
-            found = collect_trust([("eval", labelled)])
-            if found.risk_coverage or found.reliability or found.cutoffs:
-                trust_from_eval.append(("eval", labelled))
+        trust.merge(figures_from_eval(data, path, dataset=name or None))  # runs written by rerank --trust
         sources.append(path)
-    trust = [(path.stem, load_json(path)) for path in args.trust] + trust_from_eval
-    robustness = [load_json(path) for path in args.robustness]
-    throughput = [(path.stem, load_json(path)) for path in args.throughput]
+    labels = _labels(args.trust)
+    for path, label in zip(args.trust, labels, strict=True):
+        trust.merge(read_trust(load_json(path), str(path), label=label))
+    robustness = [read_robustness(load_json(path), str(path)) for path in args.robustness]
+    throughput = [read_throughput(load_json(path), str(path)) for path in args.throughput]
     sources += [str(p) for p in [*args.trust, *args.robustness, *args.throughput]]
-    html = build_report(evaluation=evaluation or None, trust=trust, robustness=robustness,
-                        throughput=throughput, baseline=args.baseline, title=args.title,
-                        sources=[Path(s).name for s in sources])
+    html = build_report(evaluation=evaluation or None, trust=None if trust.empty else trust,
+                        robustness=robustness, throughput=throughput, baseline=args.baseline,
+                        title=args.title, sources=[Path(s).name for s in sources])
     path = write_report(args.output, html)
     sys.stdout.write(f"wrote {path} ({len(html):,} bytes)\n")
     return 0
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    """Each --trust file's label: its stem, or its parent/stem when two files share a stem."""
+    stems = [p.stem for p in paths]
+    return [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]

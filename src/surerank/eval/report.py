@@ -28,6 +28,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from surerank import documents as schema
 from surerank.errors import InputError
 from surerank.eval import report_svg as svg
 
@@ -91,6 +92,75 @@ def evaluate_runs(runs: Sequence[RunSpec], qrels: Mapping[str, Mapping[str, Mapp
     return evaluation
 
 
+def load_json(path: str | Path) -> Any:
+    """The parsed JSON of ``path``; unreadable or invalid files are refused with the file and position."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}"
+        # some messages end in "at" ("Unterminated string starting at"): do not say "at at"
+        said = f"{error.msg} {where}" if error.msg.endswith(" at") else f"{error.msg} at {where}"
+        raise InputError(f"{path}: not valid JSON ({said})") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed inputs: every JSON the report reads names its kind and version, and is read field by field
+# --------------------------------------------------------------------------------------------------
+
+EVAL_KIND = "surerank.eval"  # `surerank eval --json`
+TRUST_FIGURES_KIND = "surerank.trust-figures"  # benchmarks/trust_dl.py --json, or made by hand
+THROUGHPUT_KIND = "surerank.throughput"  # benchmarks/throughput.py --json
+ROBUSTNESS_SCHEMA = "surerank.robustness/1"  # `surerank robustness --output` (its own "schema" field)
+#: what ``--trust`` accepts: the artifact, calibrate's printed summary, figures, eval JSON with trust parts
+TRUST_KINDS = ("surerank.trust", "surerank.calibration", TRUST_FIGURES_KIND, EVAL_KIND)
+_RISK_MEASURES = ("risk", "miss_rate", "error", "loss")  # lower is better; any other measure is a quality
+
+
+def _is_number(value: Any) -> bool:
+    return schema.is_number(value)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def _kind_of(data: Any, path: str, accepted: Sequence[str]) -> str:
+    """The document's ``kind`` if it is one of ``accepted``; else an error naming the file and the field."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{path}: expected a JSON object with a 'kind' field (one of {', '.join(accepted)}), "
+                         f"got {type(data).__name__}")
+    kind = data.get("kind")
+    if kind is None and data.get("format") == "surerank.trust" and "surerank.trust" in accepted:
+        return "surerank.trust"  # version-1 artifacts said "format"
+    if kind is None:
+        raise InputError(f"{path}: field 'kind' is missing; expected one of {', '.join(accepted)} "
+                         "(the JSON written by surerank's commands and benchmarks)")
+    if kind not in accepted:
+        raise InputError(f"{path}: field 'kind' is {kind!r}; this option reads {', '.join(accepted)}")
+    return str(kind)
+
+
+def _scalars(record: Mapping[str, Any], where: str, path: str, nullable: bool = False) -> dict[str, Any]:
+    """Every value a finite number (``nullable``: or null / NaN, read as None: a ratio with nothing to divide)."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if nullable and (value is None or (isinstance(value, float) and math.isnan(value))):
+            out[str(key)] = None
+        elif not _is_number(value):
+            raise InputError(f"{where}: field '{path}.{key}' must be a finite number, got {value!r}")
+        else:
+            out[str(key)] = float(value)
+    return out
+
+
+# -- evaluation --------------------------------------------------------------------------------------
+
+
 def _dataset_label(qrels_path: Any) -> str:
     """``…/qrels.dl19-passage.txt`` → ``dl19-passage``: a readable dataset name from a qrels path."""
     if not qrels_path:
@@ -100,268 +170,351 @@ def _dataset_label(qrels_path: Any) -> str:
     return Path(name).stem if "." in name else name
 
 
-def evaluation_from_json(data: Any, source: str = "", dataset: str | None = None) -> Evaluation:
-    """Read evaluation JSON: what ``surerank eval --json`` writes (``{"qrels", "runs": {path: record}}``),
-    ``{dataset: {ranker: {aggregate, per_query}}}``, a list of records with ``dataset``/``ranker`` (or
-    ``run``) fields, or one record.  ``dataset`` overrides the name taken from the file."""
-    records: list[Mapping[str, Any]] = []
-    if isinstance(data, Mapping) and isinstance(data.get("runs"), Mapping):
-        label = dataset or _dataset_label(data.get("qrels"))
-        out = {label: {}}
-        for run, record in data["runs"].items():
-            entry = _eval_record(record, f"{source}[runs][{run}]")
-            entry["baseline"] = bool(data.get("baseline")) and str(data.get("baseline")) == str(run)
-            out[label][Path(str(run)).stem or str(run)] = entry
-        return out
-    if isinstance(data, Mapping) and ("per_query" in data or "aggregate" in data):
-        records = [data]
-    elif isinstance(data, Mapping) and isinstance(data.get("runs"), list):
-        records = data["runs"]
-    elif isinstance(data, list):
-        records = data
-    elif isinstance(data, Mapping):
-        out: Evaluation = {}
-        for dataset, rankers in data.items():
-            if not isinstance(rankers, Mapping):
-                raise InputError(f"{source}: evaluation[{dataset!r}] should map ranker names to results")
-            for ranker, value in rankers.items():
-                where = f"{source}[{dataset}][{ranker}]"
-                out.setdefault(str(dataset), {})[str(ranker)] = _eval_record(value, where)
-        return out
+def eval_results(data: Any, where: str) -> dict[str, Any]:
+    """``surerank eval --json`` → ``{run path: EvalResult}`` (the library's dataclass), checked field by field."""
+    from surerank.eval.metrics import EvalResult
+
+    schema.header(data, EVAL_KIND, (1,), where)
+    runs = schema.get(data, "runs", "object", where)
     out = {}
-    for i, record in enumerate(records):
+    for run, record in runs.items():
+        path = f"runs.{run}"
         if not isinstance(record, Mapping):
-            raise InputError(f"{source}: record {i} is not an object")
-        dataset_name = dataset or str(record.get("dataset") or "default")
-        fallback = Path(str(record.get("run", f"run{i}"))).stem
-        ranker = str(record.get("ranker") or record.get("name") or fallback)
-        out.setdefault(dataset_name, {})[ranker] = _eval_record(record, f"{source}[{i}]")
+            raise InputError(f"{where}: field '{path}' must be a JSON object")
+        aggregate = _scalars(schema.get(record, "aggregate", "object", where, path), where, f"{path}.aggregate")
+        per_query = {}
+        for qid, values in schema.get(record, "per_query", "object", where, path).items():
+            if not isinstance(values, Mapping):
+                raise InputError(f"{where}: field '{path}.per_query.{qid}' must be a JSON object")
+            per_query[str(qid)] = _scalars(values, where, f"{path}.per_query.{qid}")
+        queries = schema.get(record, "queries", "int", where, path)
+        out[str(run)] = EvalResult(aggregate=aggregate, per_query=per_query, queries_evaluated=queries)
     return out
 
 
-def _eval_record(record: Any, where: str) -> RankerEval:
-    if not isinstance(record, Mapping) or not isinstance(record.get("per_query", {}), Mapping):
-        raise InputError(f"{where}: expected an object with 'aggregate' and 'per_query'")
-    per_query = {str(q): {m: float(v) for m, v in vals.items() if _is_number(v)}
-                 for q, vals in record.get("per_query", {}).items()}
-    aggregate = {m: float(v) for m, v in (record.get("aggregate") or {}).items() if _is_number(v)}
-    if not aggregate and per_query:
-        measures = sorted({m for vals in per_query.values() for m in vals})
-        aggregate = {m: _mean([v[m] for v in per_query.values() if m in v]) for m in measures}
-    return {"aggregate": aggregate, "per_query": per_query, "source": str(record.get("run", ""))}
+def evaluation_from_json(data: Any, source: str = "", dataset: str | None = None) -> Evaluation:
+    """Read ``surerank eval --json`` (``"kind": "surerank.eval"``): one dataset, one ranker per run file.
+
+    The dataset is named by ``dataset`` or, by default, after the qrels file; rankers after the run files.
+    """
+    where = source or "evaluation JSON"
+    results = eval_results(data, where)
+    label = dataset or _dataset_label(data.get("qrels"))
+    baseline = data.get("baseline")
+    out: Evaluation = {label: {}}
+    for run, result in results.items():
+        out[label][Path(run).stem or run] = {
+            "aggregate": dict(result.aggregate), "per_query": result.per_query, "source": run,
+            "baseline": baseline is not None and str(baseline) == run,
+        }
+    return out
 
 
-def load_json(path: str | Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
-
-
-# --------------------------------------------------------------------------------------------------
-# Normalising trust and throughput JSON of loosely agreed shape
-# --------------------------------------------------------------------------------------------------
-
-_COVERAGE_KEYS = ("coverage", "answered", "kept_fraction")
-_RISK_KEYS = ("risk", "error", "loss", "selective_risk")
-_QUALITY_KEYS = ("quality", "mean_quality", "ndcg", "nDCG@10", "metric", "value")
-_Y_KEYS = _RISK_KEYS + _QUALITY_KEYS
-_BIN_OBSERVED = ("accuracy", "observed", "fraction_positive", "frac_positive", "positive_rate", "empirical")
-_BIN_CONFIDENCE = ("confidence", "mean_confidence", "mean_predicted", "mean_probability", "predicted")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
-def _first(mapping: Mapping[str, Any], keys: Iterable[str]) -> Any:
-    for key in keys:
-        if key in mapping and mapping[key] is not None:
-            return mapping[key]
-    return None
-
-
-def _mean(values: Sequence[float]) -> float:
-    return float(sum(values) / len(values)) if values else float("nan")
-
-
-def curve_measure(value: Any) -> str:
-    """The name of the y quantity of a curve ("risk" for bare pairs)."""
-    if isinstance(value, Mapping):
-        inner = _first(value, ("points", "curve"))
-        if inner is not None and _first(value, _Y_KEYS) is None:
-            return curve_measure(inner)
-        return next((k for k in _Y_KEYS if k in value), "risk")
-    if isinstance(value, list) and value and isinstance(value[0], Mapping):
-        return next((k for k in _Y_KEYS if k in value[0]), "risk")
-    return "risk"
-
-
-def curve_points(value: Any) -> list[tuple[float, float]] | None:
-    """(coverage, risk or quality) points from a list of dicts or pairs, or from parallel arrays."""
-    if isinstance(value, Mapping):
-        xs, ys = _first(value, _COVERAGE_KEYS), _first(value, _Y_KEYS)
-        if isinstance(xs, list) and isinstance(ys, list) and len(xs) == len(ys):
-            pairs = zip(xs, ys, strict=True)
-            return sorted((float(x), float(y)) for x, y in pairs if _is_number(x) and _is_number(y))
-        inner = _first(value, ("points", "curve"))
-        return curve_points(inner) if inner is not None else None
-    if isinstance(value, list) and value:
-        points = []
-        for p in value:
-            if isinstance(p, Mapping):
-                x, y = _first(p, _COVERAGE_KEYS), _first(p, _Y_KEYS)
-            elif isinstance(p, (list, tuple)) and len(p) >= 2:
-                x, y = p[0], p[1]
-            else:
-                return None
-            if _is_number(x) and _is_number(y):
-                points.append((float(x), float(y)))
-        return sorted(points) if points else None
-    return None
-
-
-def reliability_bins(value: Any) -> tuple[list[tuple[float, float, float, float | None]], dict] | None:
-    """(low, high, observed, mean confidence) bins plus any scalar summary (ece, brier…)."""
-    extras: dict[str, Any] = {}
-    if isinstance(value, Mapping):
-        extras = {k: v for k, v in value.items() if _is_number(v)}
-        if isinstance(value.get("bins"), list):
-            value = value["bins"]
-        else:
-            observed, confidence = _first(value, _BIN_OBSERVED), _first(value, _BIN_CONFIDENCE)
-            if isinstance(observed, list):
-                n = len(observed)
-                edges = value.get("edges") or value.get("bin_edges")
-                value = [
-                    {"low": edges[i] if edges else i / n, "high": edges[i + 1] if edges else (i + 1) / n,
-                     "observed": observed[i],
-                     "confidence": confidence[i] if isinstance(confidence, list) else None,
-                     "count": (value.get("count") or value.get("counts") or [None] * n)[i]}
-                    for i in range(n)
-                ]
-            else:
-                return None
-    if not isinstance(value, list) or not value or not all(isinstance(b, Mapping) for b in value):
-        return None
-    n = len(value)
-    bins = []
-    for i, b in enumerate(value):
-        if b.get("count", 1) == 0:  # an empty bin (kept for regular edges) has nothing to draw
-            continue
-        observed = _first(b, _BIN_OBSERVED)
-        if observed is None:
-            return None
-        confidence = _first(b, _BIN_CONFIDENCE)
-        low = b.get("low", b.get("lower", b.get("bin_low")))
-        high = b.get("high", b.get("upper", b.get("bin_high")))
-        if not (_is_number(low) and _is_number(high)):
-            low, high = i / n, (i + 1) / n
-        bins.append((float(low), float(high), float(observed) if _is_number(observed) else float("nan"),
-                     float(confidence) if _is_number(confidence) else None))
-    return bins, extras
-
-
-def _table_rows(value: Any) -> list[dict[str, Any]] | None:
-    if isinstance(value, Mapping) and isinstance(value.get("rows"), list):
-        value = value["rows"]
-    if isinstance(value, list) and value and all(isinstance(r, Mapping) for r in value):
-        return [dict(r) for r in value]
-    return None
+# -- trust ---------------------------------------------------------------------------------------------
 
 
 @dataclass
 class TrustFigures:
+    """What the trust sections draw, by label: risk-coverage curves (with the measure on their y axis),
+    reliability bins (low, high, observed, mean confidence) with summary scalars, and cutoff tables.
+
+    Also a document of its own (``"kind": "surerank.trust-figures"``, :meth:`to_dict` / :meth:`from_dict`)::
+
+        {"kind": "surerank.trust-figures", "version": 1,
+         "risk_coverage": {label: {"measure": "nDCG@10" | "risk" | ..., "coverage": [...], "values": [...]}},
+         "reliability": {label: {"bins": [{"low", "high", "observed", "confidence", "count"}],
+                                 "summary": {"ece": ..., ...}}},
+         "cutoffs": {label: {"x": column or null, "rows": [{column: number | string | bool | null}]}}}
+    """
+
     risk_coverage: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     curve_measures: dict[str, str] = field(default_factory=dict)
     reliability: dict[str, tuple[list, dict]] = field(default_factory=dict)
     cutoffs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    cutoff_x: dict[str, str | None] = field(default_factory=dict)
+
+    KIND = TRUST_FIGURES_KIND
+    VERSION = 1
+
+    @property
+    def empty(self) -> bool:
+        return not (self.risk_coverage or self.reliability or self.cutoffs)
+
+    def add_curve(self, label: str, measure: str, coverage: Sequence[float], values: Sequence[float]) -> None:
+        self.risk_coverage[label] = sorted(zip(map(float, coverage), map(float, values), strict=True))
+        self.curve_measures[label] = measure
+
+    def add_bins(self, label: str, bins: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> None:
+        drawn = [(float(b["low"]), float(b["high"]), float(b["observed"]),
+                  None if b.get("confidence") is None else float(b["confidence"]))
+                 for b in bins if b.get("count", 1)]  # an empty bin has nothing to draw
+        self.reliability[label] = (drawn, {k: v for k, v in summary.items() if _is_number(v)})
+
+    def add_rows(self, label: str, rows: Sequence[Mapping[str, Any]], x: str | None = None) -> None:
+        self.cutoffs.setdefault(label, []).extend(dict(r) for r in rows)
+        self.cutoff_x[label] = x
+
+    def merge(self, other: TrustFigures, prefix: str = "") -> TrustFigures:
+        def name(label: str) -> str:
+            return f"{prefix}: {label}" if prefix else label
+
+        for label, points in other.risk_coverage.items():
+            self.risk_coverage[name(label)] = points
+            self.curve_measures[name(label)] = other.curve_measures[label]
+        for label, bins in other.reliability.items():
+            self.reliability[name(label)] = bins
+        for label, rows in other.cutoffs.items():
+            self.add_rows(name(label), rows, other.cutoff_x.get(label))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.KIND, "version": self.VERSION,
+            "risk_coverage": {label: {"measure": self.curve_measures[label], "coverage": [p[0] for p in pts],
+                                      "values": [p[1] for p in pts]}
+                              for label, pts in self.risk_coverage.items()},
+            "reliability": {label: {"bins": [{"low": lo, "high": hi, "observed": ob, "confidence": co}
+                                             for lo, hi, ob, co in bins], "summary": summary}
+                            for label, (bins, summary) in self.reliability.items()},
+            "cutoffs": {label: {"x": self.cutoff_x.get(label), "rows": rows} for label, rows in self.cutoffs.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "trust figures") -> TrustFigures:
+        schema.header(data, cls.KIND, (cls.VERSION,), where)
+        figures = cls()
+        curves = schema.get(data, "risk_coverage", "object", where, optional=True, default={})
+        for label, curve in curves.items():
+            path = f"risk_coverage.{label}"
+            if not isinstance(curve, Mapping):
+                raise InputError(f"{where}: field '{path}' must be a JSON object")
+            measure = schema.get(curve, "measure", "str", where, path)
+            xs = schema.numbers(curve, "coverage", where, path, non_empty=True)
+            figures.add_curve(str(label), measure, xs, schema.numbers(curve, "values", where, path, length=len(xs)))
+        for label, rel in schema.get(data, "reliability", "object", where, optional=True, default={}).items():
+            path = f"reliability.{label}"
+            if not isinstance(rel, Mapping):
+                raise InputError(f"{where}: field '{path}' must be a JSON object")
+            bins = _bins(schema.get(rel, "bins", "list", where, path), where, f"{path}.bins")
+            summary = _scalars(schema.get(rel, "summary", "object", where, path, optional=True, default={}),
+                               where, f"{path}.summary")
+            figures.add_bins(str(label), bins, summary)
+        for label, table in schema.get(data, "cutoffs", "object", where, optional=True, default={}).items():
+            path = f"cutoffs.{label}"
+            if not isinstance(table, Mapping):
+                raise InputError(f"{where}: field '{path}' must be a JSON object with 'rows'")
+            rows = schema.get(table, "rows", "list", where, path)
+            x = schema.get(table, "x", "str", where, path, optional=True, nullable=True)
+            for i, row in enumerate(rows):
+                if not isinstance(row, Mapping) or not all(
+                        v is None or isinstance(v, (str, bool)) or _is_number(v) for v in row.values()):
+                    raise InputError(f"{where}: field '{path}.rows[{i}]' must be an object of numbers, "
+                                     "strings, booleans or nulls")
+                if x is not None and not _is_number(row.get(x)):
+                    raise InputError(f"{where}: field '{path}.rows[{i}].{x}' (the x column) must be a number")
+            figures.add_rows(str(label), rows, x)
+        if figures.empty:
+            raise InputError(f"{where}: no figures: 'risk_coverage', 'reliability' and 'cutoffs' are all empty")
+        return figures
 
 
-_SKIP_IN_LABELS = {"runs", "trust", "items"}
-_SUMMARY_KEYS = ("ece", "brier", "log_loss", "mce", "pairs", "base_rate", "mean_probability")
+def _bins(bins: list[Any], where: str, path: str) -> list[dict[str, Any]]:
+    out = []
+    for i, b in enumerate(bins):
+        here = f"{path}[{i}]"
+        if not isinstance(b, Mapping):
+            raise InputError(f"{where}: field '{here}' must be a JSON object")
+        out.append({"low": schema.get(b, "low", "number", where, here),
+                    "high": schema.get(b, "high", "number", where, here),
+                    "observed": schema.get(b, "observed", "number", where, here),
+                    "confidence": schema.get(b, "confidence", "number", where, here, optional=True,
+                                             nullable=True),
+                    "count": schema.get(b, "count", "int", where, here, optional=True, default=1)})
+    return out
 
 
-def collect_trust(documents: Sequence[tuple[str, Any]]) -> TrustFigures:
-    """Find risk-coverage curves, reliability bins and cutoff tables anywhere in the given JSON.
-
-    Accepts the trust part of ``surerank eval --json`` (``runs/<run>/trust/{calibration,cutoff,
-    abstention}``) as well as hand-made files; an object of scalars under a ``cutoff`` key becomes one
-    row of a summary table.
-    """
+def figures_from_fit(summary: Any, label: str) -> TrustFigures:
+    """The in-sample figures of a fit (:class:`surerank.trust.FitSummary`, from calibrate or an artifact)."""
     figures = TrustFigures()
-    summary_rows: list[dict[str, Any]] = []
-
-    def name_of(path: list[str]) -> str:
-        shown = [p for p in path if p not in _SKIP_IN_LABELS]
-        return " / ".join(shown) or "trust"
-
-    def visit(node: Any, path: list[str]) -> None:
-        if not isinstance(node, Mapping):
-            return
-        siblings = {k: v for k, v in node.items() if str(k).lower() in _SUMMARY_KEYS and _is_number(v)}
-        for key, value in node.items():
-            lower = str(key).lower()
-            here = [*path, str(key)]
-            label = name_of(path)
-            if "risk_coverage" in lower or lower in ("risk_coverage_curve", "aurc_curve"):
-                if (points := curve_points(value)) is not None:
-                    figures.risk_coverage[label] = points
-                    figures.curve_measures[label] = curve_measure(value)
-                elif isinstance(value, Mapping):
-                    for name, curve in value.items():
-                        if (points := curve_points(curve)) is not None:
-                            name = f"{label} / {name}" if path else str(name)
-                            figures.risk_coverage[name] = points
-                            figures.curve_measures[name] = curve_measure(curve)
-                continue
-            if "reliability" in lower:
-                if (found := reliability_bins(value)) is not None:
-                    figures.reliability[label] = (found[0], {**siblings, **found[1]})
-                elif isinstance(value, Mapping):
-                    for name, bins in value.items():
-                        if (found := reliability_bins(bins)) is not None:
-                            figures.reliability[f"{label} / {name}" if path else str(name)] = found
-                continue
-            if "cutoff" in lower:
-                if (rows := _table_rows(value)) is not None:
-                    figures.cutoffs[label] = rows
-                    continue
-                if isinstance(value, Mapping) and value and all(_is_number(v) for v in value.values()):
-                    summary_rows.append({"run": label, **value})
-                    continue
-                if isinstance(value, Mapping):
-                    found_any = False
-                    for name, table in value.items():
-                        if (rows := _table_rows(table)) is not None:
-                            figures.cutoffs[f"{label} / {name}" if path else str(name)] = rows
-                            found_any = True
-                    if found_any:
-                        continue
-            visit(value, here)
-
-    for source, document in documents:
-        if isinstance(document, list):
-            document = {"items": {str(i): d for i, d in enumerate(document)}}
-        visit(document, [source] if len(documents) > 1 else [])
-    if summary_rows:
-        figures.cutoffs["what the cutoffs kept"] = summary_rows
+    in_sample = summary.fitted_on.get("calibration_in_sample") or {}
+    if summary.calibration and in_sample.get("reliability"):
+        figures.add_bins(f"{label}: {summary.calibration} (in-sample)", in_sample["reliability"],
+                         {k: v for k, v in in_sample.items() if k != "reliability"})
+    curve = (summary.abstention or {}).get("risk_coverage")
+    if curve:
+        figures.add_curve(f"{label}: {summary.abstention['confidence']} (in-sample)", curve["measure"],
+                          curve["coverage"], curve["values"])
+    if summary.cutoff is not None:
+        c, report = summary.cutoff, summary.cutoff.get("report") or {}
+        figures.add_rows("conformal cutoffs (in-sample)", [{
+            "artifact": label, "alpha": c["alpha"], "method": f"{c['method']}-{c['kind']}", "k": c.get("k"),
+            "threshold": c.get("threshold"), "calibration_miss_rate": report.get("calibration_miss_rate"),
+            "first_stage_miss_rate": report.get("first_stage_miss_rate"),
+            "calibration_queries": report.get("calibration_queries")}], x="alpha")
     return figures
 
 
-def throughput_rows(documents: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for source, document in documents:
-        found = _table_rows(document)
-        if found is None and isinstance(document, Mapping):
-            found = _table_rows(_first(document, ("results", "throughput", "rows")))
-            if found is None and all(isinstance(v, Mapping) for v in document.values()):
-                found = [{"name": k, **v} for k, v in document.items()]
-        if found is None:
-            raise InputError(f"{source}: throughput JSON should be a list of rows or {{'rows': [...]}}")
-        rows.extend(found)
-    return rows
+def figures_from_eval(data: Any, where: str, dataset: str | None = None) -> TrustFigures:
+    """The trust parts of ``surerank eval --json`` (runs written by ``rerank --trust`` as JSONL)."""
+    eval_results(data, where)  # the document is an evaluation first: checked as one
+    label = dataset or _dataset_label(data.get("qrels"))
+    figures = TrustFigures()
+    summary_rows = []
+    for run, record in data["runs"].items():
+        trust = record.get("trust")
+        if trust is None:
+            continue
+        path, name = f"runs.{run}.trust", f"{label} / {Path(run).stem or run}"
+        if not isinstance(trust, Mapping):
+            raise InputError(f"{where}: field '{path}' must be a JSON object")
+        calibration = schema.get(trust, "calibration", "object", where, path, optional=True)
+        if calibration is not None:
+            bins = _bins(schema.get(calibration, "reliability", "list", where, f"{path}.calibration"), where,
+                         f"{path}.calibration.reliability")
+            figures.add_bins(f"{name} / calibration", bins,
+                             {k: v for k, v in calibration.items() if k != "reliability"})
+        abstention = schema.get(trust, "abstention", "object", where, path, optional=True)
+        if abstention is not None:
+            here = f"{path}.abstention.risk_coverage"
+            curve = schema.get(abstention, "risk_coverage", "object", where, f"{path}.abstention")
+            xs = schema.numbers(curve, "coverage", where, here, non_empty=True)
+            figures.add_curve(f"{name} / abstention", schema.get(curve, "measure", "str", where, here), xs,
+                              schema.numbers(curve, "values", where, here, length=len(xs)))
+        cutoff = schema.get(trust, "cutoff", "object", where, path, optional=True)
+        if cutoff is not None:
+            summary_rows.append({"run": name, **_scalars(cutoff, where, f"{path}.cutoff", nullable=True)})
+    if summary_rows:
+        figures.add_rows("what the cutoffs kept", summary_rows)
+    return figures
+
+
+def read_trust(data: Any, path: str, label: str | None = None) -> TrustFigures:
+    """One ``--trust`` file: a trust artifact, calibrate's summary, trust figures or eval JSON with trust."""
+    kind = _kind_of(data, path, TRUST_KINDS)
+    label = label or Path(path).stem
+    if kind == "surerank.trust":
+        from surerank.trust.artifact import TrustArtifact
+
+        figures = figures_from_fit(TrustArtifact.from_dict(data, where=path).summary(path), label)
+    elif kind == "surerank.calibration":
+        from surerank.trust.artifact import FitSummary
+
+        figures = figures_from_fit(FitSummary.from_dict(data, where=path), label)
+    elif kind == EVAL_KIND:
+        figures = figures_from_eval(data, path)
+    else:
+        return TrustFigures.from_dict(data, where=path)
+    if figures.empty:
+        raise InputError(f"{path}: a {kind} document with nothing to draw (no calibration bins, abstention "
+                         "curve, cutoff or per-run trust metrics); fit with --method/--abstain/--cutoff-alpha, "
+                         "or evaluate a JSONL run written by `rerank --trust`")
+    return figures
+
+
+# -- robustness ----------------------------------------------------------------------------------------
+
+
+def read_robustness(data: Any, path: str) -> dict[str, Any]:
+    """``surerank robustness --output`` JSON (``"schema": "surerank.robustness/1"``), with every field the
+    report reads checked, so a truncated or hand-made file is refused with its name and the field."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{path}: expected the JSON object written by `surerank robustness --output`")
+    if data.get("schema") != ROBUSTNESS_SCHEMA and (data.get("kind"), data.get("version")) != (
+            "surerank.robustness", 1):
+        found = data.get("schema", data.get("kind"))
+        raise InputError(f"{path}: field 'schema' must be {ROBUSTNESS_SCHEMA!r} (the JSON of `surerank "
+                         f"robustness --output`), got {found!r}" if found is not None else
+                         f"{path}: field 'schema' is missing; expected {ROBUSTNESS_SCHEMA!r} (the JSON of "
+                         "`surerank robustness --output`)")
+    schema.get(data, "ranker", "str", path)
+    schema.get(data, "dataset", "str", path, optional=True)
+    clean = schema.get(data, "clean", "object", path)
+    schema.get(clean, MAIN_MEASURE, "number", path, "clean")
+    if "order" in data:
+        order = schema.get(data, "order", "object", path)
+        for name in ("kendall_tau_mean", "top1_flip_rate"):
+            schema.get(order, name, "number", path, "order")
+        schema.get(order, "shuffles", "int", path, "order")
+        schema.get(order, "depth", "int", path, "order", optional=True, nullable=True)
+    if "position" in data:
+        position = schema.get(data, "position", "object", path)
+        accuracy = schema.get(position, "top1_accuracy", "list", path, "position")
+        if accuracy:
+            schema.numbers(position, "top1_accuracy", path, "position")
+            schema.numbers(position, "positions", path, "position", length=len(accuracy))
+            schema.get(position, "list_size", "int", path, "position")
+            schema.get(position, "n_queries", "int", path, "position")
+    if "typos" in data:
+        typos = schema.get(data, "typos", "object", path)
+        for kind, value in schema.get(typos, "kinds", "object", path, "typos").items():
+            schema.get(value, "delta", "number", path, f"typos.kinds.{kind}", nullable=True)
+        schema.get(typos, "seeds", "list", path, "typos")
+        for i, example in enumerate(schema.get(typos, "examples", "list", path, "typos", optional=True,
+                                               default=[])):
+            for name in ("kind", "query", "typo"):
+                schema.get(example, name, "str", path, f"typos.examples[{i}]")
+    if "trap" in data:
+        trap = schema.get(data, "trap", "object", path)
+        for side in ("ranker", "bm25"):
+            part = schema.get(trap, side, "object", path, "trap")
+            for name in ("trap", "rest"):
+                schema.get(part, name, "number", path, f"trap.{side}", nullable=True)
+        schema.get(trap, "n_queries", "int", path, "trap")
+        schema.get(trap, "n_rest", "int", path, "trap")
+    if "depth" in data:
+        depth = schema.get(data, "depth", "object", path)
+        for i, row in enumerate(schema.get(depth, "depths", "list", path, "depth")):
+            schema.get(row, "depth", "int", path, f"depth.depths[{i}]")
+            schema.get(row, MAIN_MEASURE, "number", path, f"depth.depths[{i}]")
+        schema.get(depth, "first_stage", "number", path, "depth", optional=True, nullable=True)
+    return dict(data)
+
+
+# -- throughput ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ThroughputTable:
+    """Rows of throughput measurements (``"kind": "surerank.throughput"``): each row has a ``name`` and
+    the ``rate`` column (``pairs_per_s`` unless the document says otherwise), plus any scalar columns::
+
+        {"kind": "surerank.throughput", "version": 1, "rate": "pairs_per_s",
+         "rows": [{"name": "surerank fp32", "pairs_per_s": 131.2, "peak_rss_mb": 412, ...}]}
+    """
+
+    rows: list[dict[str, Any]]
+    rate: str = "pairs_per_s"
+    source: str = ""
+
+    KIND = THROUGHPUT_KIND
+    VERSION = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.KIND, "version": self.VERSION, "rate": self.rate, "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "throughput JSON") -> ThroughputTable:
+        schema.header(data, cls.KIND, (cls.VERSION,), where)
+        rate = schema.get(data, "rate", "str", where, optional=True, default="pairs_per_s")
+        rows = schema.get(data, "rows", "list", where)
+        if not rows:
+            raise InputError(f"{where}: field 'rows' is empty: nothing to draw")
+        for i, row in enumerate(rows):
+            here = f"rows[{i}]"
+            if not isinstance(row, Mapping):
+                raise InputError(f"{where}: field '{here}' must be a JSON object")
+            schema.get(row, "name", "str", where, here)
+            schema.get(row, rate, "number", where, here)
+            for key, value in row.items():
+                if not (value is None or isinstance(value, (str, bool)) or _is_number(value)):
+                    raise InputError(f"{where}: field '{here}.{key}' must be a number, string, boolean or "
+                                     f"null, got {type(value).__name__}")
+        return cls(rows=[dict(r) for r in rows], rate=rate, source=where)
+
+
+def read_throughput(data: Any, path: str) -> ThroughputTable:
+    _kind_of(data, path, (THROUGHPUT_KIND,))
+    return ThroughputTable.from_dict(data, where=path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -551,7 +704,7 @@ def _risk_coverage(figures: TrustFigures) -> str:
     curves = list(figures.risk_coverage.items())
     measures = sorted(set(figures.curve_measures.get(label, "risk") for label, _ in curves))
     y_label = " / ".join(measures)
-    risky = all(m in _RISK_KEYS for m in measures)
+    risky = all(m in _RISK_MEASURES for m in measures)
     chart = svg.line_chart([(label, [p[0] for p in pts], [p[1] for p in pts]) for label, pts in curves],
                            x_label="coverage (fraction of queries answered)", y_label=y_label,
                            title="risk-coverage curves", x_range=(0.0, 1.0), markers=True)
@@ -582,16 +735,12 @@ def _reliability(figures: TrustFigures) -> str:
     return f'<div class="figs">{"".join(figs)}</div>'
 
 
-_CUTOFF_X = ("target", "alpha", "risk_target", "epsilon", "delta", "threshold", "cutoff", "k", "budget",
-             "coverage_target")
-
-
 def _cutoffs(figures: TrustFigures) -> str:
     parts = []
     for i, (label, rows) in enumerate(figures.cutoffs.items()):
         columns = list(dict.fromkeys(k for r in rows for k in r))
         table = _table(columns, ([_num(r.get(c)) for c in columns] for r in rows))
-        x_key = next((k for k in _CUTOFF_X if k in columns and all(_is_number(r.get(k)) for r in rows)), None)
+        x_key = figures.cutoff_x.get(label)  # the document says which column is the x axis, if any
         fig = ""
         if x_key is not None:
             ys = [c for c in columns if c != x_key and all(_is_number(r.get(c)) for r in rows)
@@ -688,56 +837,47 @@ def _robustness(results: Sequence[Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
-_NAME_KEYS = ("name", "ranker", "label", "config", "backend", "engine", "mode")
-_RATE_HINTS = ("per_s", "per_sec", "throughput", "qps", "rate")
+def _throughput(tables: Sequence[ThroughputTable]) -> str:
+    parts = []
+    for i, t in enumerate(tables):
+        columns = list(dict.fromkeys(k for r in t.rows for k in r))
+        table = _table(columns, ([_num(r.get(c)) for c in columns] for r in t.rows))
+        chart = svg.bar_chart([str(r["name"]) for r in t.rows], [(t.rate, [float(r[t.rate]) for r in t.rows])],
+                              y_label=t.rate, title="throughput" + (f": {Path(t.source).name}" if i else ""),
+                              width=max(520, 70 * len(t.rows)))
+        name = "throughput" if i == 0 else f"throughput-{i}"
+        parts.append('<div class="figs">' + _figure(name, chart, f"{escape(t.rate)} per configuration "
+                                                    "(higher is better); the table has every measured column.")
+                     + "</div>" + table)
+    return "".join(parts)
 
 
-def _throughput(rows: Sequence[Mapping[str, Any]]) -> str:
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    table = _table(columns, ([_num(r.get(c)) for c in columns] for r in rows))
-    name_key = next((k for k in _NAME_KEYS if k in columns), None)
-    rate_key = next((c for c in columns if any(h in c.lower() for h in _RATE_HINTS)
-                     and all(_is_number(r.get(c)) for r in rows)), None)
-    fig = ""
-    if rate_key:
-        labels = [str(r.get(name_key, i)) if name_key else str(i) for i, r in enumerate(rows)]
-        chart = svg.bar_chart(labels, [(rate_key, [float(r[rate_key]) for r in rows])], y_label=rate_key,
-                              title="throughput", width=max(520, 70 * len(rows)))
-        fig = '<div class="figs">' + _figure("throughput", chart, f"{escape(rate_key)} per configuration "
-                                             "(higher is better); the table has every measured column.")
-        fig += "</div>"
-    return fig + table
-
-
-def build_report(*, evaluation: Evaluation | None = None, trust: Sequence[tuple[str, Any]] = (),
-                 robustness: Sequence[Mapping[str, Any]] = (), throughput: Sequence[tuple[str, Any]] = (),
+def build_report(*, evaluation: Evaluation | None = None, trust: TrustFigures | None = None,
+                 robustness: Sequence[Mapping[str, Any]] = (), throughput: Sequence[ThroughputTable] = (),
                  baseline: str | None = None, title: str = "surerank report",
                  sources: Sequence[str] = ()) -> str:
-    """Render the HTML page; each argument left empty drops its section."""
+    """Render the HTML page; each argument left empty drops its section.
+
+    The inputs are already typed: :func:`read_trust`, :func:`read_robustness`, :func:`read_throughput`
+    and :func:`evaluation_from_json` read (and check) the JSON files.
+    """
     sections: list[tuple[str, str, str]] = []
     if evaluation:
         effectiveness, deltas, _ = _effectiveness(evaluation, baseline)
         sections.append(("effectiveness", "Effectiveness", effectiveness))
         if deltas:
             sections.append(("per-query", "Per-query deltas", deltas))
-    figures = collect_trust(trust) if trust else TrustFigures()
+    figures = trust or TrustFigures()
     if figures.risk_coverage:
         sections.append(("risk-coverage", "Risk-coverage", _risk_coverage(figures)))
     if figures.reliability:
         sections.append(("reliability", "Reliability diagrams", _reliability(figures)))
     if figures.cutoffs:
         sections.append(("cutoffs", "Cutoff trade-offs", _cutoffs(figures)))
-    if trust and not (figures.risk_coverage or figures.reliability or figures.cutoffs):
-        raise InputError("trust JSON: found no risk_coverage, reliability or cutoffs entries in "
-                         + ", ".join(name for name, _ in trust))
     if robustness:
-        for r in robustness:
-            if not isinstance(r, Mapping) or "clean" not in r:
-                raise InputError("robustness JSON: expected the output of `surerank robustness` "
-                                 "(an object with 'ranker' and 'clean')")
         sections.append(("robustness", "Robustness", _robustness(robustness)))
     if throughput:
-        sections.append(("throughput", "Throughput", _throughput(throughput_rows(throughput))))
+        sections.append(("throughput", "Throughput", _throughput(throughput)))
     if not sections:
         raise InputError("nothing to report: give runs with qrels, --eval-json, --trust, --robustness "
                          "or --throughput")
@@ -765,7 +905,8 @@ def write_report(path: str | Path, html: str) -> Path:
 
 
 __all__ = [
-    "RunSpec", "TrustFigures", "build_report", "collect_trust", "curve_measure", "curve_points",
-    "evaluate_runs", "evaluation_from_json", "load_json", "paired_p_value", "reliability_bins",
-    "throughput_rows", "write_report",
+    "EVAL_KIND", "THROUGHPUT_KIND", "TRUST_FIGURES_KIND", "TRUST_KINDS", "RunSpec", "ThroughputTable",
+    "TrustFigures", "build_report", "eval_results", "evaluate_runs", "evaluation_from_json", "figures_from_eval",
+    "figures_from_fit", "load_json", "paired_p_value", "read_robustness", "read_throughput", "read_trust",
+    "write_report",
 ]

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from surerank import documents as schema
 from surerank.errors import InputError
-from surerank.trust import schema
 from surerank.trust.abstention import CONFIDENCES, DATA_DRIVEN, Abstainer, coverage_curve
 from surerank.trust.calibration import CALIBRATORS, Calibrator, calibrator_from_dict, fit_calibrator
 from surerank.trust.conformal import CORRECTIONS, KINDS, METHODS, NO_RELEVANT, SCOPES, ConformalCutoff

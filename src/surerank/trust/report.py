@@ -109,7 +109,8 @@ def trust_metrics(
             "quality_all": float(metric.mean()),
             "quality_answered": float(metric[~abstain].mean()) if (~abstain).any() else None,
             "nauc": nauc(conf, metric),
-            "risk_coverage": {"coverage": coverage[::step].tolist(), "quality": quality[::step].tolist()},
+            "risk_coverage": {"measure": f"nDCG@{metric_k}", "coverage": coverage[::step].tolist(),
+                              "values": quality[::step].tolist()},
         }
     return out
 

@@ -1,4 +1,4 @@
-"""Small hand-written checks of the JSON documents surerank writes and reads back.
+"""The JSON documents surerank writes and reads back: small hand-written checks of their fields.
 
 The core carries no pydantic, and a hand check names exactly what is wrong: a hand-edited or truncated
 file fails with ``x.json: field 'calibration.params.a' must be a number, got 'abc'`` instead of a
