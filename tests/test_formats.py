@@ -147,3 +147,17 @@ def test_rankgpt_hit_fields_are_checked_not_defaulted(tmp_path):
         path.write_text(json.dumps([{"query": "q", "hits": [{**hit, **bad}]}]))
         with pytest.raises(InputError, match=rf"in.json: query '7' \(entry 0\).*{field}"):
             read_queries(path)
+
+
+def test_run_file_keeps_nearly_equal_scores_apart(tmp_path):
+    """.8g used to write 0.123456789 and 0.1234567891 as the same score: a tie trec_eval broke by docid."""
+    from surerank.eval.formats import read_run, write_run
+    from surerank.types import Query, RankedList
+
+    query = Query.from_texts("q", ["a", "b", "c"], id="q1")
+    ranked = RankedList.from_scores(query, [0.1234567890, 0.1234567891, 0.5])
+    path = tmp_path / "run.txt"
+    write_run(path, [ranked])
+    scores = read_run(path)["q1"]
+    assert scores["1"] > scores["0"] and len(set(scores.values())) == 3
+    assert sorted(scores, key=lambda d: -scores[d]) == ranked.ids

@@ -143,11 +143,13 @@ def lists_to_run(lists: Iterable[RankedList]) -> Run:
 
 
 def write_run(path: str | os.PathLike[str], lists: Iterable[RankedList], tag: str = "surerank") -> None:
-    """Write a TREC run; scores are written so that sorting by score reproduces the ranks."""
+    """Write a TREC run.  Scores are written exactly (shortest round-trip form), so scores that differ in the
+    ranker stay different in the file and sorting by score reproduces the ranks; scores that truly tie stay
+    tied, and then the rank column holds surerank's order (trec_eval would order them by docid)."""
     with _AtomicFile(path) as handle:
         for ranked in lists:
             for item in ranked.items:
-                handle.write(f"{ranked.query.id} Q0 {item.id} {item.rank} {item.score:.8g} {tag}\n")
+                handle.write(f"{ranked.query.id} Q0 {item.id} {item.rank} {float(item.score)!r} {tag}\n")
 
 
 def write_run_dict(path: str | os.PathLike[str], run: Run, tag: str = "surerank") -> None:
@@ -155,7 +157,7 @@ def write_run_dict(path: str | os.PathLike[str], run: Run, tag: str = "surerank"
         for qid, docs in run.items():
             ordered = sorted(docs.items(), key=lambda kv: -kv[1])
             for rank, (docid, score) in enumerate(ordered, start=1):
-                handle.write(f"{qid} Q0 {docid} {rank} {score:.8g} {tag}\n")
+                handle.write(f"{qid} Q0 {docid} {rank} {float(score)!r} {tag}\n")
 
 
 class _AtomicFile:
