@@ -4,6 +4,10 @@
 2. The driver process is SIGKILLed midway; the same command run again keeps the finished shards, and
    while it runs its model actor is SIGKILLed too (Ray restarts it and retries the shard).  The output
    holds every (qid, docid) exactly once and equals the local engine's (embedding ranker).
+3. A poison pair: a model actor that dies on one candidate every time stops the job after the bounded
+   retries (it was retried forever), naming the shard, query and candidate; a ranker that raises on it
+   stops the job naming them too; once the poison is gone the same job resumes, keeping the shards
+   committed before.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pytest
 
 from surerank.batch import BatchConfig, Manifest, RayOptions, run_batch
 from surerank.batch.io import read_rankgpt_queries
+from surerank.errors import SureRankError
 from surerank.eval.datasets import data_root
 from surerank.types import Query
 
@@ -39,7 +44,16 @@ def cluster():
 
     if ray.is_initialized():  # left over from another module: start our own, known-size cluster
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=ray_runtime_env())
+    # workers (of this driver and of the subprocess drivers below) import the checkout under test
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), saved) if p)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=ray_runtime_env())
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = saved
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -147,3 +161,57 @@ def test_killed_driver_then_killed_actor_still_give_every_pair_once(cluster, tmp
     local = run_batch(BatchConfig(inputs=[dl19_jsonl], output=tmp_path / "local.parquet", ranker="embedding",
                                   ranker_options={"threads": 1}, shard_pairs=20, progress=False))
     assert_same_ranking(pq.read_table(local.output), remote)
+
+
+def test_poison_pair_stops_the_job_naming_it_and_the_fixed_job_resumes(cluster, tmp_path):
+    """6 queries of 3 candidates, one shard each; candidate d1 of q3 is poison.  A model actor that dies on
+    it every time is restarted and the shard retried --max-retries (default 2) times, then the driver
+    stops naming shard 3, q3, d1 (it used to retry forever: the guard below fails instead of hanging).  A
+    ranker that raises on it stops the job naming them too.  With the poison gone, the same job resumes:
+    the shards committed before are not ranked again."""
+    source = tmp_path / "in.jsonl"
+    with open(source, "w", encoding="utf-8") as handle:
+        for i in range(6):
+            cands = [{"id": f"d{j}", "text": ("POISON " if (i, j) == (3, 1) else "") + "x" * (j + 1)}
+                     for j in range(3)]
+            handle.write(json.dumps({"qid": f"q{i}", "query": f"query {i}", "candidates": cands}) + "\n")
+    poison = tmp_path / "poison.json"
+    poison.write_text(json.dumps({"text": "POISON", "mode": "crash"}))
+    output = tmp_path / "out.parquet"
+    ranker, options = "surerank.batch.faults:PoisonRanker", {"poison_file": str(poison)}
+    command = [sys.executable, "-m", "surerank.batch", "--input", str(source), "--output", str(output),
+               "--ranker", ranker, "--option", f"poison_file={poison}", "--shard-size", "3", "--engine", "ray",
+               "--actors", "1", "--ray-address", cluster, "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = driver.communicate(timeout=240)  # a guard against the old endless retries, not a benchmark
+    except subprocess.TimeoutExpired:
+        driver.kill()
+        driver.communicate()
+        pytest.fail("the Ray job was still retrying the poison pair after 240 s")
+    assert driver.returncode == 2, stderr[-3000:]
+    error = stderr.strip().splitlines()[-1]
+    for part in ("shard 3:", "died 3 time(s)", "query 'q3', candidate 'd1'", "--max-retries 2",
+                 "kept in", "run the same command again to resume"):
+        assert part in error, error
+
+    poison.write_text(json.dumps({"text": "POISON", "mode": "raise"}))
+    config = BatchConfig(inputs=[source], output=output, ranker=ranker, ranker_options=options, shard_pairs=3,
+                         engine="ray", progress=False, ray=RayOptions(actors=1))
+    with pytest.raises(SureRankError) as caught:  # a ShardFailedError
+        run_batch(config)
+    assert (caught.value.shard, caught.value.qid, caught.value.docid) == (3, "q3", "d1")
+    assert "ValueError: poisoned text in candidate 'd1'" in str(caught.value)
+
+    manifest = Manifest.load(config.resolved_work_dir() / "manifest.json")
+    committed = {s.id: (config.resolved_work_dir() / s.file).stat().st_mtime_ns for s in manifest.done()}
+    assert committed and 3 not in committed
+    poison.unlink()  # the fix
+    result = run_batch(config)
+    assert (result.shards_skipped, result.shards_ranked) == (len(committed), 6 - len(committed))
+    for shard_id, mtime in committed.items():
+        assert (config.resolved_work_dir() / f"shard-{shard_id:05d}.parquet").stat().st_mtime_ns == mtime
+    table = pq.read_table(output)
+    assert table.num_rows == 18 and len(set(zip(table.column("qid").to_pylist(),
+                                                table.column("docid").to_pylist(), strict=True))) == 18

@@ -204,10 +204,14 @@ def run_ray(
                      runtime_env=ray_runtime_env())
             started_here = True
     tracker = None
+    context = ray.data.DataContext.get_current()
+    settings = {"enable_progress_bars": options.progress_bars,
+                "max_errored_blocks": 0,  # a failed shard stops the job; it is never skipped
+                "raise_original_map_exception": True}  # our ShardFailedError, not "UDF failed" (Ray >= 2.4x)
+    saved = {name: getattr(context, name) for name in settings if hasattr(context, name)}
     try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = options.progress_bars
-        context.max_errored_blocks = 0  # a failed shard stops the job; it is never skipped
+        for name in saved:
+            setattr(context, name, settings[name])
         expected = {shard_id: table.num_rows for shard_id, table in tables}
         tracker = ray.remote(num_cpus=0, max_restarts=0)(ShardTracker).remote()
         dataset = ray.data.from_arrow([table for _, table in tables])
@@ -259,15 +263,17 @@ def run_ray(
             raise SureRankError(f"Ray returned incomplete results for shards {missing[:10]}; rerun the same "
                                 "command to redo them")
     except Exception as error:
-        if isinstance(error, SureRankError):
-            raise
         cause = _user_error(error)
+        if cause is error:
+            raise
         if cause is not None:
             raise cause from error
         if _actor_died(error):
             raise _crash_error(ray, tracker, error, options.max_retries) from error
         raise
     finally:
+        for name, value in saved.items():
+            setattr(context, name, value)
         if tracker is not None:
             ray.kill(tracker)
         if started_here:
@@ -281,11 +287,16 @@ def _actor_died(error: BaseException) -> bool:
 
 
 def _chain(error: BaseException) -> list[BaseException]:
+    """The error and every error behind it: ``__cause__``, ``__context__`` and Ray's ``cause``."""
     seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and all(current is not e for e in seen):
+    todo: list[BaseException] = [error]
+    while todo:
+        current = todo.pop(0)
+        if any(current is e for e in seen):
+            continue
         seen.append(current)
-        current = current.__cause__ or current.__context__
+        todo += [e for e in (current.__cause__, current.__context__, getattr(current, "cause", None))
+                 if isinstance(e, BaseException)]
     return seen
 
 
@@ -336,12 +347,12 @@ def ray_runtime_env() -> dict[str, Any] | None:
 
 
 def _user_error(error: BaseException) -> SureRankError | None:
-    """Unwrap a SureRankError raised inside a Ray worker, so the CLI prints it as a user error."""
-    seen = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, SureRankError):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
+    """Unwrap a SureRankError raised inside a Ray worker, so the CLI prints it as a user error.
+
+    Ray re-raises it as a ``RayTaskError(ShardFailedError)`` whose text is the worker's traceback; the
+    original, with its own message and fields, is behind it (``cause``).
+    """
+    from ray.exceptions import RayError
+
+    return next((e for e in _chain(error) if isinstance(e, SureRankError) and not isinstance(e, RayError)),
+                None)

@@ -28,10 +28,13 @@ class ShardFailedError(SureRankError):
     def __init__(self, message: str, shard: int | None = None, qid: str | None = None,
                  docid: str | None = None) -> None:
         super().__init__(message)
-        self.shard, self.qid, self.docid = shard, qid, docid
+        self.message, self.shard, self.qid, self.docid = message, shard, qid, docid
+
+    def __str__(self) -> str:  # Ray Data appends retry advice to ``args``; the message stays ours
+        return self.message
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep the fields when Ray pickles it back to the driver
-        return (type(self), (str(self), self.shard, self.qid, self.docid))
+        return (type(self), (self.message, self.shard, self.qid, self.docid))
 
 
 def plan_shards(queries: Sequence[Query], shard_pairs: int) -> list[list[Query]]:
