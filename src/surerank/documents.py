@@ -4,6 +4,12 @@ The core carries no pydantic, and a hand check names exactly what is wrong: a ha
 file fails with ``x.json: field 'calibration.params.a' must be a number, got 'abc'`` instead of a
 ``KeyError: 'coef'`` deep inside a constructor.  Every helper takes ``where`` (the file, or a label)
 and ``path`` (the dotted field path inside the document).
+
+The documents (each ``{"kind": ..., "version": ..., ...}``): ``surerank.trust`` (the trust artifact,
+:mod:`surerank.trust.artifact`), ``surerank.calibration`` (what ``surerank calibrate`` prints),
+``surerank.eval`` (``surerank eval --json``), ``surerank.trust-figures`` and ``surerank.throughput``
+(:mod:`surerank.eval.report`, written by the benchmarks); ``surerank robustness`` keeps its
+``"schema": "surerank.robustness/1"``.
 """
 
 from __future__ import annotations

@@ -5,15 +5,20 @@ Every section is optional: the report shows what it was given.  Plots are inline
 network.  A short inline script marks each figure ``data-rendered="ok"`` once the browser has laid out
 its marks, which is what the headless-browser test checks.
 
-Inputs (all JSON unless a run file):
+Inputs: TREC run files, and JSON documents that name their kind and version; each is read field by field
+(:mod:`surerank.documents`) into the dataclass the library uses, and anything else is refused with the
+file and the missing or mistyped field:
 
-* evaluation: TREC run files + qrels, grouped by dataset (``dataset:ranker=path``), or the JSON written by
-  ``surerank eval --json``; significance is a two-sided paired t-test per query against a baseline;
-* trust: any JSON holding ``risk_coverage`` curves (lists of points with ``coverage`` and ``risk``),
-  ``reliability`` bins (``low``/``high`` or ``confidence``, and ``accuracy``/``observed``), and
-  ``cutoffs`` tables (lists of rows); found at any nesting depth, labelled by their path;
+* evaluation: TREC run files + qrels, grouped by dataset (``dataset:ranker=path``), or ``surerank eval
+  --json`` (``"kind": "surerank.eval"``, runs read as :class:`~surerank.eval.metrics.EvalResult`);
+  significance is a two-sided paired t-test per query against a baseline;
+* trust: a trust artifact (``surerank.trust``) or what ``surerank calibrate`` prints
+  (``surerank.calibration``), both read as :class:`~surerank.trust.artifact.FitSummary` (in-sample
+  reliability bins, abstention curve, conformal cutoff); the trust parts of ``surerank eval --json``;
+  or :class:`TrustFigures` (``surerank.trust-figures``: what ``benchmarks/trust_dl.py --json`` writes);
 * robustness: the JSON of ``surerank robustness`` (schema ``surerank.robustness/1``);
-* throughput: a list of rows (or ``{"rows": [...]}``) with a name column and numeric columns.
+* throughput: :class:`ThroughputTable` (``surerank.throughput``: rows with a ``name`` and a rate column,
+  what ``benchmarks/throughput.py --json`` writes).
 """
 
 from __future__ import annotations
