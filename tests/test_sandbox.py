@@ -12,6 +12,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -185,3 +186,24 @@ def test_missing_namespaces_are_refused_not_silently_weakened(monkeypatch):
     weaker = Sandbox(Limits(wall_seconds=WALL), isolation="limits-only")
     result = weaker.run_python("while True:\n    pass")
     assert result.status in ("timeout", "cpu_limit") and result.isolation == "limits-only"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="finds the sandboxed processes by their identity (nobody), as root")
+def test_a_sandbox_dies_with_its_caller(sandbox, tmp_path):
+    """A caller that crashes mid-run must not leave its untrusted program running past its own wall clock."""
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import os, threading, time\n"
+        "from surerank.sandbox import Limits, Sandbox\n"
+        "box = Sandbox(Limits(wall_seconds=600, cpu_seconds=600))\n"
+        "threading.Thread(target=box.run_python, args=('while True:\\n    pass',), daemon=True).start()\n"
+        "time.sleep(3)\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, str(script)], check=True, timeout=120)
+    for _ in range(100):
+        leftover = subprocess.run(["pgrep", "-u", "nobody"], capture_output=True, text=True).stdout.split()
+        if not leftover:
+            break
+        time.sleep(0.1)
+    assert leftover == []

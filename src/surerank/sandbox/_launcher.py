@@ -1,8 +1,10 @@
 """Runs inside the sandbox's namespaces, before the untrusted program: isolate, limit, then exec.
 
-Started by :func:`surerank.sandbox.process.run_program` as ``python -I _launcher.py SPEC.json`` under
-``unshare --mount --net --pid --fork --kill-child [--map-root-user]``.  Standalone on purpose (standard library
-only, no surerank import): it runs with an isolated interpreter and must not depend on the caller's packages.
+Started by :class:`surerank.sandbox.process.Sandbox` as ``python -I _launcher.py SPEC.json`` under
+``unshare --mount --net --pid --fork --kill-child [--map-root-user]``, itself started through
+``_launcher.py --die-with-parent PID ...`` so that the whole chain is killed if the caller dies.  Standalone on
+purpose (standard library only, no surerank import): it runs with an isolated interpreter and must not depend on
+the caller's packages.
 
 Steps: every mount is made read-only in this private mount namespace; a size-limited tmpfs becomes the empty
 working directory; ``/proc`` is remounted for the new PID namespace (so no host process, and no host
@@ -17,6 +19,7 @@ import ctypes
 import json
 import os
 import resource
+import signal
 import sys
 
 MS_RDONLY = 1
@@ -91,7 +94,22 @@ def _set_limits(spec: dict) -> None:
             _fail(f"cannot set resource limit {which}: {exc}")
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int, argv: list[str]) -> None:
+    """Exec ``argv`` so that it is killed when the caller dies: an orphaned sandbox must not outlive its wall clock."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        _fail(f"cannot set the parent-death signal (errno {ctypes.get_errno()})")
+    if os.getppid() != parent:  # the caller died before the signal was armed
+        os._exit(SETUP_FAILED)
+    os.execv(argv[0], argv)
+
+
 def main() -> None:
+    if sys.argv[1] == "--die-with-parent":
+        die_with_parent(int(sys.argv[2]), sys.argv[3:])
     with open(sys.argv[1]) as fh:
         spec = json.load(fh)
     libc = ctypes.CDLL(None, use_errno=True)
@@ -109,6 +127,9 @@ def main() -> None:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+        # a change of identity clears the parent-death signal unshare --kill-child armed: arm it again
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            _fail(f"cannot set the parent-death signal (errno {ctypes.get_errno()})")
     os.chdir(workdir)
     _set_limits(spec)
     os.execve(spec["argv"][0], spec["argv"], spec["env"])

@@ -186,6 +186,8 @@ class Sandbox:
         command = [self.python, "-I", str(LAUNCHER), str(spec_path)]
         if namespaces:
             command = [self._unshare, *self._unshare_flags(), *command]
+        # killed with us: a sandbox orphaned by a crashed caller would otherwise outlive its wall clock
+        command = [sys.executable, "-I", str(LAUNCHER), "--die-with-parent", str(os.getpid()), *command]
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
