@@ -1,6 +1,6 @@
 """README results table: nDCG@10 on TREC DL19/DL20 (BM25 top-100) and reranking throughput here.
 
-    python benchmarks/trec_dl.py [--years 19 20] [--json out.json]
+    python benchmarks/trec_dl.py [--years 19 20] [--json out.json]   # --json: for surerank report --throughput
 
 Rankers: the first stage's BM25 order (Anserini, corpus statistics), bm25 over the candidate list
 alone (list statistics), the embedded default embedding model (fp32, int8, int8-fast), and fusion of
@@ -81,9 +81,14 @@ def main() -> None:
         print(f"| {row['ranker']} | " + " | ".join(cells) + f" | {row[f'dl{args.years[0]}_pairs_per_s']:,.0f} |")
     print("\n* p < 0.05, paired t-test against the first-stage BM25 order; "
           "a fusion's pairs/s counts the time of its members")
-    if args.json:
+    if args.json:  # a surerank.throughput table (what `surerank report --throughput` reads), nDCG@10 beside
+        from surerank.eval.report import ThroughputTable
+
+        clean = [{"name": row["ranker"], **{k: None if v != v else v for k, v in row.items()}} for row in rows]
+        table = ThroughputTable(rows=clean, rate=f"dl{args.years[0]}_pairs_per_s").to_dict()
+        ThroughputTable.from_dict(table, args.json)  # NaN p-values (a run against itself) became null above
         with open(args.json, "w") as handle:
-            json.dump(rows, handle, indent=1)
+            json.dump(table, handle, indent=1, allow_nan=False)
 
 
 if __name__ == "__main__":
