@@ -382,3 +382,22 @@ def test_max_chunks_per_doc_equals_the_embedding_rankers_passage_cap():
         assert {r["index"]: r["relevance_score"] for r in full["results"]} == pytest.approx(
             {item.index: item.score for item in ranker.rank(query, docs).items}, abs=1e-5)
     assert ranker.policy.max_passages is None  # the served ranker itself is untouched
+
+
+def test_chunk_cap_refuses_what_it_cannot_mean():
+    """max_chunks_per_doc means Cohere's 'best of at most N chunks', or a 422 naming why not."""
+    from serve_support import OverlapRanker, PassageOverlapRanker
+    from surerank.errors import InputError
+    from surerank.serve.app import chunk_cap
+
+    assert chunk_cap("m", PassageOverlapRanker(), 3) == (3, 3, None)
+    assert chunk_cap("m", PassageOverlapRanker(long_documents="truncate"), 1) == (None, 1, None)
+    assert chunk_cap("m", PassageOverlapRanker(max_passages=3), 3) == (None, 3, None)
+    cap, scored, warning = chunk_cap("m", PassageOverlapRanker(max_passages=2), 5)
+    assert (cap, scored) == (None, 2) and "max_passages=2" in warning  # the model's own cap, said aloud
+    for ranker, expected in [(PassageOverlapRanker(aggregate="mean"), "'mean', not by the best chunk"),
+                             (PassageOverlapRanker(long_documents="truncate"), "long_documents=passages"),
+                             (OverlapRanker(), "does not split documents")]:
+        with pytest.raises(InputError, match="max_chunks_per_doc") as error:
+            chunk_cap("m", ranker, 2)
+        assert expected in str(error.value)

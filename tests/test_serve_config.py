@@ -52,6 +52,17 @@ def test_precedence_file_env_flags(tmp_path):
     assert config.limits.max_document_chars == ServeConfig().limits.max_document_chars  # untouched default
 
 
+def test_drain_seconds_from_file_env_and_flag(tmp_path):
+    toml = tmp_path / "serve.toml"
+    toml.write_text("drain_s = 5\n")
+    assert ServeConfig().drain_s == 0
+    assert resolve("--config", str(toml)).drain_s == 5
+    assert resolve("--config", str(toml), env={"SURERANK_DRAIN_S": "7.5"}).drain_s == 7.5
+    assert resolve("--config", str(toml), "--drain", "2", env={"SURERANK_DRAIN_S": "7.5"}).drain_s == 2
+    with pytest.raises(InputError, match="drain_s"):
+        resolve("--drain", "-1")
+
+
 def test_json_config_and_errors_name_the_key(tmp_path):
     path = tmp_path / "serve.json"
     path.write_text(json.dumps({"models": [{"name": "a", "ranker": "bm25"}], "batching": {"max_queue_requests": 3}}))
