@@ -324,7 +324,7 @@ def chunk_cap(model: str, ranker: Ranker, chunks: int) -> tuple[int | None, int,
     best one decides.
     """
     policy = getattr(ranker, "policy", None)
-    if policy is None or not hasattr(policy, "max_passages"):
+    if not dataclasses.is_dataclass(policy) or not hasattr(policy, "max_passages"):
         raise InputError(f"max_chunks_per_doc: model {model!r} does not split documents into chunks (its "
                          f"ranker has no long_documents option); leave the field out")
     if policy.mode != "passages":
