@@ -3,51 +3,144 @@
 The same contract as the llama.cpp backend: label log-probabilities from the logits after the prompt,
 query likelihood from one forward pass over prefix + query, greedy text otherwise.  Takes a hub id or a
 local folder (``model``), or an already-built model and tokenizer (``model_obj``, ``tokenizer_obj``).
+
+Named reranker templates (:mod:`surerank.llm.templates`) are scored by their published formula from the raw
+next-token logits, in left-padded batches of ``batch_size`` prompts (position ids follow the padding, so a
+batched score equals the unbatched one).  A model whose repository ships its own Python code (``auto_map``)
+is refused unless ``trust_remote_code=True``: never transformers' interactive ``[y/N]`` prompt.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import logging
+import os
 import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from surerank.errors import MissingDependencyError
-from surerank.llm.backend import LLMBackend
+from surerank.errors import InputError, MissingDependencyError
+from surerank.llm.backend import LLMBackend, exception_cause
 from surerank.llm.cache import JudgmentCache
+from surerank.llm.templates import RerankTemplate, get_template
 from surerank.llm.types import LLMRequest, LLMResponse
+
+logger = logging.getLogger(__name__)
+
+
+def _repo_json(model: str, filename: str) -> dict[str, Any]:
+    """A JSON file of a local model folder or of a hub repository already in the local cache ({} if absent)."""
+    path: str | None = None
+    if os.path.isdir(model):
+        candidate = Path(model) / filename
+        path = str(candidate) if candidate.is_file() else None
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model, filename)
+            path = found if isinstance(found, str) else None
+        except Exception:  # no hub client, or not a repo id: from_pretrained reports it
+            path = None
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def refuse_remote_code(model: str, trust_remote_code: bool) -> None:
+    """Refuse a model whose config.json / tokenizer_config.json has ``auto_map`` (its classes are Python code
+    in the repository) unless ``trust_remote_code`` is True, naming the option.  transformers would otherwise
+    ask ``[y/N]`` on stdin (twice, and fail in a service) or silently use a built-in class instead."""
+    if not isinstance(trust_remote_code, bool):
+        raise InputError(f"trust_remote_code: must be true or false, got {trust_remote_code!r}")
+    if trust_remote_code:
+        return
+    for filename in ("config.json", "tokenizer_config.json"):
+        auto_map = _repo_json(model, filename).get("auto_map")
+        if auto_map:
+            entries = ", ".join(f"{k} -> {v}" for k, v in dict(auto_map).items()) if isinstance(auto_map, dict) \
+                else str(auto_map)
+            raise InputError(
+                f"model: {model} runs its own Python code ({filename} auto_map: {entries}); surerank does not "
+                "run a repository's code unless asked: read it, then pass trust_remote_code=True "
+                "(-o trust_remote_code=true)")
+
+
+def dtype_option(transformers: Any, torch: Any, dtype: str | None) -> dict[str, Any]:
+    """``from_pretrained``'s dtype keyword (``dtype`` since transformers 5, ``torch_dtype`` before)."""
+    if not dtype:
+        return {}
+    if not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise InputError(f"dtype: {dtype!r} is not a torch dtype (float32, bfloat16, float16)")
+    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    return {key: getattr(torch, dtype)}
 
 
 class TransformersBackend(LLMBackend):
+    """``thinking``: None leaves the chat template's default; False/True passes ``enable_thinking`` to it
+    (Qwen3-style templates).  ``batch_size``: template prompts scored per forward pass."""
+
     name = "transformers"
 
     def __init__(self, model: str | None = None, *, model_obj: Any = None, tokenizer_obj: Any = None,
                  device: str = "cpu", dtype: str | None = None, max_length: int | None = None,
-                 cache: JudgmentCache | str | None = None) -> None:
+                 cache: JudgmentCache | str | None = None, thinking: bool | None = None,
+                 trust_remote_code: bool = False, batch_size: int = 8) -> None:
         try:
             import torch
             import transformers
         except ImportError as exc:
             raise MissingDependencyError.for_extra("torch/transformers", "torch", "the transformers backend") from exc
+        if thinking is not None and not isinstance(thinking, bool):
+            raise InputError(f"thinking: must be true, false or null, got {thinking!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size: must be a positive integer, got {batch_size!r}")
         self._torch = torch
         if model_obj is None or tokenizer_obj is None:
             if model is None:
-                raise MissingDependencyError("the transformers backend needs model= (a hub id or a local folder)")
-            tokenizer_obj = tokenizer_obj or transformers.AutoTokenizer.from_pretrained(model)
-            kwargs = {"torch_dtype": getattr(torch, dtype)} if dtype else {}
-            model_obj = model_obj or transformers.AutoModelForCausalLM.from_pretrained(model, **kwargs)
+                raise InputError("model: the transformers backend needs model= (a hub id or a local folder)")
+            refuse_remote_code(model, trust_remote_code)
+            options: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+            tokenizer_obj = tokenizer_obj or transformers.AutoTokenizer.from_pretrained(model, **options)
+            model_obj = model_obj or transformers.AutoModelForCausalLM.from_pretrained(
+                model, **options, **dtype_option(transformers, torch, dtype))
         super().__init__(model=model or type(model_obj).__name__, concurrency=1, cache=cache)
         self._model = model_obj.to(device).eval()
         self._tok = tokenizer_obj
         self.device = device
+        self.thinking = thinking
+        self.trust_remote_code = trust_remote_code
+        self.batch_size = batch_size
         self.max_length = int(max_length or getattr(self._model.config, "max_position_embeddings", 4096))
         self._lock = threading.Lock()
         self._label_ids: dict[str, list[int]] = {}
+        self._template_ids: dict[str, list[int]] = {}
+        try:
+            self._keeps_logits = "logits_to_keep" in inspect.signature(self._model.forward).parameters
+        except (TypeError, ValueError):
+            self._keeps_logits = False
+
+    def cache_extra(self) -> dict[str, Any]:
+        return {"thinking": self.thinking} if self.thinking is not None else {}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "device": self.device, "max_length": self.max_length,
+                "thinking": self.thinking, "trust_remote_code": self.trust_remote_code}
 
     def format(self, request: LLMRequest) -> str:
         if request.prompt is not None:
             return request.prompt
         messages = request.message_dicts()
         if getattr(self._tok, "chat_template", None):
-            return self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            extra = {"enable_thinking": self.thinking} if self.thinking is not None else {}
+            return self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
         return "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
 
     def _ids(self, text: str) -> list[int]:
@@ -69,8 +162,130 @@ class TransformersBackend(LLMBackend):
             logits = self._model(torch.tensor([ids], device=self.device)).logits[0].float()
         return torch.log_softmax(logits, dim=-1)
 
+    # --- named templates ---------------------------------------------------------------------------
+    def check_template(self, template: RerankTemplate) -> None:
+        """Refuse a template whose label tokens this tokenizer does not have (the wrong model for it)."""
+        self._template_label_ids(template)
+        if template.add_bos and self._tok.bos_token_id is None:
+            raise InputError(f"template {template.name}: the prompt starts with a BOS token, but this tokenizer "
+                             "has none: is this the model the template is for?")
+
+    def _template_label_ids(self, template: RerankTemplate) -> list[int]:
+        if template.name not in self._template_ids:
+            ids = []
+            for label in template.labels:
+                if template.label_lookup == "vocab":
+                    token_id = self._tok.convert_tokens_to_ids(label)
+                    unknown = token_id is None or (token_id == self._tok.unk_token_id and label != self._tok.unk_token)
+                else:
+                    encoded = self._tok(label, add_special_tokens=False)["input_ids"]
+                    token_id = int(encoded[0]) if encoded else None
+                    unknown = token_id is None
+                if unknown:
+                    raise InputError(f"template {template.name}: the tokenizer has no token {label!r}; is this "
+                                     "the model the template is for?")
+                ids.append(int(token_id))
+            self._template_ids[template.name] = ids
+        return self._template_ids[template.name]
+
+    def template_ids(self, request: LLMRequest) -> list[int]:
+        """The token ids of a template prompt: each piece tokenized on its own, as the reference does."""
+        template = get_template(request.template or "")
+        ids = [int(self._tok.bos_token_id)] if template.add_bos else []
+        for piece in request.pieces:
+            ids.extend(int(i) for i in self._tok(piece, add_special_tokens=False)["input_ids"])
+        return ids
+
+    def _forward_last(self, rows: Sequence[list[int]]) -> Any:
+        """Next-token logits after each row, rows left-padded into one batch (float32, [rows, vocab])."""
+        torch = self._torch
+        width = max(len(r) for r in rows)
+        pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else 0
+        input_ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # only the last position's logits: a full [batch, length, vocab] matrix of a 150k vocabulary is GBs
+        options: dict[str, Any] = {"logits_to_keep": 1} if self._keeps_logits else {}
+        with torch.inference_mode():
+            out = self._model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                              position_ids=positions.to(self.device), **options)
+        return out.logits[:, -1, :].float()
+
+    def _template_responses(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
+        """Score template requests in batches; a batch that raises fails each of its calls with the cause."""
+        torch = self._torch
+        responses: list[LLMResponse | None] = [None] * len(requests)
+        prepared: list[tuple[int, list[int]]] = []
+        for i, request in enumerate(requests):
+            ids = self.template_ids(request)
+            if len(ids) + 1 > self.max_length:
+                responses[i] = LLMResponse(error=f"prompt of {len(ids)} tokens does not fit max_length="
+                                                 f"{self.max_length}; lower max_words", cause="context_overflow")
+            else:
+                prepared.append((i, ids))
+        prepared.sort(key=lambda item: len(item[1]))  # similar lengths together: less padding
+        for start in range(0, len(prepared), self.batch_size):
+            batch = prepared[start:start + self.batch_size]
+            began = time.perf_counter()
+            try:
+                with self._slots, self._lock:
+                    logits = self._forward_last([ids for _, ids in batch])
+                    results = []
+                    for row, (i, ids) in enumerate(batch):
+                        t = get_template(requests[i].template or "")
+                        label_ids = self._template_label_ids(t)
+                        values = {label: float(logits[row, tid]) for label, tid in zip(t.labels, label_ids)}
+                        logprobs = torch.log_softmax(logits[row], dim=-1)
+                        first = {label: float(logprobs[tid]) for label, tid in zip(t.labels, label_ids)}
+                        results.append((i, ids, t, values, first))
+            except Exception as exc:  # every failure becomes a counted failed call
+                logger.debug("%s template batch failed: %s", self.name, exc)
+                for i, _ in batch:
+                    responses[i] = LLMResponse(error=f"{type(exc).__name__}: {exc}", cause=exception_cause(exc))
+                continue
+            elapsed = (time.perf_counter() - began) / len(batch)
+            for i, ids, t, values, first in results:
+                best = max(values, key=values.__getitem__)
+                responses[i] = LLMResponse(
+                    text=best, raw_text=best, prompt_tokens=len(ids), completion_tokens=0,
+                    first_token_logprobs=first, latency_s=elapsed,
+                    info={"score": t.score(values), "label_logits": values, "text_from": "template"})
+        return [r if r is not None else LLMResponse(error="not scored", cause="error") for r in responses]
+
+    def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
+        """Template requests are scored in batches (cache first); the others answered one by one."""
+        if not any(r.template for r in requests):
+            return super().generate(requests)
+        out: list[LLMResponse | None] = [None] * len(requests)
+        plain = [i for i, r in enumerate(requests) if not r.template]
+        for i, response in zip(plain, super().generate([requests[i] for i in plain])):
+            out[i] = response
+        todo: list[int] = []
+        keys: dict[int, str] = {}
+        for i, request in enumerate(requests):
+            if not request.template:
+                continue
+            if self.cache is not None:
+                keys[i] = request.cache_key(self.model, self.cache_extra())
+                hit = self.cache.get(keys[i])
+                if hit is not None:
+                    out[i] = hit
+                    continue
+            todo.append(i)
+        for i, response in zip(todo, self._template_responses([requests[i] for i in todo])):
+            if self.cache is not None and response.ok:
+                self.cache.put(keys[i], response)
+            out[i] = response
+        return [r for r in out if r is not None]
+
+    # --- the generic contract ----------------------------------------------------------------------
     def _generate_one(self, request: LLMRequest) -> LLMResponse:
         torch = self._torch
+        if request.template:
+            return self._template_responses([request])[0]
         ids = self._ids(self.format(request))
         if len(ids) + max(1, request.max_tokens) > self.max_length:
             return LLMResponse(error=f"prompt of {len(ids)} tokens does not fit max_length={self.max_length} "

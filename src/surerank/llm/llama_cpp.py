@@ -3,7 +3,9 @@
 First-token log-probabilities come straight from the logits after the prompt (no ``logits_all`` matrix),
 query likelihood from token-by-token evaluation of the query after the passage prefix, and text from greedy
 decoding.  The prompt is formatted with the model's own chat template (from the GGUF metadata) or, for
-models without one, a plain ``User:/Assistant:`` layout.  A prompt longer than the context is an error
+models without one, a plain ``User:/Assistant:`` layout.  A named reranker template
+(:mod:`surerank.llm.templates`) is tokenized piece by piece, as its reference does, and scored by its
+published formula from the raw next-token logits.  A prompt longer than the context is an error
 reported on that call, never silently cut.  One model, one lock: calls are serialised.
 
 ``extra_buffers`` (off by default) lets llama.cpp repack weights into extra CPU buffer types (AMX, AVX
@@ -25,6 +27,7 @@ import numpy as np
 from surerank.errors import InputError, MissingDependencyError
 from surerank.llm.backend import LLMBackend
 from surerank.llm.cache import JudgmentCache
+from surerank.llm.templates import RerankTemplate, get_template
 from surerank.llm.types import LLMRequest, LLMResponse
 
 logger = logging.getLogger(__name__)
@@ -144,8 +147,58 @@ class LlamaCppBackend(LLMBackend):
             self._label_ids[label] = sorted(ids)
         return self._label_ids[label]
 
+    # --- named templates ---------------------------------------------------------------------------
+    def check_template(self, template: RerankTemplate) -> None:
+        """Refuse a template whose label tokens this model's vocabulary does not have."""
+        self._template_label_ids(template)
+        if template.add_bos and self._llm.token_bos() < 0:
+            raise InputError(f"template {template.name}: the prompt starts with a BOS token, but this model has "
+                             "none: is this the model the template is for?")
+
+    def _template_label_ids(self, template: RerankTemplate) -> list[int]:
+        key = "template:" + template.name
+        if key not in self._label_ids:
+            ids = []
+            for label in template.labels:
+                tokens = self._llm.tokenize(label.encode("utf-8"), add_bos=False, special=False)
+                # "vocab": the vocabulary entry spelled exactly so, i.e. a label that is one token by itself
+                if not tokens or (template.label_lookup == "vocab" and len(tokens) != 1):
+                    raise InputError(f"template {template.name}: the model's vocabulary has no token {label!r}; "
+                                     "is this the model the template is for?")
+                ids.append(int(tokens[0]))
+            self._label_ids[key] = ids
+        return self._label_ids[key]
+
+    def template_tokens(self, request: LLMRequest) -> list[int]:
+        """Each piece tokenized on its own (special tokens such as ``<|im_start|>`` parsed), BOS if the
+        template starts with one."""
+        template = get_template(request.template or "")
+        tokens = [int(self._llm.token_bos())] if template.add_bos else []
+        for piece in request.pieces:
+            tokens.extend(self._llm.tokenize(piece.encode("utf-8"), add_bos=False, special=True))
+        return tokens
+
+    def _template_one(self, request: LLMRequest) -> LLMResponse:
+        template = get_template(request.template or "")
+        with self._lock:
+            tokens = self.template_tokens(request)
+            if len(tokens) + 1 > self.n_ctx:
+                return LLMResponse(error=f"prompt of {len(tokens)} tokens does not fit n_ctx={self.n_ctx}; raise "
+                                         "n_ctx or lower max_words", cause="context_overflow")
+            logits = self._eval_last_logits(tokens)
+        label_ids = self._template_label_ids(template)
+        values = {label: float(logits[i]) for label, i in zip(template.labels, label_ids)}
+        logprobs = _log_softmax(logits)
+        first = {label: float(logprobs[i]) for label, i in zip(template.labels, label_ids)}
+        best = max(values, key=values.__getitem__)
+        return LLMResponse(text=best, raw_text=best, prompt_tokens=len(tokens), completion_tokens=0,
+                           first_token_logprobs=first,
+                           info={"score": template.score(values), "label_logits": values, "text_from": "template"})
+
     # --- backend contract ----------------------------------------------------------------------------
     def _generate_one(self, request: LLMRequest) -> LLMResponse:
+        if request.template:
+            return self._template_one(request)
         prompt, stop = self.format(request)
         with self._lock:
             tokens = self._tokens(prompt)

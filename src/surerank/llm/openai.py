@@ -21,6 +21,7 @@ from typing import Any
 from surerank.errors import InputError, MissingDependencyError
 from surerank.llm.backend import LLMBackend, map_label_logprobs
 from surerank.llm.cache import JudgmentCache
+from surerank.llm.templates import RerankTemplate, get_template, label_values, template_request
 from surerank.llm.types import CallFailedError, LLMRequest, LLMResponse
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,13 @@ class OpenAICompatibleBackend(LLMBackend):
     (None: ``max_retries + 1`` attempts of at most ``timeout`` each); a retry is made only if it can start
     before the deadline.  A call cut off by the deadline fails with cause ``deadline``, by ``timeout`` with
     cause ``timeout``.
+
+    Named reranker templates (:mod:`surerank.llm.templates`) go to ``/completions`` as the raw prompt with the
+    next token's ``logprobs``, scored by the template's formula from the label tokens' log-probabilities
+    (exact token text).  ``score_endpoint="score"`` or ``"rerank"`` sends each (query, document) pair to
+    vLLM's ``/score`` or ``/rerank`` instead and takes the server's score as is; ``score_inputs`` says what
+    is sent there: ``"template"`` (the template's query side and document side, for a server that joins the
+    two itself) or ``"raw"`` (query and passage as given, for a server that applies the template itself).
     """
 
     name = "openai"
@@ -148,8 +156,15 @@ class OpenAICompatibleBackend(LLMBackend):
                  backoff: float = 0.5, max_backoff: float = 20.0,
                  concurrency: int = 8, cache: JudgmentCache | str | None = None, thinking: bool | None = None,
                  extra_body: dict[str, Any] | None = None, max_top_logprobs: int = 20,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, score_endpoint: str | None = None,
+                 score_inputs: str = "template") -> None:
         super().__init__(model=model, concurrency=concurrency, cache=cache)
+        if score_endpoint not in (None, "score", "rerank"):
+            raise InputError(f"score_endpoint: expected 'score', 'rerank' or null, got {score_endpoint!r}")
+        if score_inputs not in ("template", "raw"):
+            raise InputError(f"score_inputs: expected 'template' or 'raw', got {score_inputs!r}")
+        self.score_endpoint = score_endpoint
+        self.score_inputs = score_inputs
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise InputError("base_url: an OpenAI-compatible backend needs a base URL, e.g. "
@@ -176,11 +191,94 @@ class OpenAICompatibleBackend(LLMBackend):
         self.retries = 0  # retries done over the backend's life, for reports and tests
 
     def cache_extra(self) -> dict[str, Any]:
-        return {"thinking": self.thinking, "extra_body": self.extra_body}
+        extra: dict[str, Any] = {"thinking": self.thinking, "extra_body": self.extra_body}
+        if self.score_endpoint is not None:
+            extra["score_endpoint"] = self.score_endpoint
+        return extra
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "base_url": self.base_url, "timeout": self.timeout,
-                "deadline": self.deadline, "max_retries": self.max_retries, "thinking": self.thinking}
+        described = {**super().describe(), "base_url": self.base_url, "timeout": self.timeout,
+                     "deadline": self.deadline, "max_retries": self.max_retries, "thinking": self.thinking}
+        if self.score_endpoint is not None:
+            described.update(score_endpoint=self.score_endpoint, score_inputs=self.score_inputs)
+        return described
+
+    # --- named templates ---------------------------------------------------------------------------
+    def check_template(self, template: RerankTemplate) -> None:
+        """Refuse a template whose formula a completion API cannot give (a raw logit), naming the ways out."""
+        if self.score_endpoint is None and template.needs_raw_logits:
+            raise InputError(
+                f"template {template.name}: the score is the raw {template.labels[0]!r} logit, and an "
+                "OpenAI-compatible completion API returns only normalised log-probabilities (a different "
+                "ranking); use score_endpoint='score' or 'rerank' (vLLM serving the model as a classifier), or "
+                "backend='transformers' / 'llama-cpp'")
+
+    def template_request(self, template: RerankTemplate, query: str, document: str,
+                         instruction: str | None = None) -> LLMRequest:
+        """The request for one pair: the template's pieces, or for a score endpoint the pair it is sent."""
+        if self.score_endpoint is None:
+            return template_request(template, query, document, instruction)
+        pair = template.pair(query, document, instruction) if self.score_inputs == "template" else (query, document)
+        return LLMRequest(prompt="".join(pair), pieces=pair, template=template.name, labels=template.labels,
+                          max_tokens=1)
+
+    def _template_one(self, request: LLMRequest) -> LLMResponse:
+        template = get_template(request.template or "")
+        if self.score_endpoint is not None:
+            return self._endpoint_score(request)
+        k = min(20, self.max_top_logprobs)
+        body = {"model": self.model, "prompt": request.prompt, "max_tokens": 1, "temperature": 0.0,
+                "logprobs": k, **self.extra_body}
+        data, attempts, retried = self._post("/completions", body)
+        try:
+            choice = data["choices"][0]
+            if not isinstance(choice, dict):
+                raise TypeError
+        except (KeyError, IndexError, TypeError):
+            raise CallFailedError("no_choices", f"malformed reply: no choices in {str(data)[:200]}", attempts,
+                                  retried) from None
+        top = _completion_first_top(choice.get("logprobs"))
+        if not top:
+            raise CallFailedError("no_logprobs", "the reply has no next-token log-probabilities, which the "
+                                  f"{template.name} formula needs", attempts, retried)
+        values = label_values(top, template.labels)
+        usage = data.get("usage") or {}
+        response = LLMResponse(text=str(choice.get("text") or ""), prompt_tokens=int(usage.get("prompt_tokens") or
+                               request.estimated_prompt_tokens()), completion_tokens=int(usage.get(
+                               "completion_tokens") or 1), attempts=attempts, retry_causes=retried,
+                               first_token_logprobs=values)
+        response.raw_text = response.text
+        absent = [label for label in template.labels if label not in values]
+        if absent:  # not among the top log-probabilities (or NaN): no score, never a guessed one
+            non_finite = any(label in top and not math.isfinite(float(top[label])) for label in absent)
+            response.info["template_issue"] = "non_finite" if non_finite else "label_not_in_top_logprobs"
+            response.info["missing_labels"] = absent
+            return response
+        response.info.update(score=template.score(values, normalised=True), text_from="template")
+        return response
+
+    def _endpoint_score(self, request: LLMRequest) -> LLMResponse:
+        """One pair through vLLM's /score (``text_1``/``text_2``) or /rerank (``query``/``documents``)."""
+        first, second = request.pieces
+        if self.score_endpoint == "score":
+            body = {"model": self.model, "text_1": first, "text_2": second, **self.extra_body}
+        else:
+            body = {"model": self.model, "query": first, "documents": [second], **self.extra_body}
+        data, attempts, retried = self._post(f"/{self.score_endpoint}", body)
+        try:
+            if self.score_endpoint == "score":
+                value = float(data["data"][0]["score"])
+            else:
+                value = float(data["results"][0]["relevance_score"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise CallFailedError("no_score", f"malformed /{self.score_endpoint} reply: {str(data)[:200]}",
+                                  attempts, retried) from None
+        if not math.isfinite(value):
+            raise CallFailedError("non_finite", f"the /{self.score_endpoint} score is {value}", attempts, retried)
+        usage = data.get("usage") or {}
+        return LLMResponse(prompt_tokens=int(usage.get("prompt_tokens") or request.estimated_prompt_tokens()),
+                           attempts=attempts, retry_causes=retried,
+                           info={"score": value, "text_from": self.score_endpoint})
 
     # --- transport ---------------------------------------------------------------------------------
     def _http(self) -> Any:
@@ -275,6 +373,8 @@ class OpenAICompatibleBackend(LLMBackend):
         return path, body
 
     def _generate_one(self, request: LLMRequest) -> LLMResponse:
+        if request.template:
+            return self._template_one(request)
         path, body = self._body(request)
         data, attempts, retried = self._post(path, body)
         try:

@@ -20,6 +20,11 @@ class LLMRequest:
     stop: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     """Candidate first tokens (``Yes``/``No``, ``A``/``B``, ids) whose log-probabilities the caller wants."""
+    template: str | None = None
+    """A named reranker template (:mod:`surerank.llm.templates`): score the next token by its published
+    formula (``response.info['score']``) instead of answering."""
+    pieces: tuple[str, ...] = ()
+    """The template's prompt in the pieces its reference tokenizes separately (``prompt`` is their join)."""
 
     @classmethod
     def chat(cls, user: str, system: str | None = None, **kwargs: Any) -> LLMRequest:

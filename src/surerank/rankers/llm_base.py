@@ -72,7 +72,8 @@ class LLMRanker(BaseRanker):
     _BACKEND_KEYS = ("model", "base_url", "model_path", "api_key", "timeout", "deadline", "max_retries", "backoff",
                      "max_backoff",
                      "concurrency", "thinking", "cache", "extra_body", "headers", "max_top_logprobs",
-                     "n_ctx", "n_threads", "extra_buffers", "device", "dtype", "judge")
+                     "n_ctx", "n_threads", "extra_buffers", "device", "dtype", "judge",
+                     "trust_remote_code", "batch_size", "score_endpoint", "score_inputs")
 
     def __init__(self, backend: str | LLMBackend = "openai", *, backend_options: dict[str, Any] | None = None,
                  max_words: int | None = 100, max_calls: int | None = None, max_total_tokens: int | None = None,

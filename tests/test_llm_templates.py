@@ -1,0 +1,432 @@
+"""Named reranker templates and T5 rerankers against their published formulas.
+
+Random-weight tiny models are built here from transformers configs (no weights in the repository), with a
+tiny byte-level BPE tokenizer trained in code that has every token the templates need.  Each reference is
+the model card's / reference code's procedure written out directly with transformers (prompt strings
+spelled out here, not taken from surerank): Qwen3-Reranker, bge-reranker-v2-gemma, mxbai-rerank-v2,
+monoT5, RankT5.  Then: refusals (unknown template, custom-code model without trust_remote_code), the
+OpenAI-compatible path over real loopback HTTP (completions logprobs, vLLM /score and /rerank), and the
+llama.cpp code path through a stand-in Llama (llama-cpp-python is not installed here).
+"""
+
+from __future__ import annotations
+
+import builtins
+import ctypes
+import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from surerank import Query, Reranker  # noqa: E402
+from surerank.errors import InputError  # noqa: E402
+from surerank.llm.hf import TransformersBackend  # noqa: E402
+from surerank.llm.openai import OpenAICompatibleBackend  # noqa: E402
+from surerank.llm.templates import TEMPLATES  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+QUERY = "how do solar panels work in cold winter weather"
+DOCS = [
+    "Solar panels convert sunlight into electricity; cold weather raises their efficiency.",
+    "Bananas are rich in potassium.",
+    "In winter the days are short, so panels produce less energy overall.",
+    "The stock market closed higher today after a volatile week.",
+    "Photovoltaic cells lose voltage as they heat up, which is why cold helps them.",
+    "Knitting a warm scarf takes a weekend.",
+    "Snow on a panel blocks light until it slides off.",
+    "yes no Yes No 1 0 true false",
+]
+
+# --- the published prompts, spelled out independently of surerank.llm.templates ------------------------
+QWEN3_PREFIX = ('<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the '
+                'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n')
+QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+QWEN3_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+GEMMA_PROMPT = ("Given a query A and a passage B, determine whether the passage contains an answer to the query by "
+                "providing a prediction of either 'Yes' or 'No'.")
+MXBAI_PREFIX = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+                "<|im_start|>user\n")
+MXBAI_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
+MXBAI_TASK = ("You are a search relevance expert who evaluates how well documents match search queries. For each "
+              "query-document pair, carefully analyze the semantic relationship between them, then provide your "
+              "binary relevance judgment (0 for not relevant, 1 for relevant).\nRelevance:")
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<bos>"]
+
+
+@pytest.fixture(scope="module")
+def causal_tokenizer():
+    """Byte-level BPE (as Qwen / Gemma) whose vocabulary has 'yes', 'no', 'Yes', '1', '0' as whole tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIAL, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = ["yes", "no", "Yes", "No", "1", "0", QWEN3_PREFIX, QWEN3_TASK, GEMMA_PROMPT, MXBAI_TASK, QUERY, *DOCS]
+    tok.train_from_iterator(corpus * 3, trainer)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<|im_end|>",
+                                                pad_token="<|endoftext|>")
+    for label in ("yes", "no", "Yes", "1", "0"):
+        assert fast.convert_tokens_to_ids(label) is not None
+        assert fast(label, add_special_tokens=False)["input_ids"] == [fast.convert_tokens_to_ids(label)]
+    return fast
+
+
+def tiny_causal(config_cls, vocab_size: int, seed: int, **extra):
+    """2 layers, random weights drawn wide enough that scores differ between passages."""
+    config = config_cls(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
+                        initializer_range=0.3, tie_word_embeddings=False, **extra)
+    torch.manual_seed(seed)
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture(scope="module")
+def models(causal_tokenizer):
+    n = len(causal_tokenizer)
+    return {
+        "qwen3-reranker": tiny_causal(transformers.Qwen3Config, n, 1),
+        "bge-reranker-v2-gemma": tiny_causal(transformers.GemmaConfig, n, 2),
+        "mxbai-rerank-v2": tiny_causal(transformers.Qwen2Config, n, 3),
+    }
+
+
+def left_padded_last_logits(model, tokenizer, rows: list[list[int]]):
+    tokenizer.padding_side = "left"
+    batch = tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        return model(**batch).logits[:, -1, :].float()
+
+
+def reference_scores(name: str, model, tok) -> np.ndarray:
+    """Each model card's own procedure, written out with transformers."""
+    enc = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    if name == "qwen3-reranker":
+        bodies = tok([f"<Instruct>: {QWEN3_TASK}\n<Query>: {QUERY}\n<Document>: {d}" for d in DOCS],
+                     padding=False, truncation="longest_first", return_attention_mask=False, max_length=900)
+        rows = [enc(QWEN3_PREFIX) + ids + enc(QWEN3_SUFFIX) for ids in bodies["input_ids"]]
+        logits = left_padded_last_logits(model, tok, rows)
+        yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+        pair = torch.stack([logits[:, no], logits[:, yes]], dim=1)
+        return torch.nn.functional.log_softmax(pair, dim=1)[:, 1].exp().numpy()
+    if name == "bge-reranker-v2-gemma":
+        sep = enc("\n")
+        rows = [[tok.bos_token_id] + enc(f"A: {QUERY}") + sep + enc(f"B: {d}") + sep + enc(GEMMA_PROMPT)
+                for d in DOCS]
+        logits = left_padded_last_logits(model, tok, rows)
+        return logits[:, enc("Yes")[0]].numpy()
+    sep = enc("\n")
+    rows = [enc(MXBAI_PREFIX) + enc(f"query: {QUERY}") + sep + enc(f"document: {d}") + sep + enc(MXBAI_TASK)
+            + enc(MXBAI_SUFFIX) for d in DOCS]
+    logits = left_padded_last_logits(model, tok, rows)
+    return (logits[:, enc("1")[0]] - logits[:, enc("0")[0]]).numpy()
+
+
+def scores_by_index(ranked) -> np.ndarray:
+    out = np.zeros(len(ranked.items))
+    for item in ranked.items:
+        out[item.index] = item.score
+    return out
+
+
+@pytest.mark.parametrize("name", ["qwen3-reranker", "bge-reranker-v2-gemma", "mxbai-rerank-v2"])
+def test_template_on_transformers_equals_the_published_formula(name, models, causal_tokenizer):
+    backend = TransformersBackend(model_obj=models[name], tokenizer_obj=causal_tokenizer, batch_size=3)
+    ranker = Reranker("llm-pointwise", backend=backend, template=name, max_words=None)
+    ranked = ranker.rank(Query.from_texts(QUERY, DOCS, id="q1"))
+    reference = reference_scores(name, models[name], causal_tokenizer)
+    ours = scores_by_index(ranked)
+    assert np.abs(ours - reference).max() <= 1e-3
+    assert [item.index for item in ranked.items] == list(np.argsort(-reference, kind="stable"))
+    assert np.ptp(reference) > 1e-2  # the passages really are told apart: a ranking to compare
+    assert ranked.info["errors"] == 0 and ranked.info["fallbacks"] == 0
+    assert ranked.cost.calls == len(DOCS) and ranked.cost.prompt_tokens > 0
+    assert ranker.describe()["template"] == name
+    if name == "qwen3-reranker":  # P(yes)
+        assert ((ours > 0) & (ours < 1)).all()
+
+
+def test_the_generic_prompt_is_not_the_published_formula(models, causal_tokenizer):
+    """Without template= the ranker keeps today's generic Yes/No prompt: a different score altogether."""
+    backend = TransformersBackend(model_obj=models["qwen3-reranker"], tokenizer_obj=causal_tokenizer)
+    generic = scores_by_index(Reranker("llm-pointwise", backend=backend, max_words=None).rank(QUERY, DOCS))
+    reference = reference_scores("qwen3-reranker", models["qwen3-reranker"], causal_tokenizer)
+    assert np.abs(generic - reference).max() > 1e-2
+
+
+def test_unknown_template_is_refused_listing_the_known_ones(models, causal_tokenizer):
+    backend = TransformersBackend(model_obj=models["qwen3-reranker"], tokenizer_obj=causal_tokenizer)
+    with pytest.raises(InputError) as caught:
+        Reranker("llm-pointwise", backend=backend, template="qwen3")
+    message = str(caught.value)
+    assert "template" in message and "'qwen3'" in message
+    assert all(name in message for name in TEMPLATES)
+    # refused before any backend is built (no server is reachable at this address)
+    with pytest.raises(InputError, match="qwen3-reranker"):
+        Reranker("llm-pointwise", backend="openai", base_url="http://127.0.0.1:9/v1", model="m", template="nope")
+    with pytest.raises(InputError, match="instruction"):
+        Reranker("llm-pointwise", backend=backend, instruction="find answers")
+
+
+def test_a_tokenizer_without_the_template_tokens_is_refused(models):
+    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+
+    bare = Tokenizer(tok_models.WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
+    bare.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=bare, unk_token="[UNK]", pad_token="[UNK]")
+    backend = TransformersBackend(model_obj=models["qwen3-reranker"], tokenizer_obj=fast)
+    with pytest.raises(InputError, match="no token 'yes'"):
+        Reranker("llm-pointwise", backend=backend, template="qwen3-reranker")
+
+
+# --- custom-code models -----------------------------------------------------------------------------------
+@pytest.fixture
+def custom_code_dir(tmp_path, causal_tokenizer):
+    """A local model folder whose config.json maps the model class to the repository's own Python file."""
+    causal_tokenizer.save_pretrained(tmp_path)
+    config = {"model_type": "qwen3", "architectures": ["CustomForCausalLM"], "vocab_size": len(causal_tokenizer),
+              "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "head_dim": 8,
+              "auto_map": {"AutoConfig": "modeling_custom.CustomConfig",
+                           "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "modeling_custom.py").write_text("raise RuntimeError('repository code ran')\n")
+    return tmp_path
+
+
+def test_custom_code_model_is_refused_without_trust_remote_code(custom_code_dir, monkeypatch):
+    def no_prompt(*args, **kwargs):
+        raise AssertionError("an interactive [y/N] prompt was shown")
+
+    monkeypatch.setattr(builtins, "input", no_prompt)
+    with pytest.raises(InputError, match="trust_remote_code=True") as caught:
+        TransformersBackend(model=str(custom_code_dir))
+    assert "auto_map" in str(caught.value) and "modeling_custom.CustomForCausalLM" in str(caught.value)
+    with pytest.raises(InputError, match="trust_remote_code=True"):
+        Reranker("llm-pointwise", backend="transformers", model=str(custom_code_dir), template="qwen3-reranker")
+    from surerank.rankers.t5 import T5Ranker
+
+    with pytest.raises(InputError, match="trust_remote_code=True"):
+        T5Ranker(str(custom_code_dir))
+    with pytest.raises(InputError, match="trust_remote_code: must be true or false"):
+        TransformersBackend(model=str(custom_code_dir), trust_remote_code="yes")
+
+
+# --- T5 rerankers -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def t5_parts():
+    """A sentencepiece-style (Metaspace) BPE tokenizer with '▁true', '▁false', '<extra_id_10>' and '</s>'
+    appended, and a tiny random T5."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<pad>", "</s>", "<unk>", "<extra_id_10>"],
+                                  show_progress=False)
+    tok.train_from_iterator(["true false true false Query: Document: Relevant:", QUERY, *DOCS] * 3, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                                unk_token="<unk>")
+    for token in ("▁true", "▁false", "<extra_id_10>"):
+        assert fast.convert_tokens_to_ids(token) != fast.unk_token_id
+    config = transformers.T5Config(vocab_size=len(fast), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                   num_decoder_layers=2, num_heads=4, decoder_start_token_id=0, pad_token_id=0,
+                                   eos_token_id=1, initializer_factor=3.0)
+    torch.manual_seed(5)
+    return transformers.T5ForConditionalGeneration(config).eval(), fast
+
+
+def t5_reference(model, tok, template: str) -> torch.Tensor:
+    """pygaggle / InRanker's procedure: the whole input tokenized and padded, one decoder step."""
+    batch = tok([template.format(q=QUERY, d=d) for d in DOCS], padding=True, truncation=True, max_length=512,
+                return_tensors="pt")
+    start = torch.full((len(DOCS), 1), model.config.decoder_start_token_id, dtype=torch.long)
+    with torch.inference_mode():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     decoder_input_ids=start).logits[:, -1, :].float()
+
+
+@pytest.mark.parametrize("variant", ["monot5", "rankt5"])
+def test_t5_reranker_equals_the_published_formula(variant, t5_parts):
+    model, tok = t5_parts
+    if variant == "monot5":
+        logits = t5_reference(model, tok, "Query: {q} Document: {d} Relevant:")
+        pair = logits[:, [tok.convert_tokens_to_ids("▁false"), tok.convert_tokens_to_ids("▁true")]]
+        reference = torch.log_softmax(pair, dim=-1)[:, 1].numpy()
+    else:
+        logits = t5_reference(model, tok, "Query: {q} Document: {d}")
+        reference = logits[:, tok.convert_tokens_to_ids("<extra_id_10>")].numpy()
+    ranker = Reranker("t5-reranker", model_obj=model, tokenizer_obj=tok, variant=variant, batch_size=3,
+                      device="cpu")
+    ranked = ranker.rank(Query.from_texts(QUERY, DOCS, id="q1"))
+    ours = scores_by_index(ranked)
+    assert np.abs(ours - reference).max() <= 1e-3
+    assert [item.index for item in ranked.items] == list(np.argsort(-reference, kind="stable"))
+    assert np.ptp(reference) > 1e-2
+    if variant == "monot5":
+        assert (ours < 0).all()  # log P(true)
+    assert ranked.cost.calls == 3 and all(item.truncation is None for item in ranked.items)
+    assert ranker.describe()["variant"] == variant
+
+
+def test_t5_long_document_keeps_the_prompt_end_and_says_so(t5_parts, caplog):
+    model, tok = t5_parts
+    ranker = Reranker("t5-reranker", model_obj=model, tokenizer_obj=tok, max_length=24, device="cpu")
+    long_doc = " ".join(DOCS)
+    ranked = ranker.rank(QUERY, [long_doc, DOCS[1]])
+    cut = next(item for item in ranked.items if item.index == 0).truncation
+    assert cut is not None and cut.truncated and 0 < cut.tokens_used < cut.tokens_total
+    ids, _ = ranker._encode(QUERY, long_doc)
+    assert len(ids) <= 24 and tok.decode(ids, skip_special_tokens=True).endswith("Relevant:")
+    assert "lost the end of their document" in caplog.text
+    with pytest.raises(InputError, match="variant"):
+        Reranker("t5-reranker", model_obj=model, tokenizer_obj=tok, variant="monot5-guess")
+    with pytest.raises(InputError, match="true_token"):
+        Reranker("t5-reranker", model_obj=model, tokenizer_obj=tok, true_token="▁maybe")
+
+
+# --- OpenAI-compatible servers over loopback HTTP ---------------------------------------------------------
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.bodies.append((self.path, body))
+        if self.path.endswith("/completions"):
+            i = next(k for k, d in enumerate(DOCS) if d in body["prompt"])
+            top = {"yes": -0.1 - 0.3 * i, "no": -1.0, "Yes": -0.5, " yes": -2.0}
+            if i == 5:
+                top.pop("no")  # 'no' below the top log-probabilities: no score, never a guess
+            reply = {"choices": [{"text": "yes", "logprobs": {"tokens": ["yes"], "top_logprobs": [top]}}],
+                     "usage": {"prompt_tokens": 50, "completion_tokens": 1}}
+        elif self.path.endswith("/score"):
+            i = next(k for k, d in enumerate(DOCS) if d in body["text_2"])
+            reply = {"data": [{"index": 0, "score": 1.0 / (i + 1)}], "usage": {"prompt_tokens": 40}}
+        else:
+            i = next(k for k, d in enumerate(DOCS) if d in body["documents"][0])
+            reply = {"results": [{"index": 0, "relevance_score": 10.0 - i}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.bodies = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _base(server) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+def test_template_over_completions_sends_the_raw_prompt_and_scores_p_yes(server):
+    backend = OpenAICompatibleBackend(model="qwen3-reranker", base_url=_base(server), concurrency=2)
+    ranked = Reranker("llm-pointwise", backend=backend, template="qwen3-reranker", max_words=None).rank(
+        Query.from_texts(QUERY, DOCS, id="q1"))
+    sent = {body["prompt"]: body for path, body in server.bodies}
+    assert all(path == "/v1/completions" for path, _ in server.bodies)
+    expected = QWEN3_PREFIX + f"<Instruct>: {QWEN3_TASK}\n<Query>: {QUERY}\n<Document>: {DOCS[2]}" + QWEN3_SUFFIX
+    assert expected in sent and sent[expected]["max_tokens"] == 1 and sent[expected]["logprobs"] == 20
+    scores = scores_by_index(ranked)
+    for i in range(len(DOCS)):
+        if i != 5:  # P(yes) from the exact 'yes'/'no' tokens (not 'Yes' or ' yes')
+            assert scores[i] == pytest.approx(1 / (1 + math.exp(-1.0 - (-0.1 - 0.3 * i))), abs=1e-9)
+    assert ranked.items[-1].index == 5  # no score: below every scored passage
+    assert ranked.info["fallbacks"] == 1 and ranked.info["fallback_causes"] == {"label_not_in_top_logprobs": 1}
+    assert ranked.info["errors"] == 0 and ranked.cost.calls == len(DOCS)
+
+
+def test_raw_logit_template_over_completions_is_refused(server):
+    backend = OpenAICompatibleBackend(model="gemma", base_url=_base(server))
+    with pytest.raises(InputError, match="score_endpoint"):
+        Reranker("llm-pointwise", backend=backend, template="bge-reranker-v2-gemma")
+
+
+@pytest.mark.parametrize("endpoint", ["score", "rerank"])
+def test_template_through_vllm_score_and_rerank_endpoints(server, endpoint):
+    ranked = Reranker("llm-pointwise", backend="openai", base_url=_base(server), model="m", template="qwen3-reranker",
+                      score_endpoint=endpoint, max_words=None).rank(QUERY, DOCS)
+    assert [item.index for item in ranked.items] == list(range(len(DOCS)))
+    assert all(path == f"/v1/{endpoint}" for path, _ in server.bodies)
+    body = next(b for _, b in server.bodies if DOCS[0] in json.dumps(b))
+    query_side, doc_side = (body["text_1"], body["text_2"]) if endpoint == "score" else (body["query"],
+                                                                                         body["documents"][0])
+    assert query_side == QWEN3_PREFIX + f"<Instruct>: {QWEN3_TASK}\n<Query>: {QUERY}\n"
+    assert doc_side == f"<Document>: {DOCS[0]}" + QWEN3_SUFFIX
+    expected = [1.0 / (i + 1) for i in range(len(DOCS))] if endpoint == "score" else [10.0 - i for i in range(8)]
+    assert scores_by_index(ranked) == pytest.approx(expected)
+    raw = Reranker("llm-pointwise", backend="openai", base_url=_base(server), model="m", template="qwen3-reranker",
+                   score_endpoint=endpoint, score_inputs="raw", max_words=None)
+    raw.rank(QUERY, DOCS[:1])
+    last = server.bodies[-1][1]
+    assert (last.get("text_1") or last.get("query")) == QUERY
+
+
+# --- llama.cpp: the code path through a stand-in Llama ------------------------------------------------------
+class _StandInLlama:
+    """What LlamaCppBackend uses of llama_cpp.Llama, computed by a transformers model (llama-cpp-python is not
+    installed here: its source build takes 13 minutes)."""
+
+    def __init__(self, model, tok) -> None:
+        self.model, self.tok = model, tok
+        self._input_ids = np.zeros(0, dtype=np.intc)
+        self.n_tokens = 0
+        self.ctx = None
+        self._logits = np.zeros(0, dtype=np.float32)
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        ids = self.tok(text.decode("utf-8"), add_special_tokens=False)["input_ids"]
+        return ([self.tok.bos_token_id] if add_bos else []) + list(ids)
+
+    def token_bos(self) -> int:
+        return int(self.tok.bos_token_id)
+
+    def n_vocab(self) -> int:
+        return int(self.model.config.vocab_size)
+
+    def eval(self, tokens: list[int]) -> None:
+        sequence = list(self._input_ids[:self.n_tokens]) + list(tokens)
+        self._input_ids = np.array(sequence, dtype=np.intc)
+        self.n_tokens = len(sequence)
+        with torch.inference_mode():
+            self._logits = self.model(torch.tensor([sequence])).logits[0, -1].float().numpy().copy()
+
+    def logits_pointer(self, ctx, index):
+        return self._logits.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+
+
+def test_llama_cpp_template_path_equals_the_published_formula(models, causal_tokenizer):
+    import types
+
+    from surerank.llm.backend import LLMBackend
+    from surerank.llm.llama_cpp import LlamaCppBackend
+
+    llm = _StandInLlama(models["qwen3-reranker"], causal_tokenizer)
+    backend = object.__new__(LlamaCppBackend)
+    LLMBackend.__init__(backend, model="stand-in.gguf", concurrency=1)
+    backend._llm, backend._lock, backend._label_ids, backend.n_ctx = llm, threading.Lock(), {}, 2048
+    backend._lib = types.SimpleNamespace(llama_get_logits_ith=llm.logits_pointer)
+    ranked = Reranker("llm-pointwise", backend=backend, template="qwen3-reranker", max_words=None).rank(QUERY, DOCS)
+    reference = reference_scores("qwen3-reranker", models["qwen3-reranker"], causal_tokenizer)
+    assert np.abs(scores_by_index(ranked) - reference).max() <= 1e-3
+    assert [item.index for item in ranked.items] == list(np.argsort(-reference, kind="stable"))
