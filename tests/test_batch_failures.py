@@ -109,8 +109,8 @@ def test_temporary_files_of_a_killed_write_are_removed_and_counted(tmp_path, cap
         path.write_bytes(b"half a file")
     with caplog.at_level(logging.WARNING, logger="surerank.batch.job"):
         result = run_batch(config)
-    assert sorted(result.temp_removed) == sorted(map(str, stale))
     assert not any(path.exists() for path in stale) and unrelated.exists()
+    assert sorted(result.temp_removed) == sorted(map(str, stale))
     warnings = [r.message for r in caplog.records if "temporary file" in r.message]
     assert len(warnings) == 1 and "3 temporary file(s)" in warnings[0]
 
