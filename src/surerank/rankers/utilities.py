@@ -63,7 +63,7 @@ def canonical_number(text: str) -> str | None:
     if s.endswith("%"):
         s = s[:-1].rstrip()
     sign = ""
-    if s[:1] in "+-":
+    if s and s[0] in "+-":
         sign, s = s[0], s[1:].lstrip()
     if s[:1] and s[0] in _CURRENCY:
         s = s[1:].lstrip()
