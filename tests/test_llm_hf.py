@@ -50,3 +50,23 @@ def test_methods_run_on_the_transformers_backend(backend, name, options):
     ranked = Reranker(name, backend=backend, **options).rank(Query.from_texts("solar", ["a", "b", "c", "d"]))
     assert sorted(item.index for item in ranked.items) == [0, 1, 2, 3]
     assert ranked.info["errors"] == 0 and ranked.cost.calls > 0
+
+
+def test_thinking_option_is_accepted_and_reaches_the_chat_template(backend, tmp_path):
+    """``thinking=False`` used to raise TypeError here, and ``enable_thinking`` never reached the template."""
+    tokenizer = backend._tok
+    tokenizer.save_pretrained(tmp_path)
+    backend._model.save_pretrained(tmp_path)
+    template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n{% endif %}"
+                "assistant:")
+    ranker = Reranker("llm-pointwise", backend="transformers", model=str(tmp_path), thinking=False)
+    ranker.backend._tok.chat_template = template
+    request = LLMRequest.chat("Answer Yes or No.", labels=("Yes", "No"), max_tokens=1)
+    assert ranker.backend.format(request).endswith("<think>\n\n</think>\nassistant:")
+    assert ranker.describe()["thinking"] is False
+    default = Reranker("llm-pointwise", backend="transformers", model=str(tmp_path))
+    default.backend._tok.chat_template = template
+    assert "<think>" not in default.backend.format(request)
+    ranked = ranker.rank(Query.from_texts("solar", ["a", "b"]))
+    assert ranked.info["errors"] == 0 and ranked.cost.calls == 2

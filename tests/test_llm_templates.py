@@ -29,7 +29,6 @@ from surerank import Query, Reranker  # noqa: E402
 from surerank.errors import InputError  # noqa: E402
 from surerank.llm.hf import TransformersBackend  # noqa: E402
 from surerank.llm.openai import OpenAICompatibleBackend  # noqa: E402
-from surerank.llm.templates import TEMPLATES  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -120,7 +119,7 @@ def reference_scores(name: str, model, tok) -> np.ndarray:
         return torch.nn.functional.log_softmax(pair, dim=1)[:, 1].exp().numpy()
     if name == "bge-reranker-v2-gemma":
         sep = enc("\n")
-        rows = [[tok.bos_token_id] + enc(f"A: {QUERY}") + sep + enc(f"B: {d}") + sep + enc(GEMMA_PROMPT)
+        rows = [[tok.bos_token_id, *enc(f"A: {QUERY}"), *sep, *enc(f"B: {d}"), *sep, *enc(GEMMA_PROMPT)]
                 for d in DOCS]
         logits = left_padded_last_logits(model, tok, rows)
         return logits[:, enc("Yes")[0]].numpy()
@@ -164,6 +163,8 @@ def test_the_generic_prompt_is_not_the_published_formula(models, causal_tokenize
 
 
 def test_unknown_template_is_refused_listing_the_known_ones(models, causal_tokenizer):
+    from surerank.llm.templates import TEMPLATES
+
     backend = TransformersBackend(model_obj=models["qwen3-reranker"], tokenizer_obj=causal_tokenizer)
     with pytest.raises(InputError) as caught:
         Reranker("llm-pointwise", backend=backend, template="qwen3")
@@ -178,7 +179,8 @@ def test_unknown_template_is_refused_listing_the_known_ones(models, causal_token
 
 
 def test_a_tokenizer_without_the_template_tokens_is_refused(models):
-    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers import models as tok_models
 
     bare = Tokenizer(tok_models.WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
     bare.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -300,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
 
-    def do_POST(self):  # noqa: N802 - http.server's name
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.bodies.append((self.path, body))
         if self.path.endswith("/completions"):
@@ -341,8 +343,9 @@ def _base(server) -> str:
 
 def test_template_over_completions_sends_the_raw_prompt_and_scores_p_yes(server):
     backend = OpenAICompatibleBackend(model="qwen3-reranker", base_url=_base(server), concurrency=2)
-    ranked = Reranker("llm-pointwise", backend=backend, template="qwen3-reranker", max_words=None).rank(
-        Query.from_texts(QUERY, DOCS, id="q1"))
+    ranker = Reranker("llm-pointwise", backend=backend, template="qwen3-reranker", max_words=None)
+    assert ranker.estimate(Query.from_texts(QUERY, DOCS, id="q1")).calls == len(DOCS) and not server.bodies
+    ranked = ranker.rank(Query.from_texts(QUERY, DOCS, id="q1"))
     sent = {body["prompt"]: body for path, body in server.bodies}
     assert all(path == "/v1/completions" for path, _ in server.bodies)
     expected = QWEN3_PREFIX + f"<Instruct>: {QWEN3_TASK}\n<Query>: {QUERY}\n<Document>: {DOCS[2]}" + QWEN3_SUFFIX
