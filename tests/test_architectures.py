@@ -58,6 +58,18 @@ CASES: list[Case] = [
     Case("bert-cls-st-new", "bert", "embedding", pooling="cls", st_format="new", max_seq_length=128),
     Case("xlmr-mean-st-new", "xlm-roberta", "embedding", pooling="mean", st_format="new", max_seq_length=128),
     Case("roberta-cls-st-old", "roberta", "embedding", pooling="cls", st_format="old", max_seq_length=128),
+    Case("bert-mean-plain", "bert", "embedding"),  # no sentence-transformers files: mean, tokenizer's limit
+    Case("bert-max-st-new", "bert", "embedding", pooling="max", st_format="new", max_seq_length=128),
+    Case("bert-weightedmean-st-old", "bert", "embedding", pooling="weightedmean", st_format="old",
+         max_seq_length=128),
+    Case("roberta-lasttoken-st-new", "roberta", "embedding", pooling="lasttoken", st_format="new",
+         max_seq_length=128),
+    Case("xlmr-sqrtlen-st-old", "xlm-roberta", "embedding", pooling="mean_sqrt_len_tokens", st_format="old",
+         max_seq_length=128),
+    # half-precision checkpoints: cast to fp32 when the graph is built (bf16 built an invalid graph before)
+    Case("bert-ce-bf16", "bert", "cross-encoder", dtype="bfloat16", backends=("onnx",)),
+    Case("xlmr-mean-fp16", "xlm-roberta", "embedding", st_format="new", max_seq_length=128, dtype="float16",
+         backends=("onnx",)),
     # exported through torch.onnx on the default (ONNX) backend: surerank.engine.onnx_export
     Case("electra-ce", "electra", "cross-encoder"),
     Case("deberta-v2-ce", "deberta-v2", "cross-encoder"),
@@ -84,6 +96,21 @@ def _write_figures():
 def pairs():
     queries, _ = dl19_slice(2, 10)
     return queries
+
+
+@pytest.fixture(scope="module")
+def references():
+    """Reference scores per (case, max_length), computed once and shared by the backends."""
+    cache: dict[tuple[Case, int], list[np.ndarray]] = {}
+
+    def get(case: Case, model_dir: Path, queries: list, max_length: int) -> list[np.ndarray]:
+        if (case, max_length) not in cache:
+            cache[case, max_length] = (
+                reference_logits(model_dir, queries, max_length) if case.kind == "cross-encoder"
+                else reference_cosines(model_dir, queries, max_length, case.pooling))
+        return cache[case, max_length]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -178,12 +205,12 @@ def record(case: Case, backend: str, precision: str, metric: str, max_diff: floa
 
 # -- the parity test --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("case", "backend"), PARAMS)
-def test_parity_with_transformers(case: Case, backend: str, model_dirs, pairs):
+def test_parity_with_transformers(case: Case, backend: str, model_dirs, references, pairs):
     model_dir = model_dirs(case)
     if case.kind == "cross-encoder":
         ranker = surerank.Reranker("cross-encoder", model=str(model_dir), backend=backend)
         lists = ranker.rank_many(pairs)
-        reference = reference_logits(model_dir, pairs, ranker.engine.max_length)
+        reference = references(case, model_dir, pairs, ranker.engine.max_length)
         metric, tol = "logit", LOGIT_TOL
     else:
         ranker = surerank.Reranker("embedding", model=str(model_dir), backend=backend)
@@ -192,10 +219,12 @@ def test_parity_with_transformers(case: Case, backend: str, model_dirs, pairs):
         if case.max_seq_length is not None:
             assert desc["max_length"] == case.max_seq_length
         lists = ranker.rank_many(pairs)
-        reference = reference_cosines(model_dir, pairs, ranker.engine.max_length, case.pooling)
+        reference = references(case, model_dir, pairs, ranker.engine.max_length)
         metric, tol = "cosine", COSINE_TOL
     diffs, orders = [], []
     for ranked, ref in zip(lists, reference):
+        # a meaningful check: the scores themselves differ by far more than the tolerance
+        assert np.std(ref) > 20 * tol, f"{case.id}: degenerate fixture, reference scores sd {np.std(ref):.1e}"
         assert ranked.info["backend"] == backend
         ours = by_index(ranked)
         diffs.append(float(np.max(np.abs(ours - ref))))
@@ -203,3 +232,63 @@ def test_parity_with_transformers(case: Case, backend: str, model_dirs, pairs):
     record(case, backend, "fp32", metric, max(diffs), all(orders))
     assert max(diffs) <= tol, f"{case.id} on {backend}: max |Δ| {max(diffs):.2e} > {tol}"
     assert all(orders), f"{case.id} on {backend}: ranking differs from transformers'"
+
+
+# -- the fixtures are what sentence-transformers itself reads --------------------------------------------
+ST_CASES = [c for c in CASES if c.kind == "embedding" and c.st_format and c.dtype == "float32"]
+
+
+@pytest.mark.parametrize("case", ST_CASES, ids=[c.id for c in ST_CASES])
+def test_sentence_transformers_reads_the_fixtures_as_declared(case: Case, model_dirs, references, pairs):
+    """sentence-transformers (the reference reader of these files) finds the declared pooling and
+    max_seq_length in each fixture and scores as the transformers reference does."""
+    pytest.importorskip("sentence_transformers")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model_dir = model_dirs(case)
+    st = SentenceTransformer(str(model_dir), device="cpu", model_kwargs={"dtype": torch.float32})
+    assert st.max_seq_length == case.max_seq_length
+    assert st[1].pooling_mode == case.pooling
+    for q, ref in zip(pairs, references(case, model_dir, pairs, case.max_seq_length)):
+        vec = st.encode([q.text] + [c.text for c in q.candidates], normalize_embeddings=True,
+                        convert_to_numpy=True)
+        np.testing.assert_allclose(vec[1:] @ vec[0], ref, atol=1e-5)
+
+
+# -- refusals ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("model_type", "backend", "missing"), [
+    ("bert", "onnx", "classifier.weight"), ("bert", "torch", "classifier.weight"),
+    ("xlm-roberta", "onnx", "classifier.dense.weight"), ("xlm-roberta", "torch", "classifier.dense.weight"),
+])
+def test_cross_encoder_refuses_a_checkpoint_without_a_head(tmp_path, model_type, backend, missing):
+    """A bare encoder (no trained classification head) given to the cross-encoder: transformers would
+    score with a randomly initialised head; surerank refuses, naming the missing tensors."""
+    from surerank.errors import InputError
+
+    model_dir = build_model(tmp_path / "bare", model_type, "encoder")
+    ranker = surerank.Reranker("cross-encoder", model=str(model_dir), backend=backend)
+    with pytest.raises(InputError, match=rf"no trained sequence-classification head: .*{missing}"):
+        ranker.rank("what is lift", ["lift is an upward force", "a cat sat on a mat"])
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+@pytest.mark.parametrize("ranker_name", ["cross-encoder", "embedding"])
+def test_custom_code_model_needs_trust_remote_code(tmp_path, monkeypatch, capsys, backend, ranker_name):
+    """config.json's auto_map means the model is the repository's own Python code: refused unless
+    trust_remote_code=True, with an error naming the option, and never a prompt on stdin."""
+    import io
+
+    from surerank.errors import InputError
+
+    kind = "cross-encoder" if ranker_name == "cross-encoder" else "encoder"
+    model_dir = build_model(tmp_path / "custom", "bert", kind)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_x.XConfig", "AutoModel": "modeling_x.XModel",
+                          "AutoModelForSequenceClassification": "modeling_x.XForSequenceClassification"}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    ranker = surerank.Reranker(ranker_name, model=str(model_dir), backend=backend)
+    with pytest.raises(InputError, match=r"auto_map.*trust_remote_code=True"):
+        ranker.rank("what is lift", ["lift is an upward force", "a cat sat on a mat"])
+    assert "[y/N]" not in capsys.readouterr().out

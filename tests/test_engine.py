@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,6 +17,7 @@ from surerank.engine.core import Engine, EngineConfig
 from surerank.engine.model_files import default_model_dir
 from surerank.engine.passages import AGGREGATES, PassagePolicy, aggregate_scores, covered
 from surerank.engine.tokenize import Sequence, TokenizerEngine, pair_sequence, single_sequence, windows
+from surerank.errors import InputError
 
 lengths_st = st.lists(st.integers(min_value=1, max_value=600), min_size=0, max_size=200)
 
@@ -175,3 +179,177 @@ def test_every_aggregate_runs_end_to_end(how, long_document_case):
                                max_passages=4).rank("liquid nitrogen", [t[:3000] for t in texts])
     assert ranked.info["long_documents"] == f"passages-{how}"
     assert all(i.truncation.passages_scored <= 4 for i in ranked.items)
+
+
+# -- reading a model's files: never guessed --------------------------------------------------------------
+def _model_dir(tmp_path, config: dict | None = None, tokenizer_max: int | None = 512):
+    """A model directory with the default model's weights (linked), tokenizer and a chosen config."""
+    import os
+    import shutil
+
+    src = default_model_dir()
+    target = tmp_path / "model"
+    target.mkdir()
+    os.symlink(src / "model.safetensors", target / "model.safetensors")
+    shutil.copy(src / "tokenizer.json", target / "tokenizer.json")
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(config or {})
+    (target / "config.json").write_text(json.dumps(cfg))
+    if tokenizer_max is not None:
+        (target / "tokenizer_config.json").write_text(json.dumps({"model_max_length": tokenizer_max}))
+    return target
+
+
+def _st_files(target, pooling_cfg: dict, modules: list[str] = ("Pooling",), sbert: dict | None = None,
+              st_cfg: dict | None = None, type_prefix: str = "sentence_transformers.models."):
+    entries = [{"idx": 0, "name": "0", "path": "", "type": type_prefix + "Transformer"}]
+    for i, kind in enumerate(modules, start=1):
+        entries.append({"idx": i, "name": str(i), "path": f"{i}_{kind}", "type": type_prefix + kind})
+        (target / f"{i}_{kind}").mkdir()
+        (target / f"{i}_{kind}" / "config.json").write_text(json.dumps(pooling_cfg if kind == "Pooling" else {}))
+    (target / "modules.json").write_text(json.dumps(entries))
+    if sbert is not None:
+        (target / "sentence_bert_config.json").write_text(json.dumps(sbert))
+    if st_cfg is not None:
+        (target / "config_sentence_transformers.json").write_text(json.dumps(st_cfg))
+
+
+OLD_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens",
+            "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+            "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken"}
+NEW_TYPES = "sentence_transformers.sentence_transformer.modules.pooling."
+
+
+@pytest.mark.parametrize("mode", list(OLD_KEYS))
+@pytest.mark.parametrize("fmt", ["old", "new"])
+def test_pooling_is_read_from_either_sentence_transformers_format(tmp_path, mode, fmt):
+    from surerank.engine.model_files import read_model_files
+
+    target = _model_dir(tmp_path)
+    if fmt == "old":
+        cfg = {"word_embedding_dimension": 384, **{key: m == mode for m, key in OLD_KEYS.items()}}
+    else:  # sentence-transformers 6: one key
+        cfg = {"embedding_dimension": 384, "pooling_mode": mode, "include_prompt": True}
+    _st_files(target, cfg)
+    files = read_model_files(target)
+    assert files.pooling == mode
+    assert files.sources["pooling"] == "1_Pooling/config.json"
+
+
+@pytest.mark.parametrize(("pool_cfg", "message"), [
+    ({"pooling_mode": ["cls", "mean"]}, "cls \\+ mean"),
+    ({"pooling_mode_cls_token": True, "pooling_mode_max_tokens": True}, "cls \\+ max"),
+    ({"pooling_mode": "median"}, "'median'"),
+])
+def test_a_pooling_the_engine_cannot_run_is_refused_by_name(tmp_path, pool_cfg, message):
+    from surerank.engine.model_files import read_model_files
+
+    target = _model_dir(tmp_path)
+    _st_files(target, pool_cfg)
+    with pytest.raises(InputError, match=message):
+        read_model_files(target)
+
+
+def test_a_module_the_engine_does_not_run_is_refused_by_name(tmp_path):
+    from surerank.engine.model_files import read_model_files
+
+    target = _model_dir(tmp_path)
+    _st_files(target, {"pooling_mode": "mean"}, modules=["Pooling", "Dense", "Normalize"])
+    with pytest.raises(InputError, match=r"Dense \(2_Dense\)"):
+        read_model_files(target)
+
+
+def test_max_length_comes_from_the_model_files_in_order(tmp_path):
+    """sentence_bert_config.json max_seq_length, else tokenizer_config.json model_max_length (where
+    sentence-transformers 6 writes it), else the position embeddings; never above the positions."""
+    from surerank.engine.model_files import read_model_files
+
+    target = _model_dir(tmp_path, tokenizer_max=128)
+    _st_files(target, {"pooling_mode": "cls"}, modules=["Pooling", "Normalize"], type_prefix=NEW_TYPES,
+              sbert={"transformer_task": "feature-extraction"})  # what sentence-transformers 6 writes
+    files = read_model_files(target)
+    assert (files.max_length, files.pooling, files.normalize) == (128, "cls", True)
+    assert files.sources["max_length"] == "tokenizer_config.json model_max_length"
+    (target / "sentence_bert_config.json").write_text('{"max_seq_length": 96}')
+    assert read_model_files(target).max_length == 96
+    (target / "sentence_bert_config.json").write_text('{"max_seq_length": null}')
+    assert read_model_files(target).max_length == 128
+    (target / "sentence_bert_config.json").write_text('{"max_seq_length": 4096}')
+    capped = read_model_files(target)
+    assert capped.max_length == 512 and "max_position_embeddings" in capped.sources["max_length"]
+    (target / "sentence_bert_config.json").unlink()
+    (target / "tokenizer_config.json").write_text('{"model_max_length": 1000000000000000019884624838656}')
+    assert read_model_files(target).max_length == 512  # transformers' "no limit" placeholder
+
+
+@pytest.mark.parametrize(("model_type", "limit"), [("bert", 512), ("roberta", 512), ("xlm-roberta", 512),
+                                                   ("mpnet", 512), ("camembert", 512)])
+def test_position_offsets_per_family(tmp_path, model_type, limit):
+    """RoBERTa, XLM-R, CamemBERT and MPNet count positions from padding_idx + 1: 514 embeddings take 512
+    tokens (MPNet accepted 514 and raised IndexError past 512)."""
+    from surerank.engine.model_files import read_model_files
+
+    positions = 512 if model_type == "bert" else 514
+    target = _model_dir(tmp_path, {"model_type": model_type, "max_position_embeddings": positions,
+                                   "pad_token_id": 0 if model_type == "bert" else 1}, tokenizer_max=None)
+    files = read_model_files(target)
+    assert files.max_length == limit
+    assert files.position_offset == (None if model_type == "bert" else 2)
+    with pytest.raises(InputError, match=f"exceeds the model's {limit} position embeddings"):
+        Engine(EngineConfig(model=str(target), max_length=limit + 2))
+
+
+def test_prompts_come_from_the_model_unless_given(tmp_path):
+    target = _model_dir(tmp_path)
+    _st_files(target, {"pooling_mode": "mean"}, st_cfg={"prompts": {"query": "query: ", "document": "passage: "},
+                                                        "default_prompt_name": None})
+    ranker = surerank.Reranker("embedding", model=str(target))
+    assert (ranker.query_prefix, ranker.passage_prefix) == ("query: ", "passage: ")
+    assert ranker.sources["query_prefix"] == "config_sentence_transformers.json prompts['query']"
+    explicit = surerank.Reranker("embedding", model=str(target), query_prefix="", passage_prefix="doc: ")
+    assert (explicit.query_prefix, explicit.passage_prefix) == ("", "doc: ")
+    # the prompt really reaches the model: scores with the model's prompts equal scores with them given
+    docs = ["fleas live for months", "the stock market fell"]
+    a = ranker.rank("how long do fleas live", docs).scores
+    b = surerank.Reranker("embedding", model=str(target), query_prefix="query: ",
+                          passage_prefix="passage: ").rank("how long do fleas live", docs).scores
+    c = surerank.Reranker("embedding", model=str(target), query_prefix="",
+                          passage_prefix="").rank("how long do fleas live", docs).scores
+    assert a == b and a != c
+
+
+def test_dot_similarity_is_honoured_without_normalize(tmp_path):
+    target = _model_dir(tmp_path)
+    _st_files(target, {"pooling_mode": "mean"}, st_cfg={"similarity_fn_name": "dot"})
+    ranked = surerank.Reranker("embedding", model=str(target)).rank("how long do fleas live",
+                                                                    ["fleas live for months"])
+    assert ranked.items[0].score > 1.5  # an unnormalised dot product, not a cosine
+    (target / "config_sentence_transformers.json").write_text(json.dumps({"similarity_fn_name": "manhattan"}))
+
+    with pytest.raises(InputError, match="manhattan"):
+        surerank.Reranker("embedding", model=str(target))
+
+
+def test_graphs_over_the_size_limit_keep_weights_in_external_data(tmp_path, monkeypatch):
+    """fp32 models over 2 GB need ONNX external data; a tiny threshold stands in for a 2 GB model."""
+    from engine_fixtures import build_tiny_cross_encoder
+    from surerank.engine import core, onnx_build
+
+    model_dir = build_tiny_cross_encoder(tmp_path / "ce")
+    monkeypatch.setenv("SURERANK_CACHE", str(tmp_path / "cache-normal"))
+    docs = ["lift is an upward force on a wing", "a cat sat on a mat", "drag opposes motion"]
+    normal = surerank.Reranker("cross-encoder", model=str(model_dir)).rank("what is lift", docs)
+    monkeypatch.setattr(onnx_build, "EXTERNAL_DATA_BYTES", 1024)
+    monkeypatch.setenv("SURERANK_CACHE", str(tmp_path / "cache-external"))
+    monkeypatch.setattr(core, "_ENGINES", {})  # engines are cached per configuration: build anew
+    for precision in ("fp32", "int8"):
+        ranker = surerank.Reranker("cross-encoder", model=str(model_dir), precision=precision)
+        ranked = ranker.rank("what is lift", docs)
+        if precision == "fp32":
+            assert onnx_build.has_external_data(Path(ranker.engine.backend.path))
+            np.testing.assert_allclose(ranked.scores, normal.scores, atol=1e-6)
+            assert ranked.ids == normal.ids
+        else:
+            assert np.corrcoef(ranked.scores, normal.scores)[0, 1] > 0.9
+    data = list((tmp_path / "cache-external" / "onnx").glob("*.data"))
+    assert data and all(f.stat().st_size > 1024 for f in data)

@@ -6,7 +6,9 @@ A backend takes one padded :class:`~surerank.engine.batching.Batch` and returns 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
 import logging
 import os
 from typing import Any, Protocol
@@ -14,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from surerank.engine.batching import Batch
-from surerank.engine.model_files import ModelFiles
+from surerank.engine.model_files import POOLINGS, ModelFiles
 from surerank.errors import InputError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ class OnnxBackend:
     device = "cpu"
 
     def __init__(self, files: ModelFiles, head: str, precision: str = "fp32", threads: int | None = None,
-                 onnx_path: str | os.PathLike[str] | None = None, workers: int | None = None):
+                 onnx_path: str | os.PathLike[str] | None = None, workers: int | None = None,
+                 trust_remote_code: bool = False):
         import onnxruntime as ort
 
         from surerank.engine.onnx_build import DISABLED_OPTIMIZERS
@@ -56,7 +59,8 @@ class OnnxBackend:
 
         self.precision = precision
         # hand-built for the BERT family; other architectures exported once through torch and checked
-        self.path = str(onnx_path) if onnx_path else str(onnx_graph_path(files, head, precision))
+        self.path = str(onnx_path) if onnx_path else str(
+            onnx_graph_path(files, head, precision, trust_remote_code=trust_remote_code))
         #: an exported graph's export-time parity check against torch (None for hand-built graphs)
         self.export = export_record(self.path)
         so = ort.SessionOptions()
@@ -90,12 +94,17 @@ _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 class TorchBackend:
-    """transformers model with SDPA attention; fp16/bf16 on GPU; batches shrink on out-of-memory."""
+    """transformers model with SDPA attention; fp16/bf16 on GPU; batches shrink on out-of-memory.
+
+    A checkpoint whose weights lack tensors the model needs (a cross-encoder head, say) is refused,
+    naming them: transformers would initialise them at random.  ``trust_remote_code`` is passed as given
+    (never None), so transformers never asks on stdin.
+    """
 
     name = "torch"
 
     def __init__(self, files: ModelFiles, head: str, precision: str = "fp32", device: str | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, trust_remote_code: bool = False):
         for module in ("torch", "transformers"):
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError.for_extra(module, "torch", "backend='torch'")
@@ -105,6 +114,8 @@ class TorchBackend:
         if precision not in _TORCH_DTYPES:
             raise InputError(f"precision: {precision!r} is not available on the torch backend "
                              f"(choose from {', '.join(_TORCH_DTYPES)})")
+        if head not in ("classifier", *POOLINGS):
+            raise InputError(f"head: {head!r} is unknown; choose from classifier, {', '.join(POOLINGS)}")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cpu" and precision == "fp16":
             raise InputError("precision: fp16 needs a GPU; use fp32 or bf16 on CPU")
@@ -114,13 +125,20 @@ class TorchBackend:
         self.head = head
         dtype = getattr(torch, _TORCH_DTYPES[precision])
         cls = AutoModelForSequenceClassification if head == "classifier" else AutoModel
-        kwargs: dict[str, Any] = {"dtype": dtype}
+        kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": bool(trust_remote_code),
+                                  "output_loading_info": True}
         try:
-            self.model = cls.from_pretrained(str(files.directory), attn_implementation="sdpa", **kwargs)
-        except (ValueError, ImportError):  # architectures without SDPA support
-            self.model = cls.from_pretrained(str(files.directory), **kwargs)
+            self.model, info = cls.from_pretrained(str(files.directory), attn_implementation="sdpa", **kwargs)
+        except (ValueError, ImportError) as exc:  # architectures without SDPA support
+            if "scaled_dot_product_attention" not in str(exc) and "sdpa" not in str(exc).lower():
+                raise
+            self.model, info = cls.from_pretrained(str(files.directory), **kwargs)
+        check_loaded(files, head, info)
         self.model.eval().to(self.device)
         self.torch = torch
+        forward = inspect.signature(self.model.forward).parameters
+        #: model inputs the forward takes (MPNet, DistilBERT and others take no token_type_ids)
+        self.accepts = {name for name in ("token_type_ids", "position_ids") if name in forward}
 
     def _to(self, array: np.ndarray) -> Any:
         t = self.torch.from_numpy(array.astype(np.int64, copy=False))
@@ -131,20 +149,17 @@ class TorchBackend:
     def run(self, batch: Batch) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
-            inputs = {"input_ids": self._to(batch.input_ids), "attention_mask": self._to(batch.attention_mask),
-                      "token_type_ids": self._to(batch.token_type_ids)}
-            if getattr(self.model.config, "type_vocab_size", 2) <= 1 and not batch.token_type_ids.any():
-                inputs.pop("token_type_ids")
-            if batch.position_ids is not None:
+            inputs = {"input_ids": self._to(batch.input_ids), "attention_mask": self._to(batch.attention_mask)}
+            if "token_type_ids" in self.accepts and (
+                    getattr(self.model.config, "type_vocab_size", 2) > 1 or batch.token_type_ids.any()):
+                inputs["token_type_ids"] = self._to(batch.token_type_ids)
+            if batch.position_ids is not None and "position_ids" in self.accepts:
                 inputs["position_ids"] = self._to(batch.position_ids)
             out = self.model(**inputs)
             if self.head == "classifier":
                 result = out.logits
-            elif self.head == "cls":
-                result = out.last_hidden_state[:, 0]
             else:
-                mask = inputs["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
-                result = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)
+                result = pool_tokens(out.last_hidden_state, inputs["attention_mask"], self.head)
             return result.float().cpu().numpy()
 
     def is_oom(self, exc: BaseException) -> bool:
@@ -156,12 +171,57 @@ class TorchBackend:
             self.torch.cuda.empty_cache()
 
 
+def check_loaded(files: ModelFiles, head: str, info: dict[str, Any]) -> None:
+    """Refuse a model transformers had to complete with randomly initialised tensors.
+
+    A cross-encoder needs its classification head from the checkpoint; an encoder may lack only the
+    BERT pooler, which embeddings do not use.
+    """
+    missing = sorted(info.get("missing_keys") or ())
+    if head != "classifier":
+        missing = [k for k in missing if not k.split(".", 1)[-1].startswith("pooler.")
+                   and not k.startswith("pooler.")]
+    if not missing:
+        return
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    what = ("has no trained sequence-classification head" if head == "classifier"
+            else "lacks tensors the encoder needs")
+    architectures = files.config.get("architectures") or [files.model_type]
+    raise InputError(
+        f"model: {files.directory.name} ({', '.join(map(str, architectures))}) {what}: {shown} are not in its "
+        "weights, and transformers would initialise them at random"
+        + ("; the cross-encoder ranker needs a reranker checkpoint (a *ForSequenceClassification model "
+           "trained for relevance), e.g. use this checkpoint with the embedding ranker instead"
+           if head == "classifier" else ""))
+
+
+def pool_tokens(hidden: Any, mask: Any, mode: str) -> Any:
+    """sentence-transformers' pooling of token states [batch, seq, hidden] (right padding) in torch."""
+    torch = importlib.import_module("torch")
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return hidden.masked_fill(m == 0, float("-inf")).max(1).values
+    if mode == "lasttoken":
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), mask.sum(1) - 1]
+    if mode == "weightedmean":
+        m = m * torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype).view(1, -1, 1)
+    summed = (hidden * m).sum(1)
+    count = m.sum(1).clamp(min=1e-9)
+    if mode == "mean_sqrt_len_tokens":
+        return summed / count.sqrt()
+    return summed / count  # mean, weightedmean
+
+
 def make_backend(files: ModelFiles, head: str, backend: str, precision: str, device: str | None,
-                 threads: int | None, onnx_path: str | None = None, workers: int | None = None) -> Any:
+                 threads: int | None, onnx_path: str | None = None, workers: int | None = None, *,
+                 trust_remote_code: bool = False) -> Any:
     if backend == "onnx":
         if device not in (None, "cpu"):
             raise InputError(f"device: the onnx backend runs on CPU; for {device!r} use backend='torch'")
-        return OnnxBackend(files, head, precision, threads, onnx_path=onnx_path, workers=workers)
+        return OnnxBackend(files, head, precision, threads, onnx_path=onnx_path, workers=workers,
+                           trust_remote_code=trust_remote_code)
     if backend == "torch":
-        return TorchBackend(files, head, precision, device, threads)
+        return TorchBackend(files, head, precision, device, threads, trust_remote_code=trust_remote_code)
     raise InputError(f"backend: {backend!r} is unknown; choose 'onnx' (default, CPU) or 'torch'")

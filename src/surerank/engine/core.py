@@ -67,6 +67,7 @@ class EngineConfig:
     threads: int | None = None
     workers: int | None = None
     onnx_path: str | None = None
+    trust_remote_code: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,21 +77,27 @@ class Engine:
     def __init__(self, config: EngineConfig, files: ModelFiles | None = None):
         self.config = config
         self.files = files or read_model_files(resolve_model_dir(config.model))
+        custom = self.files.custom_code
+        if custom and not config.trust_remote_code:
+            raise InputError(
+                f"model: {self.files.directory.name} runs its own Python code (config.json auto_map: "
+                f"{', '.join(f'{k} -> {v}' for k, v in custom.items())}); surerank does not run a model "
+                "repository's code unless asked: pass trust_remote_code=True (-o trust_remote_code=true) "
+                "if you trust it")
         self.tokenizer = TokenizerEngine(self.files.directory / "tokenizer.json")
         model_max = self.files.max_length
         self.max_length = int(config.max_length or model_max)
         if self.max_length < 8:
             raise InputError(f"max_length: {self.max_length} is too small (minimum 8 tokens)")
-        position_limit = int(self.files.config.get("max_position_embeddings", 512))
-        self.position_offset: int | None = None
-        if self.files.model_type in ("roberta", "xlm-roberta", "camembert"):
-            self.position_offset = int(self.files.config.get("pad_token_id", 1)) + 1
-            position_limit -= self.position_offset
-        if self.max_length > position_limit:
+        # families such as RoBERTa, XLM-R and MPNet count positions from padding_idx + 1
+        self.position_offset: int | None = self.files.position_offset
+        position_limit = self.files.position_limit
+        if position_limit is not None and self.max_length > position_limit:
             raise InputError(
                 f"max_length: {self.max_length} exceeds the model's {position_limit} position embeddings")
         self.backend = make_backend(self.files, config.head, config.backend, config.precision,
-                                    config.device, config.threads, config.onnx_path, config.workers)
+                                    config.device, config.threads, config.onnx_path, config.workers,
+                                    trust_remote_code=config.trust_remote_code)
         on_gpu = str(getattr(self.backend, "device", "cpu")).startswith("cuda")
         cpu_batch = CPU_INT8_MAX_BATCH if config.precision.startswith("int8") else CPU_MAX_BATCH
         self.max_batch = int(config.batch_size or (GPU_MAX_BATCH if on_gpu else cpu_batch))
@@ -113,6 +120,8 @@ class Engine:
             "precision": self.backend.precision,
             "device": getattr(self.backend, "device", "cpu"),
             "max_length": self.max_length,
+            "max_length_source": "max_length option" if self.config.max_length
+            else self.files.sources.get("max_length", ""),
             "batch_size": self.max_batch,
             "token_budget": self.token_budget,
             "threads": getattr(self.backend, "threads", None),
@@ -237,7 +246,8 @@ _LOCK = threading.Lock()
 def get_engine(config: EngineConfig) -> Engine:
     """Engines are cached per configuration: loading a session costs far more than a query."""
     key = (config.model, config.head, config.backend, config.precision, config.device, config.max_length,
-           config.batch_size, config.token_budget, config.threads, config.workers, config.onnx_path, os.getpid())
+           config.batch_size, config.token_budget, config.threads, config.workers, config.onnx_path,
+           config.trust_remote_code, os.getpid())
     with _LOCK:
         engine = _ENGINES.get(key)
         if engine is None:

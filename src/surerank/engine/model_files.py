@@ -7,6 +7,7 @@ default install ranks offline with no download and no torch.  Hub ids are resolv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -103,15 +104,45 @@ def resolve_model_dir(model: str | os.PathLike[str] | None, revision: str | None
     return Path(local)
 
 
+#: model types whose positions count from ``padding_idx + 1`` (transformers'
+#: ``create_position_ids_from_input_ids``): ``max_position_embeddings`` minus that offset is the input limit
+POSITION_OFFSET_FAMILIES = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "data2vec-text",
+                            "roberta-prelayernorm", "xmod")
+#: sentence-transformers pooling modes (``1_Pooling/config.json``) the engine runs
+POOLINGS = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+#: the legacy boolean keys of ``1_Pooling/config.json`` (sentence-transformers < 6), in its concatenation order
+LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max", "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken",
+}
+#: similarity functions of ``config_sentence_transformers.json`` the embedding ranker computes
+SIMILARITIES = ("cosine", "dot")
+#: a tokenizer_config.json ``model_max_length`` at or above this is transformers' "no limit" placeholder
+_NO_LIMIT = 1_000_000
+
+
 @dataclass
 class ModelFiles:
-    """What the engine needs to know about a checkpoint directory."""
+    """What the engine needs to know about a checkpoint directory, read from its files (never guessed).
+
+    ``pooling``, ``normalize``, ``similarity`` and ``prompts`` come from the sentence-transformers files
+    (``modules.json``, ``1_Pooling/config.json``, ``config_sentence_transformers.json``) when present;
+    ``max_length`` from ``sentence_bert_config.json``'s ``max_seq_length``, else ``tokenizer_config.json``'s
+    ``model_max_length``, capped by the position embeddings; ``sources`` says which file gave each value.
+    """
 
     directory: Path
     config: dict[str, Any]
-    pooling: str = "mean"  # "mean" or "cls" (sentence-transformers 1_Pooling/config.json)
+    pooling: str = "mean"  # one of POOLINGS
     max_length: int = 512
     weight_files: list[Path] = field(default_factory=list)
+    normalize: bool = False  # a Normalize module follows the pooling (scores are cosines either way)
+    similarity: str = "cosine"  # one of SIMILARITIES
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    include_prompt: bool = True  # False: prompt tokens are left out of the pooling (not supported)
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def model_type(self) -> str:
@@ -122,6 +153,27 @@ class ModelFiles:
         if "id2label" in self.config:
             return len(self.config["id2label"])
         return int(self.config.get("num_labels", 1))
+
+    @property
+    def position_offset(self) -> int | None:
+        """Where positions start for families that count them from ``padding_idx + 1``; None otherwise."""
+        if self.model_type in POSITION_OFFSET_FAMILIES:
+            return int(self.config.get("pad_token_id", 1)) + 1
+        return None
+
+    @property
+    def position_limit(self) -> int | None:
+        """The most tokens the position embeddings take (None: the config has no such limit)."""
+        positions = self.config.get("max_position_embeddings")
+        if positions is None:
+            return None
+        return int(positions) - (self.position_offset or 0)
+
+    @property
+    def custom_code(self) -> dict[str, Any] | None:
+        """config.json's ``auto_map``: the model's classes live in the repository's own Python code."""
+        auto_map = self.config.get("auto_map")
+        return dict(auto_map) if auto_map else None
 
     def fingerprint(self) -> str:
         """Identifies the weights (path, size, mtime) so cached graphs are rebuilt when they change."""
@@ -178,11 +230,77 @@ def _file_sha256(path: Path) -> str:
     return digest
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"model: {path} could not be read as JSON: {exc}") from exc
+
+
+def _module_kind(entry: dict[str, Any]) -> str:
+    """The class name of a modules.json entry (``sentence_transformers.models.Pooling`` -> ``Pooling``)."""
+    return str(entry.get("type", "")).rsplit(".", 1)[-1]
+
+
+def read_pooling(pool_cfg: dict[str, Any], path: Path) -> tuple[str, bool]:
+    """The pooling mode and include_prompt of a ``1_Pooling/config.json``, in either format.
+
+    sentence-transformers 6 writes ``"pooling_mode": "cls"`` (or a list: the modes' outputs concatenated);
+    earlier versions write ``pooling_mode_*`` booleans.  One mode the engine runs is accepted; several
+    (concatenated) or an unknown one are refused, naming them.
+    """
+    if "pooling_mode" in pool_cfg:
+        raw = pool_cfg["pooling_mode"]
+        modes = [raw] if isinstance(raw, str) else list(raw)
+    else:
+        modes = [mode for key, mode in LEGACY_POOLING_KEYS.items() if pool_cfg.get(key)]
+        unknown = sorted(k for k, v in pool_cfg.items() if k.startswith("pooling_mode_") and v
+                         and k not in LEGACY_POOLING_KEYS)
+        if unknown:
+            raise InputError(f"model: {path} sets {', '.join(unknown)}, a pooling surerank does not know")
+        modes = modes or ["mean"]  # sentence-transformers' own default when no key is set
+    if len(modes) != 1:
+        raise InputError(f"model: {path} concatenates several poolings ({' + '.join(map(str, modes))}); "
+                         f"surerank runs one of {', '.join(POOLINGS)}")
+    if modes[0] not in POOLINGS:
+        raise InputError(f"model: {path} asks for pooling {modes[0]!r}; surerank runs {', '.join(POOLINGS)}")
+    return str(modes[0]), bool(pool_cfg.get("include_prompt", True))
+
+
+def _transformer_dir(directory: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """The directory holding the transformer (old sentence-transformers models keep it in ``0_Transformer``)
+    and the other modules listed in modules.json; refuses modules the engine does not run."""
+    modules_path = directory / "modules.json"
+    if not modules_path.is_file():
+        return directory, []
+    modules = _read_json(modules_path)
+    if not isinstance(modules, list) or not modules:
+        raise InputError(f"model: {modules_path} lists no modules")
+    first = modules[0]
+    if _module_kind(first) != "Transformer":
+        raise InputError(f"model: {modules_path} starts with a {_module_kind(first)} module; surerank runs "
+                         "models whose first module is a sentence-transformers Transformer")
+    rest = list(modules[1:])
+    unsupported = [f"{_module_kind(m)} ({m.get('path') or m.get('name')})" for m in rest
+                   if _module_kind(m) not in ("Pooling", "Normalize")]
+    if unsupported:
+        raise InputError(
+            f"model: {modules_path} lists {', '.join(unsupported)}, which surerank's engine does not run (it runs "
+            "Transformer, Pooling and Normalize); scores without them would not be the model's")
+    if sum(_module_kind(m) == "Pooling" for m in rest) > 1:
+        raise InputError(f"model: {modules_path} lists more than one Pooling module")
+    sub = str(first.get("path") or "")
+    return (directory / sub if sub else directory), rest
+
+
 def read_model_files(directory: Path) -> ModelFiles:
+    """Read a checkpoint directory: config, tokenizer, weights and the sentence-transformers files."""
+    root = directory
+    directory, st_modules = _transformer_dir(root)
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         raise InputError(f"model: {directory} has no config.json; is it a Hugging Face model directory?")
-    config = json.loads(cfg_path.read_text())
+    config = _read_json(cfg_path)
     if not (directory / "tokenizer.json").is_file():
         raise InputError(
             f"model: {directory} has no tokenizer.json (a fast tokenizer is required); save the model "
@@ -191,45 +309,112 @@ def read_model_files(directory: Path) -> ModelFiles:
     weights = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
     if not weights:
         raise InputError(f"model: {directory} has no *.safetensors or pytorch_model*.bin weights")
-    pooling = "mean"
-    pool_cfg = directory / "1_Pooling" / "config.json"
-    if pool_cfg.is_file():
-        p = json.loads(pool_cfg.read_text())
-        if p.get("pooling_mode_cls_token"):
-            pooling = "cls"
-    max_length = int(config.get("max_position_embeddings", 512))
-    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
-        max_length -= int(config.get("pad_token_id", 1)) + 1
-    st_cfg = directory / "sentence_bert_config.json"
-    tok_cfg = directory / "tokenizer_config.json"
-    if st_cfg.is_file():
-        max_length = min(max_length, int(json.loads(st_cfg.read_text()).get("max_seq_length", max_length)))
-    elif tok_cfg.is_file():
-        mml = json.loads(tok_cfg.read_text()).get("model_max_length")
-        if isinstance(mml, int) and mml > 0:
-            max_length = min(max_length, mml)
-    return ModelFiles(directory=directory, config=config, pooling=pooling, max_length=max_length,
-                      weight_files=weights)
+    files = ModelFiles(directory=directory, config=config, weight_files=weights)
+    sources = files.sources
+
+    # pooling and normalisation: modules.json names the module folders; without it, 1_Pooling by convention
+    pool_dirs = [root / str(m.get("path", "")) for m in st_modules if _module_kind(m) == "Pooling"]
+    if not st_modules and (root / "1_Pooling" / "config.json").is_file():
+        pool_dirs = [root / "1_Pooling"]
+    if pool_dirs:
+        pool_path = pool_dirs[0] / "config.json"
+        files.pooling, files.include_prompt = read_pooling(_read_json(pool_path), pool_path)
+        sources["pooling"] = str(pool_path.relative_to(root))
+    else:
+        sources["pooling"] = "default (no sentence-transformers pooling config)"
+    files.normalize = any(_module_kind(m) == "Normalize" for m in st_modules)
+
+    st_cfg_path = root / "config_sentence_transformers.json"
+    if st_cfg_path.is_file():
+        st_cfg = _read_json(st_cfg_path)
+        prompts = st_cfg.get("prompts") or {}
+        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+            raise InputError(f"model: {st_cfg_path} 'prompts' must map names to strings")
+        files.prompts = dict(prompts)
+        files.default_prompt_name = st_cfg.get("default_prompt_name") or None
+        if files.default_prompt_name is not None and files.default_prompt_name not in files.prompts:
+            raise InputError(f"model: {st_cfg_path} default_prompt_name {files.default_prompt_name!r} is not "
+                             f"one of its prompts ({', '.join(files.prompts) or 'none'})")
+        similarity = st_cfg.get("similarity_fn_name") or "cosine"
+        if similarity not in SIMILARITIES:
+            raise InputError(f"model: {st_cfg_path} similarity_fn_name {similarity!r} is not computed by "
+                             f"surerank (it computes {', '.join(SIMILARITIES)})")
+        files.similarity = str(similarity)
+        sources["prompts"] = sources["similarity"] = st_cfg_path.name
+
+    files.max_length, sources["max_length"] = _max_length(files, root)
+    return files
+
+
+def _max_length(files: ModelFiles, root: Path) -> tuple[int, str]:
+    """The declared input limit (sentence_bert_config.json, else tokenizer_config.json), capped by the
+    position embeddings; and which file it came from."""
+    limit = files.position_limit
+    declared: int | None = None
+    source = ""
+    for path in (root / "sentence_bert_config.json", files.directory / "sentence_bert_config.json"):
+        if path.is_file():
+            value = _read_json(path).get("max_seq_length")
+            if value is not None:
+                declared, source = int(value), f"{path.relative_to(root)} max_seq_length"
+                break
+    if declared is None:
+        tok_cfg = files.directory / "tokenizer_config.json"
+        if tok_cfg.is_file():
+            value = _read_json(tok_cfg).get("model_max_length")
+            if isinstance(value, (int, float)) and 0 < value < _NO_LIMIT:
+                declared, source = int(value), "tokenizer_config.json model_max_length"
+    if declared is not None and declared < 1:
+        raise InputError(f"model: {source} is {declared}; it must be positive")
+    if limit is None:
+        if declared is None:
+            return 512, "default (no max_seq_length, model_max_length or max_position_embeddings)"
+        return declared, source
+    if declared is None:
+        return limit, "config.json max_position_embeddings"
+    if declared > limit:
+        logger.info("model: %s is %d but the position embeddings take %d tokens; using %d",
+                    source, declared, limit, limit)
+        return limit, f"config.json max_position_embeddings (below {source} {declared})"
+    return declared, source
 
 
 def load_weights(files: ModelFiles) -> dict[str, Any]:
-    """All tensors as float32 numpy arrays; ``.bin`` checkpoints need torch to unpickle."""
+    """All tensors, floating ones as float32 numpy arrays; ``.bin`` checkpoints need torch to unpickle.
+
+    bf16 / fp16 safetensors are read without torch and cast to float32 (exact): ``ml_dtypes`` (a
+    dependency of ``onnx``) gives numpy a bfloat16 dtype, whose arrays numpy does not count as floating
+    (``dtype.kind`` is ``"V"``), so the cast is decided by name, not by kind.
+    """
     import numpy as np
 
+    with contextlib.suppress(ImportError):  # registers bfloat16 / float8 with numpy (onnx depends on it)
+        import ml_dtypes  # noqa: F401
     tensors: dict[str, Any] = {}
+    cast: set[str] = set()
     for f in files.weight_files:
         if f.suffix == ".safetensors":
             from safetensors.numpy import load_file
 
             try:
                 loaded = load_file(str(f))
-            except (TypeError, ValueError):  # bf16 tensors have no numpy dtype: go through torch
+            except (TypeError, ValueError):  # a dtype numpy cannot hold even with ml_dtypes: go through torch
                 loaded = _load_with_torch(f, safetensors=True)
         else:
             loaded = _load_with_torch(f, safetensors=False)
         for k, v in loaded.items():
-            tensors[k] = np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else np.asarray(v)
+            v = np.asarray(v)
+            if _is_float(v.dtype) and v.dtype != np.float32:
+                cast.add(v.dtype.name)
+                v = v.astype(np.float32)
+            tensors[k] = v
+    if cast:
+        logger.info("model %s: %s weights cast to float32", files.directory.name, ", ".join(sorted(cast)))
     return tensors
+
+
+def _is_float(dtype: Any) -> bool:
+    return dtype.kind == "f" or dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 
 def _load_with_torch(path: Path, safetensors: bool) -> dict[str, Any]:

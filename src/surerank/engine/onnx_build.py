@@ -28,7 +28,7 @@ from surerank.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"  # 4: RoBERTa position_ids input fixed, all pooling modes, tanh-GELU
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
 _PREFIXES = ("bert.", "roberta.", "model.", "encoder_model.", "")
 
@@ -49,6 +49,12 @@ class _Weights:
         raise InputError(f"model weights: tensor {name!r} not found (is this a BERT-family checkpoint?)")
 
 
+#: GELU variants (config ``hidden_act``) and the ORT kernel computing each with its bias: erf GELU is
+#: BiasGelu; the tanh approximation (``gelu_new`` and its aliases) is FastGelu -- not interchangeable
+#: (they differ by up to ~1e-3 per activation)
+GELU_OPS = {"gelu": "BiasGelu", "gelu_python": "BiasGelu", "gelu_new": "FastGelu",
+            "gelu_pytorch_tanh": "FastGelu", "gelu_fast": "FastGelu"}
+
 #: Graph optimisers the session must not run: ORT's SkipLayerNormalization CPU kernel is ~3.5x slower
 #: than the Add + Add + LayerNormalization it would replace (ORT 1.32, 8x80x384: 1.18 ms vs 0.34 ms).
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
@@ -67,12 +73,75 @@ def residual_layer_norm(projection: str, bias: str, residual: str, gamma: str, b
     ]
 
 
+#: embedding heads: sentence-transformers' pooling modes (see :func:`pooling_nodes`)
+POOLING_HEADS = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+
+
+def pooling_nodes(x: str, head: str, init: Any) -> list[Any]:
+    """ONNX nodes pooling token states ``x`` [batch, seq, hidden] into ``embedding`` [batch, hidden], as
+    sentence-transformers pools (right padding; ``attention_mask`` int32 [batch, seq])."""
+    from onnx import TensorProto, helper
+
+    init("axis1", np.array([1], np.int64))
+    init("axis2", np.array([2], np.int64))
+    if head == "cls":
+        init("start0", np.array([0], np.int64))
+        init("end1", np.array([1], np.int64))
+        return [  # x[:, 0, :] as Slice + Squeeze (a scalar Gather gets a wrong shape after ORT fusions)
+            helper.make_node("Slice", [x, "start0", "end1", "axis1"], ["cls_3d"]),
+            helper.make_node("Squeeze", ["cls_3d", "axis1"], ["embedding"]),
+        ]
+    nodes = [helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT)]
+    if head == "max":  # padded positions -> -inf, then the maximum over the sequence
+        init("neg_inf", np.array(-np.inf, np.float32))
+        return [*nodes,
+                helper.make_node("Unsqueeze", ["mask_f", "axis2"], ["mask_f3"]),
+                helper.make_node("Cast", ["mask_f3"], ["mask_b3"], to=TensorProto.BOOL),
+                helper.make_node("Where", ["mask_b3", x, "neg_inf"], ["masked"]),
+                helper.make_node("ReduceMax", ["masked"], ["embedding"], axes=[1], keepdims=0)]
+    if head in ("weightedmean", "lasttoken"):  # positions 1..n of the real tokens (right padding)
+        nodes += [
+            helper.make_node("CumSum", ["mask_f", init("axis1_scalar", np.array(1, np.int64))], ["rank_f"]),
+            helper.make_node("Mul", ["rank_f", "mask_f"], ["rank_masked"]),
+        ]
+    if head == "lasttoken":  # weight 1 on the token whose rank is the sequence's length, 0 elsewhere
+        nodes += [
+            helper.make_node("ReduceSum", ["mask_f", "axis1"], ["length"], keepdims=1),
+            helper.make_node("Equal", ["rank_masked", "length"], ["is_last"]),
+            helper.make_node("Cast", ["is_last"], ["weights"], to=TensorProto.FLOAT),
+        ]
+    elif head == "weightedmean":
+        nodes.append(helper.make_node("Identity", ["rank_masked"], ["weights"]))
+    else:  # mean, mean_sqrt_len_tokens
+        nodes.append(helper.make_node("Identity", ["mask_f"], ["weights"]))
+    nodes += [
+        helper.make_node("Unsqueeze", ["weights", "axis2"], ["weights3"]),
+        helper.make_node("Mul", [x, "weights3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
+    ]
+    if head == "lasttoken":
+        return [*nodes, helper.make_node("Identity", ["summed"], ["embedding"])]
+    nodes += [
+        helper.make_node("ReduceSum", ["weights", "axis1"], ["count"], keepdims=1),
+        helper.make_node("Max", ["count", init("tiny", np.array(1e-9, np.float32))], ["count1"]),
+    ]
+    if head == "mean_sqrt_len_tokens":
+        return [*nodes, helper.make_node("Sqrt", ["count1"], ["root"]),
+                helper.make_node("Div", ["summed", "root"], ["embedding"])]
+    return [*nodes, helper.make_node("Div", ["summed", "count1"], ["embedding"])]
+
+
 def build_encoder_graph(files: ModelFiles, head: str) -> Any:
     """Return an ``onnx.ModelProto`` for the checkpoint with the given head (mean, cls, classifier)."""
     from onnx import TensorProto, helper, numpy_helper
 
     cfg = files.config
     model_type = files.model_type
+    if files.custom_code:
+        raise InputError(
+            f"model: {files.directory.name} defines its own architecture in Python (config.json auto_map); "
+            "the hand-built ONNX graph covers only the stock BERT/RoBERTa/XLM-R code, so it cannot stand in "
+            "for it; use backend='torch' with trust_remote_code=True")
     if model_type not in ("bert", *_ROBERTA_LIKE):
         raise InputError(
             f"model: model_type {model_type!r} is not supported by the ONNX builder (BERT, RoBERTa, "
@@ -81,8 +150,9 @@ def build_encoder_graph(files: ModelFiles, head: str) -> Any:
     if cfg.get("position_embedding_type", "absolute") != "absolute":
         raise InputError("model: only absolute position embeddings are supported by the ONNX builder")
     act = cfg.get("hidden_act", "gelu")
-    if act not in ("gelu", "gelu_new", "gelu_python"):
-        raise InputError(f"model: activation {act!r} is not supported by the ONNX builder")
+    if act not in GELU_OPS:
+        raise InputError(f"model: activation {act!r} is not supported by the ONNX builder "
+                         f"({', '.join(GELU_OPS)} are)")
     w = _Weights(load_weights(files))
     hidden = int(cfg["hidden_size"])
     heads = int(cfg["num_attention_heads"])
@@ -145,7 +215,7 @@ def build_encoder_graph(files: ModelFiles, head: str) -> Any:
         init(f"l{i}_ff1_b", ib)
         nodes.append(helper.make_node("MatMul", [f"l{i}_x1", f"l{i}_ff1_w"], [f"l{i}_ff1"], name=f"l{i}_ff1"))
         nodes.append(helper.make_node(
-            "BiasGelu", [f"l{i}_ff1", f"l{i}_ff1_b"], [f"l{i}_gelu"], domain="com.microsoft",
+            GELU_OPS[act], [f"l{i}_ff1", f"l{i}_ff1_b"], [f"l{i}_gelu"], domain="com.microsoft",
             name=f"l{i}_gelu"))
         fw, fb = lin(f"{p}.output.dense")
         init(f"l{i}_ff2_w", fw)
@@ -158,20 +228,10 @@ def build_encoder_graph(files: ModelFiles, head: str) -> Any:
         x = f"l{i}_out"
 
     outputs = []
-    if head == "mean":
-        init("axis1", np.array([1], np.int64))
-        init("axis2", np.array([2], np.int64))
-        nodes += [
-            helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
-            helper.make_node("Unsqueeze", ["mask_f", "axis2"], ["mask_f3"]),
-            helper.make_node("Mul", [x, "mask_f3"], ["masked"]),
-            helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
-            helper.make_node("ReduceSum", ["mask_f", "axis1"], ["count"], keepdims=1),
-            helper.make_node("Max", ["count", init("one", np.array(1.0, np.float32))], ["count1"]),
-            helper.make_node("Div", ["summed", "count1"], ["embedding"]),
-        ]
+    if head in POOLING_HEADS:
+        nodes += pooling_nodes(x, head, init)
         outputs.append(helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", hidden]))
-    elif head in ("cls", "classifier"):
+    elif head == "classifier":
         init("start0", np.array([0], np.int64))
         init("end1", np.array([1], np.int64))
         init("axis1", np.array([1], np.int64))
@@ -179,32 +239,33 @@ def build_encoder_graph(files: ModelFiles, head: str) -> Any:
             helper.make_node("Slice", [x, "start0", "end1", "axis1"], ["cls_3d"]),
             helper.make_node("Squeeze", ["cls_3d", "axis1"], ["cls_vec"]),
         ]
-        if head == "cls":
-            nodes.append(helper.make_node("Identity", ["cls_vec"], ["embedding"]))
-            outputs.append(helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", hidden]))
+        if w.has("classifier.dense.weight") and w.has("classifier.out_proj.weight"):  # RoBERTa-style head
+            pw, pb = lin("classifier.dense")
+            cw, cb = lin("classifier.out_proj")
+        elif w.has("pooler.dense.weight") and w.has("classifier.weight"):  # BERT: pooler + classifier
+            pw, pb = lin("pooler.dense")
+            cw, cb = lin("classifier")
         else:
-            if w.has("classifier.dense.weight"):  # RoBERTa-style head: dense + tanh + out_proj
-                pw, pb = lin("classifier.dense")
-                cw, cb = lin("classifier.out_proj")
-            elif w.has("pooler.dense.weight") and w.has("classifier.weight"):
-                pw, pb = lin("pooler.dense")
-                cw, cb = lin("classifier")
-            else:
-                raise InputError(
-                    "model: no sequence-classification head (pooler.dense + classifier) in the weights; "
-                    "is this a cross-encoder checkpoint?")
-            init("pool_w", pw)
-            init("pool_b", pb)
-            init("cls_w", cw)
-            init("cls_b", cb)
-            nodes += [
-                helper.make_node("MatMul", ["cls_vec", "pool_w"], ["pool_mm"], name="pooler"),
-                helper.make_node("Add", ["pool_mm", "pool_b"], ["pool_pre"]),
-                helper.make_node("Tanh", ["pool_pre"], ["pooled"]),
-                helper.make_node("MatMul", ["pooled", "cls_w"], ["logit_mm"], name="classifier"),
-                helper.make_node("Add", ["logit_mm", "cls_b"], ["logits"]),
-            ]
-            outputs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", cw.shape[1]]))
+            expected = ("classifier.dense.weight, classifier.out_proj.weight" if roberta
+                        else "pooler.dense.weight, classifier.weight")
+            missing = [n for n in expected.split(", ") if not w.has(n)]
+            architectures = cfg.get("architectures") or [model_type]
+            raise InputError(
+                f"model: {files.directory.name} ({', '.join(map(str, architectures))}) has no trained "
+                f"sequence-classification head: {', '.join(missing)} not in its weights; the cross-encoder "
+                "ranker needs a reranker checkpoint (e.g. use this one with the embedding ranker instead)")
+        init("pool_w", pw)
+        init("pool_b", pb)
+        init("cls_w", cw)
+        init("cls_b", cb)
+        nodes += [
+            helper.make_node("MatMul", ["cls_vec", "pool_w"], ["pool_mm"], name="pooler"),
+            helper.make_node("Add", ["pool_mm", "pool_b"], ["pool_pre"]),
+            helper.make_node("Tanh", ["pool_pre"], ["pooled"]),
+            helper.make_node("MatMul", ["pooled", "cls_w"], ["logit_mm"], name="classifier"),
+            helper.make_node("Add", ["logit_mm", "cls_b"], ["logits"]),
+        ]
+        outputs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", cw.shape[1]]))
     else:
         raise ValueError(f"unknown head {head!r}")
 
@@ -217,17 +278,45 @@ def build_encoder_graph(files: ModelFiles, head: str) -> Any:
     return model
 
 
+#: graphs with more initializer bytes than this keep them in an external data file beside the graph
+#: (protobuf cannot serialise a message over 2 GB: fp32 bge-reranker-large, multilingual-e5-large, bge-m3)
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+
+def _initializer_bytes(model: Any) -> int:
+    return sum(len(t.raw_data) for t in model.graph.initializer)
+
+
 def _atomic_save(model: Any, path: Path) -> None:
+    """Write ``model`` to ``path`` atomically; over :data:`EXTERNAL_DATA_BYTES` its tensors go to a data
+    file named after the temporary graph (so concurrent builders never share one), which the graph
+    references by that name."""
     import onnx
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
     os.close(fd)
     try:
-        onnx.save_model(model, tmp)
+        if _initializer_bytes(model) > EXTERNAL_DATA_BYTES:
+            location = Path(tmp).name.replace(".onnx.tmp", ".onnx.data")
+            logger.info("ONNX graph %s: %.2f GB of weights, kept in the external data file %s", path.name,
+                        _initializer_bytes(model) / 1e9, location)
+            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=location, size_threshold=1024)
+        else:
+            onnx.save_model(model, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def has_external_data(path: Path) -> bool:
+    """Whether the graph at ``path`` keeps tensors in an external data file."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(uses_external_data(t) for t in model.graph.initializer)
 
 
 def onnx_model_path(files: ModelFiles, head: str, precision: str = "fp32") -> Path:
@@ -310,8 +399,7 @@ def _calibration_feed(files: ModelFiles, head: str) -> dict[str, np.ndarray]:
         seqs = [pair_sequence(tok.template, ids[i], ids[(i + 1) % len(ids)]) for i in range(len(ids))]
     else:
         seqs = [single_sequence(tok.template, x) for x in ids]
-    offset = int(files.config.get("pad_token_id", 1)) + 1 if files.model_type in _ROBERTA_LIKE else None
-    b = build_batch(seqs, np.arange(len(seqs)), tok.pad_id, tok.template.second_type_id, offset)
+    b = build_batch(seqs, np.arange(len(seqs)), tok.pad_id, tok.template.second_type_id, files.position_offset)
     feed = {"input_ids": b.input_ids, "token_type_ids": b.token_type_ids, "attention_mask": b.attention_mask}
     if b.position_ids is not None:
         feed["position_ids"] = b.position_ids
@@ -369,6 +457,7 @@ def quantize_keeping(src: Path, dst: Path, fp32_nodes: list[str]) -> None:
         str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
         op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=list(fp32_nodes),
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        use_external_data_format=has_external_data(src),
     )
 
 
@@ -401,8 +490,8 @@ def quantize_int8(src: Path, dst: Path, recipe: str = INT8_RECIPE, files: ModelF
         quantize(Path(tmp), fp32_nodes)
         quantized = onnx.load(tmp)
         onnx.helper.set_model_props(quantized, {FP32_NODES_KEY: ",".join(heads + fp32_nodes)})
-        onnx.save_model(quantized, tmp)
-        os.replace(tmp, dst)
+        _atomic_save(quantized, dst)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, tmp + ".data"):  # quantize_dynamic's external data file is named after it
+            if os.path.exists(leftover):
+                os.unlink(leftover)

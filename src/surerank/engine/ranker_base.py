@@ -55,12 +55,15 @@ class EncoderRanker(ScoringRanker):
         top_k: int = 3,
         passage_overlap: int | None = None,
         max_passages: int | None = None,
+        trust_remote_code: bool = False,
     ):
         if backend not in BACKENDS:
             raise InputError(f"backend: {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
         if precision not in PRECISIONS[backend]:
             raise InputError(f"precision: {precision!r} is not available with backend {backend!r} "
                              f"(choose from {', '.join(PRECISIONS[backend])})")
+        if not isinstance(trust_remote_code, bool):
+            raise InputError(f"trust_remote_code: must be true or false, got {trust_remote_code!r}")
         for field, value in (("max_length", max_length), ("batch_size", batch_size),
                              ("token_budget", token_budget), ("threads", threads)):
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -71,6 +74,7 @@ class EncoderRanker(ScoringRanker):
         self.engine_config = EngineConfig(
             model=model, head=self._head(), backend=backend, precision=precision, device=device,
             max_length=max_length, batch_size=batch_size, token_budget=token_budget, threads=threads,
+            trust_remote_code=trust_remote_code,
         )
         self._engine: Engine | None = None
 

@@ -1,8 +1,12 @@
 """Cross-encoder ranker: a sequence-classification model reads (query, passage) pairs together.
 
-Any Hugging Face BERT/RoBERTa-family reranker (``cross-encoder/ms-marco-MiniLM-L-6-v2``, bge-reranker,
-...) by hub id or local path; ONNX Runtime on CPU (graph built from the safetensors, fp32 or int8) or
-torch (CPU/GPU, fp16/bf16).  The query is tokenized once and joined to every candidate's token ids;
+A Hugging Face sequence-classification reranker by hub id or local path: on ONNX Runtime (CPU, fp32 or
+int8) BERT, RoBERTa and XLM-R checkpoints (``cross-encoder/ms-marco-MiniLM-L-6-v2``, the bge-reranker
+family) get a graph built from the safetensors without torch, and other encoder architectures an
+exported one (:mod:`surerank.engine.onnx_export`); torch runs any of them (CPU/GPU, fp16/bf16).  Which
+architectures are checked against transformers, and how closely: ``docs/models.md``.  A checkpoint
+without a trained classification head is refused, naming the missing tensors; custom-code models need
+``trust_remote_code=True``.  The query is tokenized once and joined to every candidate's token ids;
 long candidates are truncated (and say so) or split into overlapping passages whose scores are
 aggregated.
 """

