@@ -319,6 +319,9 @@ def _crash_error(ray: Any, tracker: Any, error: BaseException, max_retries: int)
     if not open_shards:
         return ShardFailedError(f"a model actor died ({why}); {limit}")
     shard, state = open_shards[0]
+    tied = [s for s, r in open_shards if r["attempts"] == state["attempts"]]
+    if len(tied) > 1:  # e.g. --max-retries 0 with several actors: each was on a shard when one died
+        return ShardFailedError(f"a model actor died ({why}) while shards {tied} were being ranked; {limit}")
     qid, docid = state["at"] if state["at"] else (state.get("suspect_query"), None)
     pair = ""
     if qid is not None:
