@@ -10,7 +10,7 @@
 The variant is an explicit option, never guessed from the model name.  Pairs of all queries of a
 ``rank_many`` are scored together in batches of similar length.  An input over ``max_length`` tokens loses
 the end of its *document* (the prompt's ending, e.g. ``Relevant:``, is kept; the reference cuts the whole
-input's tail instead), reported per item.  ONNX is not offered for T5 (not exported here).
+input's tail instead), reported per item.  No ONNX path: a traced export disagreed with torch (docs/llm.md).
 """
 
 from __future__ import annotations
