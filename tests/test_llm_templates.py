@@ -154,6 +154,22 @@ def test_template_on_transformers_equals_the_published_formula(name, models, cau
         assert ((ours > 0) & (ours < 1)).all()
 
 
+def test_failed_template_calls_are_counted_and_ranked_last_and_reruns_hit_the_cache(models, causal_tokenizer, caplog):
+    from surerank.llm import JudgmentCache
+
+    docs = ["short one", " ".join(DOCS), "short two"]  # the middle prompt is over max_length
+    backend = TransformersBackend(model_obj=models["qwen3-reranker"], tokenizer_obj=causal_tokenizer,
+                                  max_length=140, cache=JudgmentCache())
+    ranker = Reranker("llm-pointwise", backend=backend, template="qwen3-reranker", max_words=None)
+    ranked = ranker.rank(Query.from_texts(QUERY, docs, id="q1"))
+    assert ranked.items[-1].index == 1 and ranked.items[-1].score < min(i.score for i in ranked.items[:2])
+    assert ranked.info["failures"] == {"context_overflow": 1} and ranked.info["fallbacks"] == 1
+    assert "1 of 3 calls failed (context_overflow: 1)" in caplog.text
+    again = ranker.rank(Query.from_texts(QUERY, docs, id="q1"))
+    assert again.cost.calls == 1 and again.cost.cache_hits == 2  # the failed call is not cached
+    assert [i.score for i in again.items] == [i.score for i in ranked.items]
+
+
 def test_the_generic_prompt_is_not_the_published_formula(models, causal_tokenizer):
     """Without template= the ranker keeps today's generic Yes/No prompt: a different score altogether."""
     backend = TransformersBackend(model_obj=models["qwen3-reranker"], tokenizer_obj=causal_tokenizer)
