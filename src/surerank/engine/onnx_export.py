@@ -10,8 +10,8 @@ and check only; afterwards the cached graph runs on ONNX Runtime alone.
 
 The exported graph has the inputs the ONNX backend feeds (``input_ids``, ``token_type_ids``,
 ``attention_mask``, int32, dynamic batch and sequence axes) and one output: ``embedding`` ``[batch,
-hidden]`` pooled in the graph (``mean``, ``cls``, ``max``, ``lasttoken``) or ``logits`` ``[batch,
-labels]`` (``classifier``).  Positions are computed inside the graph, as transformers computes them.
+hidden]`` pooled in the graph (any of :data:`POOLINGS`) or ``logits`` ``[batch, labels]``
+(``classifier``).  Positions are computed inside the graph, as transformers computes them.
 Graphs over 2 GB keep their weights in an external data file beside them (``<graph>.data``).
 """
 
@@ -42,7 +42,8 @@ OPSET = 17
 EXTERNAL_DATA_BYTES = 1_800_000_000
 #: refusal bounds of the export-time check: logits (classifier head) and cosine similarities (embeddings)
 PARITY_BOUNDS = {"logit": 1e-3, "cosine": 1e-4}
-POOLINGS = ("mean", "cls", "max", "lasttoken")
+#: sentence-transformers' pooling modes, applied in the exported graph
+POOLINGS = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 SHIPPED_ONNX = Path("onnx") / "model.onnx"
 #: the ONNX backend's inputs; an exported graph keeps all three, used or not
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -58,7 +59,8 @@ def handled_by_builder(files: ModelFiles) -> bool:
     from surerank.engine import onnx_build
 
     cfg = files.config
-    return (files.model_type in ("bert", *onnx_build._ROBERTA_LIKE)
+    return (not getattr(files, "custom_code", None)  # a repository's own code: only its export stands in
+            and files.model_type in ("bert", *onnx_build._ROBERTA_LIKE)
             and cfg.get("position_embedding_type", "absolute") == "absolute"
             and cfg.get("hidden_act", "gelu") in ("gelu", "gelu_new", "gelu_python"))
 
@@ -189,7 +191,12 @@ def pool(hidden: Any, attention_mask: Any, head: str) -> Any:
 
     mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
     if head == "mean":
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    if head == "mean_sqrt_len_tokens":
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9).sqrt()
+    if head == "weightedmean":  # weights 1..n over the real tokens
+        weights = mask * torch.arange(1, hidden.shape[1] + 1, dtype=hidden.dtype).view(1, -1, 1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
     if head == "cls":
         return hidden[:, 0]
     if head == "max":
@@ -292,6 +299,7 @@ def _export_checked(files: ModelFiles, head: str, fp32: Path, record: Path, trus
             wrapped.eval()  # the exporter restores the training flag recursively; keep eval for later calls
             graph = onnx.load(str(raw))
             _keep_all_inputs(graph)
+        _plain_node_names(graph)
         external = _initializer_bytes(graph) > EXTERNAL_DATA_BYTES
         candidate = Path(tmp) / fp32.name
         _save(graph, candidate, external)
@@ -338,6 +346,13 @@ def _keep_all_inputs(model: Any) -> None:
     for name in INPUTS:
         if name not in present:
             model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "seq"]))
+
+
+def _plain_node_names(model: Any) -> None:
+    """``/model/encoder/layer.0/output/dense/MatMul`` -> ``model.encoder.layer.0.output.dense.MatMul``:
+    node names become file names when int8-fast measures each projection (onnx_build)."""
+    for node in model.graph.node:
+        node.name = node.name.strip("/").replace("/", ".")
 
 
 def _initializer_bytes(model: Any) -> int:
@@ -462,9 +477,9 @@ def adapt_shipped(model: Any, head: str) -> Any:
 # -- int8 --------------------------------------------------------------------------------------------
 #: an encoder layer's weight projections in transformers' module names (BERT/MPNet/ELECTRA/DeBERTa
 #: ``layer.N``, ModernBERT ``layers.N``); the heads, poolers and embedding projections stay fp32
-_LAYER = re.compile(r"layers?\.(\d+)/")
+_LAYER = re.compile(r"layers?\.(\d+)\.")
 #: the FFN output projection of a layer: it reads the GELU's outlier activations (see onnx_build)
-_FFN_OUT = re.compile(r"layers?\.\d+/(output/dense|mlp/Wo|mlp/down_proj|mlp/fc2|ffn/output|output_dense)/")
+_FFN_OUT = re.compile(r"layers?\.\d+\.(output\.dense|mlp\.Wo|mlp\.down_proj|mlp\.fc2|ffn\.output|output_dense)\.")
 
 
 def _weight_matmuls(path: Path) -> tuple[list[str], list[str]]:
