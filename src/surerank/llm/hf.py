@@ -12,6 +12,7 @@ is refused unless ``trust_remote_code=True``: never transformers' interactive ``
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -214,8 +215,9 @@ class TransformersBackend(LLMBackend):
                               position_ids=positions.to(self.device), **options)
         return out.logits[:, -1, :].float()
 
-    def _template_responses(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
-        """Score template requests in batches; a batch that raises fails each of its calls with the cause."""
+    def _template_responses(self, requests: Sequence[LLMRequest], slots: bool = True) -> list[LLMResponse]:
+        """Score template requests in batches; a batch that raises fails each of its calls with the cause.
+        ``slots=False``: the caller already holds a concurrency slot (``_generate_one`` under ``_call``)."""
         torch = self._torch
         responses: list[LLMResponse | None] = [None] * len(requests)
         prepared: list[tuple[int, list[int]]] = []
@@ -231,7 +233,7 @@ class TransformersBackend(LLMBackend):
             batch = prepared[start:start + self.batch_size]
             began = time.perf_counter()
             try:
-                with self._slots, self._lock:
+                with self._slots if slots else contextlib.nullcontext(), self._lock:
                     logits = self._forward_last([ids for _, ids in batch])
                     results = []
                     for row, (i, ids) in enumerate(batch):
@@ -285,7 +287,7 @@ class TransformersBackend(LLMBackend):
     def _generate_one(self, request: LLMRequest) -> LLMResponse:
         torch = self._torch
         if request.template:
-            return self._template_responses([request])[0]
+            return self._template_responses([request], slots=False)[0]
         ids = self._ids(self.format(request))
         if len(ids) + max(1, request.max_tokens) > self.max_length:
             return LLMResponse(error=f"prompt of {len(ids)} tokens does not fit max_length={self.max_length} "
