@@ -13,7 +13,7 @@ Optionally (``--naive K``) the first K lists are also scored the way the `mbr` p
 chrF — sacreBLEU ``sentence_score`` per (sample, reference) pair — to show what per-text n-gram caching saves.
 
     nice python benchmarks/mbr_speed.py                       # 40 lists, N = 64
-    nice python benchmarks/mbr_speed.py --lists 97 --n 64 --naive 5 --json runs/mbr_speed.json
+    nice python benchmarks/mbr_speed.py --lists 97 --n 64 --naive 5 --prune --json runs/mbr_speed.json
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=40, help="words of the passage each list is made from")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--naive", type=int, default=0, help="also time sentence_score pairwise on K lists")
+    parser.add_argument("--prune", action="store_true",
+                        help="also run confidence-based pruning (Cheng & Vlachos 2023) on the same lists")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
@@ -115,6 +117,13 @@ def main() -> None:
         "speedup_wall": round(t["pairwise_wall"] / t["aggregate_wall"], 2),
         "agreement": round(agree / len(lists), 4), "utility_calls": calls,
     }
+    if args.prune:
+        pruned = Reranker("mbr", utility="chrf", prune=True)
+        cpu = time.process_time()
+        runs = [pruned.rank("source", texts) for texts in lists]
+        out["prune_cpu_s"] = round(time.process_time() - cpu, 3)
+        out["prune_utility_calls"] = sum(r.cost.details["utility_calls"] for r in runs)
+        out["prune_agreement"] = float(np.mean([r.items[0].index == c for r, c in zip(runs, choices)]))
     if args.naive:
         k = min(args.naive, len(lists))
         wall, cpu = time.perf_counter(), time.process_time()
@@ -131,6 +140,9 @@ def main() -> None:
           f"{calls['aggregate']} utility calls")
     print(f"  speed-up {out['speedup_cpu']}x CPU ({out['speedup_wall']}x wall); same choice on "
           f"{agree}/{len(lists)} lists ({100 * out['agreement']:.1f}%)")
+    if args.prune:
+        print(f"  pruned (alpha 0.99): {out['prune_cpu_s']:.2f} s CPU, {out['prune_utility_calls']} utility calls; "
+              f"same choice as pairwise on {100 * out['prune_agreement']:.1f}%")
     if args.naive:
         print(f"  sentence_score pairwise (as the mbr package): {out['naive_cpu_s_per_list']} s CPU per list vs "
               f"{out['pairwise_cpu_s_per_list']} s cached pairwise; same choice on "
