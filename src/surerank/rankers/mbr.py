@@ -72,17 +72,20 @@ class _Backend:
     aggregatable = False
     cellwise = True
 
-    def prepare(self, queries: list[Query], pools: list[list[str]]) -> list[Cost]:
-        """Per-call work over every query's distinct texts (embedding them); the cost per query."""
-        return [Cost() for _ in pools]
+    def prepare(self, queries: list[Query], pools: list[list[str]]) -> tuple[Any, list[Cost]]:
+        """Per-call work over every query's distinct texts (embedding them): its state and the cost per query.
 
-    def features(self, query_index: int, texts: list[str]) -> list[Any]:
+        The state is returned, not kept on the backend, so concurrent calls (the service) do not share it.
+        """
+        return None, [Cost() for _ in pools]
+
+    def features(self, state: Any, texts: list[str]) -> list[Any]:
         raise NotImplementedError
 
     def pair(self, hyp: Any, ref: Any) -> float:
         raise NotImplementedError
 
-    def block(self, query_index: int, hyps: list[Any], refs: list[Any]) -> tuple[np.ndarray, Cost]:
+    def block(self, hyps: list[Any], refs: list[Any]) -> tuple[np.ndarray, Cost]:
         raise NotImplementedError
 
     def against_aggregate(self, hyps: list[Any], refs: list[Any]) -> np.ndarray:
@@ -96,7 +99,7 @@ class _StringBackend(_Backend):
         self.symmetric = utility.symmetric
         self.aggregatable = utility.aggregate is not None
 
-    def features(self, query_index: int, texts: list[str]) -> list[Any]:
+    def features(self, state: Any, texts: list[str]) -> list[Any]:
         return self.utility.features(texts)
 
     def pair(self, hyp: Any, ref: Any) -> float:
@@ -118,10 +121,8 @@ class _EmbeddingBackend(_Backend):
 
     def __init__(self, ranker: Any) -> None:
         self.ranker = ranker
-        self.vectors: dict[str, np.ndarray] = {}
-        self.truncated: dict[str, int] = {}
 
-    def prepare(self, queries: list[Query], pools: list[list[str]]) -> list[Cost]:
+    def prepare(self, queries: list[Query], pools: list[list[str]]) -> tuple[Any, list[Cost]]:
         from surerank.engine.tokenize import single_sequence
 
         engine = self.ranker.engine
@@ -129,29 +130,36 @@ class _EmbeddingBackend(_Backend):
         window = engine.max_length - template.single_specials
         prefix = getattr(self.ranker, "passage_prefix", "")
         distinct = list(dict.fromkeys(t for pool in pools for t in pool))
-        self.vectors, self.truncated = {}, {}
+        embedded: dict[str, np.ndarray] = {}
+        truncated: dict[str, int] = {}
         if not distinct:
-            return [Cost() for _ in pools]
+            return (embedded, truncated), [Cost() for _ in pools]
         token_ids = engine.tokenizer.encode([prefix + t for t in distinct])
         seqs = []
         for text, ids in zip(distinct, token_ids):
             if len(ids) > window:
-                self.truncated[text] = len(ids) - window
+                truncated[text] = len(ids) - window
                 ids = ids[:window]
             seqs.append(single_sequence(template, ids))
         vectors, _ = engine.run_with_stats(seqs)
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         lengths = {}
         for text, vector, seq in zip(distinct, vectors, seqs):
-            self.vectors[text] = vector.astype(np.float64)
+            embedded[text] = vector.astype(np.float64)
             lengths[text] = seq.length
         # each query pays for its own distinct texts (a text shared by two queries is counted in both)
-        return [Cost(calls=len(set(pool)), prompt_tokens=sum(lengths[t] for t in set(pool))) for pool in pools]
+        return (embedded, truncated), [Cost(calls=len(set(pool)), prompt_tokens=sum(lengths[t] for t in set(pool)))
+                                       for pool in pools]
 
-    def features(self, query_index: int, texts: list[str]) -> list[Any]:
-        return [self.vectors[t] for t in texts]
+    def features(self, state: Any, texts: list[str]) -> list[Any]:
+        return [state[0][t] for t in texts]
 
-    def block(self, query_index: int, hyps: list[Any], refs: list[Any]) -> tuple[np.ndarray, Cost]:
+    @staticmethod
+    def truncated(state: Any, texts: list[str]) -> int:
+        """How many of these distinct texts were cut to the model's input length."""
+        return sum(1 for t in set(texts) if t in state[1])
+
+    def block(self, hyps: list[Any], refs: list[Any]) -> tuple[np.ndarray, Cost]:
         return np.asarray(hyps) @ np.asarray(refs).T, Cost()
 
     def against_aggregate(self, hyps: list[Any], refs: list[Any]) -> np.ndarray:
@@ -169,10 +177,10 @@ class _RankerBackend(_Backend):
         self.name = f"ranker:{getattr(ranker, 'name', type(ranker).__name__)}"
         self.symmetric = symmetric
 
-    def features(self, query_index: int, texts: list[str]) -> list[Any]:
+    def features(self, state: Any, texts: list[str]) -> list[Any]:
         return list(texts)
 
-    def block(self, query_index: int, hyps: list[Any], refs: list[Any]) -> tuple[np.ndarray, Cost]:
+    def block(self, hyps: list[Any], refs: list[Any]) -> tuple[np.ndarray, Cost]:
         candidates = tuple(Candidate(id=str(i), text=t) for i, t in enumerate(hyps))
         queries = [Query(text=ref, candidates=candidates, id=f"ref{j}") for j, ref in enumerate(refs)]
         out = np.zeros((len(hyps), len(refs)))
@@ -189,11 +197,11 @@ class _RankerBackend(_Backend):
 class _Pool:
     """The distinct texts of one query (candidates and references) and the utilities known between them."""
 
-    def __init__(self, backend: _Backend, query_index: int, texts: list[str]) -> None:
-        self.backend, self.query_index = backend, query_index
+    def __init__(self, backend: _Backend, state: Any, texts: list[str]) -> None:
+        self.backend = backend
         self.unique: dict[str, int] = {}
         self.slot = np.array([self.unique.setdefault(t, len(self.unique)) for t in texts], dtype=int)
-        self.features = backend.features(query_index, list(self.unique))
+        self.features = backend.features(state, list(self.unique))
         u = len(self.unique)
         self.values = np.zeros((u, u))
         self.known = np.zeros((u, u), dtype=bool)
@@ -234,7 +242,7 @@ class _Pool:
             return
         need_rows = rows[sub.any(axis=1)]
         need_cols = cols[sub.any(axis=0)]
-        block, cost = self.backend.block(self.query_index, [self.features[i] for i in need_rows],
+        block, cost = self.backend.block([self.features[i] for i in need_rows],
                                          [self.features[j] for j in need_cols])
         self.values[np.ix_(need_rows, need_cols)] = block
         self.known[np.ix_(need_rows, need_cols)] = True
@@ -340,17 +348,17 @@ class MBRRanker(ScoringRanker):
     def score(self, queries: list[Query]) -> list[Scores]:
         references = [_references(q) for q in queries]
         pools = [[c.text for c in q.candidates] + refs for q, refs in zip(queries, references)]
-        prep_costs = self.backend.prepare(queries, pools)
+        state, prep_costs = self.backend.prepare(queries, pools)
         qe_lists = self.qe.rank_many(queries) if self.qe is not None else [None] * len(queries)
         out = []
         for qi, query in enumerate(queries):
-            out.append(self._score_query(qi, query, references[qi], pools[qi], prep_costs[qi], qe_lists[qi]))
+            out.append(self._score_query(query, references[qi], pools[qi], state, prep_costs[qi], qe_lists[qi]))
         return out
 
-    def _score_query(self, qi: int, query: Query, references: list[str], texts: list[str], prep_cost: Cost,
-                     qe_list: Any) -> Scores:
+    def _score_query(self, query: Query, references: list[str], texts: list[str], state: Any,
+                     prep_cost: Cost, qe_list: Any) -> Scores:
         n = len(query.candidates)
-        pool = _Pool(self.backend, qi, texts)
+        pool = _Pool(self.backend, state, texts)
         refs = list(range(n, n + len(references))) if references else list(range(n))
         info: dict[str, Any] = {"utility": self.backend.name, "references": "metadata" if references else "candidates",
                                 "n_references": len(refs)}
@@ -397,8 +405,8 @@ class MBRRanker(ScoringRanker):
         cost = cost.add(utility_cost)
         cost.details = {**cost.details, "utility_calls": pool.calls,
                         "utility_pairs": len(hyps) * len(refs)}
-        if self.backend.name == "embedding" and isinstance(self.backend, _EmbeddingBackend):
-            truncated = sum(1 for t in set(texts) if t in self.backend.truncated)
+        if isinstance(self.backend, _EmbeddingBackend):
+            truncated = self.backend.truncated(state, texts)
             if truncated:
                 logger.warning("mbr, query %s: %d texts longer than the embedding model's input were truncated",
                                query.id, truncated)
