@@ -224,6 +224,8 @@ def run_ray(
             compute=ray.data.ActorPoolStrategy(size=options.actors),
             num_cpus=options.cpus_per_actor,
             num_gpus=options.gpus_per_actor or None,
+            # passed through as ray_remote_args (Ray 2.60 warns they go in 2.64 but offers no named
+            # parameter yet); without them Ray Data restarts a dying actor forever
             max_restarts=options.max_retries,
             max_task_retries=options.max_retries,
         )
