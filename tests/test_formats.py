@@ -161,3 +161,14 @@ def test_run_file_keeps_nearly_equal_scores_apart(tmp_path):
     scores = read_run(path)["q1"]
     assert scores["1"] > scores["0"] and len(set(scores.values())) == 3
     assert sorted(scores, key=lambda d: -scores[d]) == ranked.ids
+
+
+def test_jsonl_keeps_other_query_fields_as_metadata(tmp_path):
+    """A generation task's query-level fields (entry point, tests, database, references) reach the ranker."""
+    from surerank.eval.formats import read_jsonl
+
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps({"qid": "t1", "query": "def f(x):", "entry_point": "f", "tests": ["assert f(1) == 2"],
+                                "candidates": [{"id": "a", "text": "def f(x): return 2 * x"}]}) + "\n")
+    (query,) = read_jsonl(path)
+    assert query.metadata == {"entry_point": "f", "tests": ["assert f(1) == 2"]}

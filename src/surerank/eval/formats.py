@@ -226,7 +226,10 @@ def read_rankgpt_json(path: str | os.PathLike[str]) -> list[Query]:
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[Query]:
-    """Read ``{"qid", "query", "candidates": [{"id", "text", ...}]}`` lines (a candidate may be a bare string)."""
+    """Read ``{"qid", "query", "candidates": [{"id", "text", ...}]}`` lines (a candidate may be a bare string).
+
+    Other fields of a line become the query's metadata (a generation task's ``entry_point``, ``tests``,
+    ``database`` or MBR ``references``), as other candidate fields become the candidate's."""
     p = _existing(path, "JSONL")
     queries = []
     for number, line in _lines(p):
@@ -257,7 +260,9 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Query]:
             extra = {k: v for k, v in c.items() if k not in ("id", "text", "docid")}
             candidates.append(Candidate(id=str(cid), text=body, metadata=extra))
         try:
-            queries.append(Query(text=text, candidates=tuple(candidates), id=str(record.get("qid", number))))
+            metadata = {k: v for k, v in record.items() if k not in ("qid", "query", "candidates")}
+            queries.append(Query(text=text, candidates=tuple(candidates), id=str(record.get("qid", number)),
+                                 metadata=metadata))
         except InputError as error:
             raise InputError(f"{where}: {error}") from None
     return queries
