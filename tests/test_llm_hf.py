@@ -70,3 +70,12 @@ def test_thinking_option_is_accepted_and_reaches_the_chat_template(backend, tmp_
     assert "<think>" not in default.backend.format(request)
     ranked = ranker.rank(Query.from_texts("solar", ["a", "b"]))
     assert ranked.info["errors"] == 0 and ranked.cost.calls == 2
+
+
+def test_an_option_the_backend_does_not_take_is_named():
+    """concurrency= on the in-process transformers backend used to be a raw TypeError."""
+    from surerank.errors import InputError
+    from surerank.llm import make_backend
+
+    with pytest.raises(InputError, match=r"concurrency: not an option of the transformers backend"):
+        make_backend("transformers", model="unused", concurrency=2)

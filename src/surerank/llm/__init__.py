@@ -5,6 +5,8 @@ Nothing heavy is imported here: httpx and llama_cpp load when a backend is creat
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from typing import Any
 
 from surerank.errors import InputError
@@ -14,7 +16,13 @@ from surerank.llm.parse import parse_permutation, strip_thinking
 from surerank.llm.session import Budget, DryRunBackend, Session
 from surerank.llm.types import LLMRequest, LLMResponse
 
-BACKENDS = ("openai", "llama-cpp", "transformers", "judge")
+_BACKEND_CLASSES = {
+    "openai": "surerank.llm.openai:OpenAICompatibleBackend",
+    "llama-cpp": "surerank.llm.llama_cpp:LlamaCppBackend",
+    "transformers": "surerank.llm.hf:TransformersBackend",
+    "judge": "surerank.llm.judge:JudgeBackend",
+}
+BACKENDS = tuple(_BACKEND_CLASSES)
 
 
 def make_backend(backend: str | LLMBackend = "openai", **options: Any) -> LLMBackend:
@@ -27,25 +35,25 @@ def make_backend(backend: str | LLMBackend = "openai", **options: Any) -> LLMBac
         if options:
             raise InputError(f"backend options {sorted(options)} given with a backend instance; set them on it")
         return backend
-    if backend == "openai":
-        from surerank.llm.openai import OpenAICompatibleBackend
+    if backend not in _BACKEND_CLASSES:
+        raise InputError(f"backend: unknown LLM backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "openai" and "model" not in options:
+        raise InputError("model: the openai backend needs the served model name")
+    module, _, attr = _BACKEND_CLASSES[backend].partition(":")
+    backend_class = getattr(importlib.import_module(module), attr)  # heavy imports happen only here
+    _check_options(backend, backend_class, options)
+    return backend_class(**options)
 
-        if "model" not in options:
-            raise InputError("model: the openai backend needs the served model name")
-        return OpenAICompatibleBackend(**options)
-    if backend == "llama-cpp":
-        from surerank.llm.llama_cpp import LlamaCppBackend
 
-        return LlamaCppBackend(**options)
-    if backend == "transformers":
-        from surerank.llm.hf import TransformersBackend
-
-        return TransformersBackend(**options)
-    if backend == "judge":
-        from surerank.llm.judge import JudgeBackend
-
-        return JudgeBackend(**options)
-    raise InputError(f"backend: unknown LLM backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+def _check_options(name: str, cls: type, options: dict[str, Any]) -> None:
+    """An option the backend does not take is an InputError naming it and the ones it does (not a TypeError)."""
+    parameters = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [p for p in parameters if p != "self"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(f"{', '.join(unknown)}: not an option of the {name} backend; it takes {', '.join(known)}")
 
 
 __all__ = [
