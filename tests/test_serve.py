@@ -401,3 +401,32 @@ def test_chunk_cap_refuses_what_it_cannot_mean():
         with pytest.raises(InputError, match="max_chunks_per_doc") as error:
             chunk_cap("m", ranker, 2)
         assert expected in str(error.value)
+
+
+def test_max_chunks_per_doc_with_calibrated_extras_is_refused(tmp_path):
+    """A calibration fitted on the model's own passage cap does not hold for scores of fewer chunks: asking for
+    both would give silently wrong probabilities, so it is a 422 naming the field."""
+    from fastapi.testclient import TestClient
+
+    from serve_support import PassageOverlapRanker
+    from surerank.serve import ModelConfig, ServeConfig, create_app
+    from surerank.trust import fit_trust
+    from surerank.types import Query
+
+    ranker = PassageOverlapRanker()
+    docs = ["fleas live months on a host", "stock market news today", "fleas and ticks on cats " * 3,
+            "weather report"]
+    queries = [Query.from_texts(q, docs, id=f"q{i}") for i, q in enumerate(["fleas host", "cats fleas", "market"])]
+    qrels = {"q0": {"0": 2, "2": 1}, "q1": {"2": 2}, "q2": {"1": 2}}
+    artifact = tmp_path / "cal.trust.json"
+    fit_trust(ranker.rank_many(queries), qrels, ranker.describe(), calibration="platt").save(artifact)
+    config = ServeConfig(models=(ModelConfig("cal", "passage-overlap", calibration=str(artifact)),), warmup=False)
+    with TestClient(create_app(config, rankers={"cal": ranker})) as client:
+        body = {"query": "fleas host", "documents": docs, "max_chunks_per_doc": 2}
+        assert client.post("/v1/rerank", json=body).status_code == 200
+        refused = client.post("/v1/rerank", json={**body, "surerank": {"probability": True}})
+        assert refused.status_code == 422
+        assert refused.json()["detail"].startswith("max_chunks_per_doc: ")
+        calibrated = client.post("/v1/rerank", json={"query": "fleas host", "documents": docs,
+                                                     "surerank": {"probability": True}})
+        assert calibrated.status_code == 200 and calibrated.json()["results"][0]["probability"] is not None

@@ -584,6 +584,10 @@ def create_app(
         variant, scored_chunks, chunk_warning = None, None, None
         if body.max_chunks_per_doc is not None:
             cap, scored_chunks, chunk_warning = chunk_cap(model, state.rankers[model], body.max_chunks_per_doc)
+            if cap is not None and trust is not None:  # fewer chunks scored = other scores than the fit saw
+                raise InputError(f"max_chunks_per_doc: model {model!r} was calibrated scoring its own passage cap; "
+                                 f"probabilities, keep flags and cutoffs for {cap} chunks per document would be "
+                                 f"off; send either max_chunks_per_doc or surerank.probability/keep/cutoff")
             variant = state.variant(model, cap) if cap is not None else None
         prepared = prepare(config, body.query, texts, "documents", body.max_tokens_per_doc)
         ranked = await state.rank(model, engine, prepared, variant)
