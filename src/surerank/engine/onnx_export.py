@@ -36,7 +36,7 @@ from surerank.errors import InputError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
-EXPORTER_VERSION = "1"
+EXPORTER_VERSION = "3"  # 2: node names without "/"; 3: position_ids input for MPNet-like families
 OPSET = 17
 #: the largest graph saved as one file (protobuf's 2 GB limit, with headroom); larger ones get external data
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -45,7 +45,8 @@ PARITY_BOUNDS = {"logit": 1e-3, "cosine": 1e-4}
 #: sentence-transformers' pooling modes, applied in the exported graph
 POOLINGS = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 SHIPPED_ONNX = Path("onnx") / "model.onnx"
-#: the ONNX backend's inputs; an exported graph keeps all three, used or not
+#: the ONNX backend's inputs; an exported graph keeps all three, used or not (and ``position_ids`` for the
+#: families whose positions count from ``padding_idx + 1``, where the engine computes them: see graph_inputs)
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 PARITY_KEY = "surerank.parity"
 
@@ -73,6 +74,12 @@ def onnx_graph_path(files: ModelFiles, head: str, precision: str = "fp32", *,
 
         return onnx_model_path(files, head, precision)
     return exported_model_path(files, head, precision, trust_remote_code=trust_remote_code)
+
+
+def graph_inputs(files: ModelFiles) -> tuple[str, ...]:
+    """The inputs the ONNX backend feeds this model: :data:`INPUTS`, plus ``position_ids`` for MPNet-like
+    families (the engine's positions, equal to those transformers derives from the padding)."""
+    return (*INPUTS, "position_ids") if getattr(files, "position_offset", None) is not None else INPUTS
 
 
 def _stem(files: ModelFiles, head: str) -> str:
@@ -167,16 +174,20 @@ class _Exportable:
 
         params = inspect.signature(model.forward).parameters
         uses_types = "token_type_ids" in params and int(getattr(model.config, "type_vocab_size", 2) or 0) > 0
+        uses_positions = "position_ids" in params
 
         class Wrapped(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
                 self.model = model
 
-            def forward(self, input_ids: Any, token_type_ids: Any, attention_mask: Any) -> Any:
+            def forward(self, input_ids: Any, token_type_ids: Any, attention_mask: Any,
+                        position_ids: Any = None) -> Any:
                 kwargs = {"input_ids": input_ids.long(), "attention_mask": attention_mask.long()}
                 if uses_types:
                     kwargs["token_type_ids"] = token_type_ids.long()
+                if position_ids is not None and uses_positions:
+                    kwargs["position_ids"] = position_ids.long()
                 out = self.model(**kwargs)
                 if head == "classifier":
                     return out.logits
@@ -223,8 +234,12 @@ def calibration_feed(files: ModelFiles, head: str) -> dict[str, np.ndarray]:
         cut = max(1, limit - tok.template.single_specials)
         ids = [x[:cut] for x in tok.encode(list(CALIBRATION_TEXTS))]
         seqs = [single_sequence(tok.template, x) for x in ids]
-    b = build_batch(seqs, np.arange(len(seqs)), tok.pad_id, tok.template.second_type_id)
-    return {"input_ids": b.input_ids, "token_type_ids": b.token_type_ids, "attention_mask": b.attention_mask}
+    b = build_batch(seqs, np.arange(len(seqs)), tok.pad_id, tok.template.second_type_id,
+                    getattr(files, "position_offset", None))
+    feed = {"input_ids": b.input_ids, "token_type_ids": b.token_type_ids, "attention_mask": b.attention_mask}
+    if b.position_ids is not None:
+        feed["position_ids"] = b.position_ids
+    return feed
 
 
 def parity(reference: np.ndarray, output: np.ndarray, head: str) -> dict[str, Any]:
@@ -273,9 +288,10 @@ def _export_checked(files: ModelFiles, head: str, fp32: Path, record: Path, trus
 
     model = load_torch_model(files, head, trust_remote_code)
     wrapped = _Exportable.make(model, head)
+    names = graph_inputs(files)
     feed = calibration_feed(files, head)
     with torch.inference_mode():
-        reference = wrapped(*(torch.from_numpy(feed[k]) for k in INPUTS)).float().numpy()
+        reference = wrapped(*(torch.from_numpy(feed[k]) for k in names)).float().numpy()
     shipped = files.directory / SHIPPED_ONNX
     with tempfile.TemporaryDirectory(dir=fp32.parent, prefix=".export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
@@ -283,22 +299,22 @@ def _export_checked(files: ModelFiles, head: str, fp32: Path, record: Path, trus
             source = f"shipped {SHIPPED_ONNX.as_posix()}"
             logger.info("adapting %s's own %s (checked against torch before use)", files.directory.name,
                         SHIPPED_ONNX.as_posix())
-            graph = adapt_shipped(onnx.load(str(shipped)), head)
+            graph = adapt_shipped(onnx.load(str(shipped)), head, names)
         else:
             source = "torch.onnx.export (TorchScript)"
             logger.info("exporting %s (%s, %s head) to ONNX through torch.onnx.export", files.directory.name,
                         files.model_type, head)
             # a short example batch: the check below runs other shapes, so a trace that baked a shape in fails
-            example = tuple(torch.from_numpy(feed[k][:2, :16].copy()) for k in INPUTS)
+            example = tuple(torch.from_numpy(feed[k][:2, :16].copy()) for k in names)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings and the legacy-exporter notice
                 torch.onnx.export(
-                    wrapped, example, str(raw), dynamo=False, opset_version=OPSET, input_names=list(INPUTS),
+                    wrapped, example, str(raw), dynamo=False, opset_version=OPSET, input_names=list(names),
                     output_names=["logits" if head == "classifier" else "embedding"],
-                    dynamic_axes={k: {0: "batch", 1: "seq"} for k in INPUTS}, do_constant_folding=True)
+                    dynamic_axes={k: {0: "batch", 1: "seq"} for k in names}, do_constant_folding=True)
             wrapped.eval()  # the exporter restores the training flag recursively; keep eval for later calls
             graph = onnx.load(str(raw))
-            _keep_all_inputs(graph)
+            _keep_all_inputs(graph, names)
         _plain_node_names(graph)
         external = _initializer_bytes(graph) > EXTERNAL_DATA_BYTES
         candidate = Path(tmp) / fp32.name
@@ -310,7 +326,7 @@ def _export_checked(files: ModelFiles, head: str, fp32: Path, record: Path, trus
         width = int(feed["attention_mask"][rows].sum(1).max())
         small = {k: np.ascontiguousarray(v[rows, :width]) for k, v in feed.items()}
         with torch.inference_mode():
-            ref_small = wrapped(*(torch.from_numpy(small[k]) for k in INPUTS)).float().numpy()
+            ref_small = wrapped(*(torch.from_numpy(small[k]) for k in names)).float().numpy()
         figures_small = parity(ref_small, _run(session, small), head)
         del session
         if figures_small["value"] > figures["value"]:
@@ -337,13 +353,13 @@ def _export_checked(files: ModelFiles, head: str, fp32: Path, record: Path, trus
     logger.info("exported ONNX graph %s: %s", fp32, _parity_line(rec))
 
 
-def _keep_all_inputs(model: Any) -> None:
+def _keep_all_inputs(model: Any, names: tuple[str, ...]) -> None:
     """The exporter drops inputs the model ignores (token_type_ids for MPNet); put them back, unused,
     so every graph takes the backend's feed."""
     from onnx import TensorProto, helper
 
     present = {i.name for i in model.graph.input}
-    for name in INPUTS:
+    for name in names:
         if name not in present:
             model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "seq"]))
 
@@ -389,7 +405,7 @@ def _stamp(path: Path, record: dict[str, Any], external: bool) -> None:
 _TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 
 
-def adapt_shipped(model: Any, head: str) -> Any:
+def adapt_shipped(model: Any, head: str, names: tuple[str, ...] = INPUTS) -> Any:
     """Give a shipped graph (optimum / sentence-transformers layout) the backend's interface: int32
     inputs cast to what it takes, pooling appended for an embedding head, one output."""
     from onnx import TensorProto, helper, numpy_helper
@@ -400,10 +416,10 @@ def adapt_shipped(model: Any, head: str) -> Any:
         raise InputError(f"model: the shipped {SHIPPED_ONNX.as_posix()} uses opset {opset}; surerank adapts "
                          "opset 13 or later (delete or rename it to have the model exported instead)")
     inputs = {i.name: i for i in graph.input}
-    unknown = [n for n in inputs if n not in INPUTS]
+    unknown = [n for n in inputs if n not in names]
     if unknown or "input_ids" not in inputs:
         raise InputError(f"model: the shipped {SHIPPED_ONNX.as_posix()} takes inputs {sorted(inputs)}; "
-                         f"surerank feeds {', '.join(INPUTS)}")
+                         f"surerank feeds {', '.join(names)}")
     outputs = {o.name: o for o in graph.output}
     if head == "classifier":
         if "logits" not in outputs:
@@ -432,7 +448,7 @@ def adapt_shipped(model: Any, head: str) -> Any:
     graph.node.extend(casts + nodes)
     for vi in inputs.values():
         vi.type.tensor_type.elem_type = TensorProto.INT32
-    for name in INPUTS:
+    for name in names:
         if name not in inputs:
             graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "seq"]))
     out_name = "logits"
