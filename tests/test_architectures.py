@@ -208,12 +208,13 @@ def record(case: Case, backend: str, precision: str, metric: str, max_diff: floa
 def test_parity_with_transformers(case: Case, backend: str, model_dirs, references, pairs):
     model_dir = model_dirs(case)
     if case.kind == "cross-encoder":
-        ranker = surerank.Reranker("cross-encoder", model=str(model_dir), backend=backend)
+        # fp32 named: the default precision ("auto") may pick int8-fast, whose drift is not parity
+        ranker = surerank.Reranker("cross-encoder", model=str(model_dir), backend=backend, precision="fp32")
         lists = ranker.rank_many(pairs)
         reference = references(case, model_dir, pairs, ranker.engine.max_length)
         metric, tol = "logit", LOGIT_TOL
     else:
-        ranker = surerank.Reranker("embedding", model=str(model_dir), backend=backend)
+        ranker = surerank.Reranker("embedding", model=str(model_dir), backend=backend, precision="fp32")
         desc = ranker.describe()
         assert desc["pooling"] == case.pooling  # read from the model's files, not guessed
         if case.max_seq_length is not None:

@@ -19,7 +19,8 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ranker(model_dir):
-    return surerank.Reranker("cross-encoder", model=str(model_dir))
+    """fp32, named (the default, precision="auto", is tested in test_precision_auto.py on this model)."""
+    return surerank.Reranker("cross-encoder", model=str(model_dir), precision="fp32")
 
 
 def _by_index(ranked):
@@ -71,7 +72,8 @@ def test_matches_transformers_reference(model_dir, ranker):
 def test_sigmoid_scores_are_monotone_in_raw(model_dir, ranker):
     docs = ["a b c", "wing lift drag", "boundary layer flow", "x"]
     raw = _by_index(ranker.rank("lift", docs))
-    sig = _by_index(surerank.Reranker("cross-encoder", model=str(model_dir), scores="sigmoid").rank("lift", docs))
+    sigmoid = surerank.Reranker("cross-encoder", model=str(model_dir), scores="sigmoid", precision="fp32")
+    sig = _by_index(sigmoid.rank("lift", docs))
     np.testing.assert_allclose(sig, 1 / (1 + np.exp(-raw)), atol=1e-6)
 
 

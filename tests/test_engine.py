@@ -303,17 +303,18 @@ def test_prompts_come_from_the_model_unless_given(tmp_path):
     target = _model_dir(tmp_path)
     _st_files(target, {"pooling_mode": "mean"}, st_cfg={"prompts": {"query": "query: ", "document": "passage: "},
                                                         "default_prompt_name": None})
-    ranker = surerank.Reranker("embedding", model=str(target))
+    ranker = surerank.Reranker("embedding", model=str(target), precision="fp32")
     assert (ranker.query_prefix, ranker.passage_prefix) == ("query: ", "passage: ")
     assert ranker.sources["query_prefix"] == "config_sentence_transformers.json prompts['query']"
-    explicit = surerank.Reranker("embedding", model=str(target), query_prefix="", passage_prefix="doc: ")
+    explicit = surerank.Reranker("embedding", model=str(target), precision="fp32", query_prefix="",
+                                 passage_prefix="doc: ")
     assert (explicit.query_prefix, explicit.passage_prefix) == ("", "doc: ")
     # the prompt really reaches the model: scores with the model's prompts equal scores with them given
     docs = ["fleas live for months", "the stock market fell"]
     a = ranker.rank("how long do fleas live", docs).scores
-    b = surerank.Reranker("embedding", model=str(target), query_prefix="query: ",
+    b = surerank.Reranker("embedding", model=str(target), precision="fp32", query_prefix="query: ",
                           passage_prefix="passage: ").rank("how long do fleas live", docs).scores
-    c = surerank.Reranker("embedding", model=str(target), query_prefix="",
+    c = surerank.Reranker("embedding", model=str(target), precision="fp32", query_prefix="",
                           passage_prefix="").rank("how long do fleas live", docs).scores
     assert a == b and a != c
 
@@ -321,13 +322,13 @@ def test_prompts_come_from_the_model_unless_given(tmp_path):
 def test_dot_similarity_is_honoured_without_normalize(tmp_path):
     target = _model_dir(tmp_path)
     _st_files(target, {"pooling_mode": "mean"}, st_cfg={"similarity_fn_name": "dot"})
-    ranked = surerank.Reranker("embedding", model=str(target)).rank("how long do fleas live",
+    ranked = surerank.Reranker("embedding", model=str(target), precision="fp32").rank("how long do fleas live",
                                                                     ["fleas live for months"])
     assert ranked.items[0].score > 1.5  # an unnormalised dot product, not a cosine
     (target / "config_sentence_transformers.json").write_text(json.dumps({"similarity_fn_name": "manhattan"}))
 
     with pytest.raises(InputError, match="manhattan"):
-        surerank.Reranker("embedding", model=str(target))
+        surerank.Reranker("embedding", model=str(target), precision="fp32")
 
 
 def test_graphs_over_the_size_limit_keep_weights_in_external_data(tmp_path, monkeypatch):
@@ -338,7 +339,7 @@ def test_graphs_over_the_size_limit_keep_weights_in_external_data(tmp_path, monk
     model_dir = build_tiny_cross_encoder(tmp_path / "ce")
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path / "cache-normal"))
     docs = ["lift is an upward force on a wing", "a cat sat on a mat", "drag opposes motion"]
-    normal = surerank.Reranker("cross-encoder", model=str(model_dir)).rank("what is lift", docs)
+    normal = surerank.Reranker("cross-encoder", model=str(model_dir), precision="fp32").rank("what is lift", docs)
     monkeypatch.setattr(onnx_build, "EXTERNAL_DATA_BYTES", 1024)
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path / "cache-external"))
     monkeypatch.setattr(core, "_ENGINES", {})  # engines are cached per configuration: build anew

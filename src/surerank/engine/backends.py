@@ -57,6 +57,16 @@ class OnnxBackend:
         from surerank.engine.onnx_build import DISABLED_OPTIMIZERS
         from surerank.engine.onnx_export import export_record, onnx_graph_path
 
+        #: how ``precision="auto"`` was resolved (None when a precision was named)
+        self.auto: dict[str, Any] | None = None
+        if precision == "auto":
+            if onnx_path:
+                raise InputError("precision: 'auto' chooses among graphs surerank builds; with onnx_path "
+                                 "name the graph's precision (fp32, int8, int8-fast)")
+            from surerank.engine.onnx_build import auto_precision
+
+            self.auto = auto_precision(files, head, trust_remote_code=trust_remote_code)
+            precision = self.auto["choice"]
         self.precision = precision
         # hand-built for the BERT family; other architectures exported once through torch and checked
         self.path = str(onnx_path) if onnx_path else str(
@@ -111,6 +121,11 @@ class TorchBackend:
         import torch
         from transformers import AutoModel, AutoModelForSequenceClassification
 
+        #: how ``precision="auto"`` was resolved: on torch it keeps today's default, fp32 (None when named)
+        self.auto: dict[str, Any] | None = None
+        if precision == "auto":
+            precision = "fp32"
+            self.auto = {"choice": "fp32", "reason": "torch backend: auto is fp32; name fp16 or bf16 to use them"}
         if precision not in _TORCH_DTYPES:
             raise InputError(f"precision: {precision!r} is not available on the torch backend "
                              f"(choose from {', '.join(_TORCH_DTYPES)})")

@@ -99,7 +99,8 @@ class Engine:
                                     config.device, config.threads, config.onnx_path, config.workers,
                                     trust_remote_code=config.trust_remote_code)
         on_gpu = str(getattr(self.backend, "device", "cpu")).startswith("cuda")
-        cpu_batch = CPU_INT8_MAX_BATCH if config.precision.startswith("int8") else CPU_MAX_BATCH
+        # the resolved precision ("auto" becomes fp32 or int8-fast when the backend loads)
+        cpu_batch = CPU_INT8_MAX_BATCH if self.backend.precision.startswith("int8") else CPU_MAX_BATCH
         self.max_batch = int(config.batch_size or (GPU_MAX_BATCH if on_gpu else cpu_batch))
         self.token_budget = int(config.token_budget or (GPU_TOKEN_BUDGET if on_gpu else
                                                         max(CPU_TOKEN_BUDGET, self.max_length)))
@@ -133,6 +134,9 @@ class Engine:
         }
         if self.backend.precision.startswith("int8"):
             info["fp32_nodes"] = list(getattr(self.backend, "fp32_nodes", []))
+        auto = getattr(self.backend, "auto", None)
+        if auto is not None:  # precision="auto": the drift figure, the bound and the choice
+            info["precision_auto"] = dict(auto)
         return info
 
     # -- running -------------------------------------------------------------------------------

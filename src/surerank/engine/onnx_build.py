@@ -406,11 +406,13 @@ def _calibration_feed(files: ModelFiles, head: str) -> dict[str, np.ndarray]:
     return feed
 
 
-def _session(path: Path) -> Any:
+def _session(path: Path, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
                                 disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
@@ -495,3 +497,129 @@ def quantize_int8(src: Path, dst: Path, recipe: str = INT8_RECIPE, files: ModelF
         for leftover in (tmp, tmp + ".data"):  # quantize_dynamic's external data file is named after it
             if os.path.exists(leftover):
                 os.unlink(leftover)
+
+
+# -- precision="auto" --------------------------------------------------------------------------------
+#: ``precision="auto"`` on the ONNX backend picks ``int8-fast`` when its drift on calibration text is at
+#: most this bound, else fp32.  The drift is max |Δ score| / sd(fp32 scores): the largest move int8-fast
+#: makes to any calibration score (cosine of two texts, or a pair's logit), in units of the spread of the
+#: fp32 scores.  0.5 -- no score moves by more than half a standard deviation of the scores -- admits
+#: all-MiniLM-L6-v2 (0.34; DL19 / DL20 nDCG@10 within 0.005 of fp32) with room for another CPU's rounding,
+#: and refuses the random-weight test models (1.3 to 5); docs/engine.md gives the measurements.
+AUTO_DRIFT_BOUND = 0.5
+AUTO_MEASURE = "max |Δ score| / sd(fp32 scores)"
+AUTO_RECORD_VERSION = 1
+#: neighbours each calibration text is paired with for a classifier head (32 texts -> 96 pairs)
+_AUTO_PAIR_OFFSETS = (1, 2, 3)
+
+
+def _drift_sequences(files: ModelFiles, head: str) -> list[dict[str, np.ndarray]]:
+    """Calibration sequences one by one (as the engine runs int8: one sequence per batch), within the
+    model's max length: the 32 texts alone (embeddings) or 96 pairs of them (classifier head)."""
+    from surerank.engine.batching import build_batch
+    from surerank.engine.tokenize import TokenizerEngine, pair_sequence, single_sequence
+
+    tok = TokenizerEngine(files.directory / "tokenizer.json")
+    limit = min(int(files.max_length), 256)
+    encoded = tok.encode(list(CALIBRATION_TEXTS))
+    n = len(encoded)
+    if head == "classifier":
+        cut = max(1, (limit - tok.template.pair_specials) // 2)
+        seqs = [pair_sequence(tok.template, encoded[i][:cut], encoded[(i + k) % n][:cut])
+                for k in _AUTO_PAIR_OFFSETS for i in range(n)]
+    else:
+        cut = max(1, limit - tok.template.single_specials)
+        seqs = [single_sequence(tok.template, x[:cut]) for x in encoded]
+    feeds = []
+    for i in range(len(seqs)):
+        b = build_batch(seqs, np.array([i]), tok.pad_id, tok.template.second_type_id, files.position_offset)
+        feed = {"input_ids": b.input_ids, "token_type_ids": b.token_type_ids, "attention_mask": b.attention_mask}
+        if b.position_ids is not None:
+            feed["position_ids"] = b.position_ids
+        feeds.append(feed)
+    return feeds
+
+
+def _ranking_scores(outputs: np.ndarray, head: str) -> np.ndarray:
+    """What the rankers rank by: every logit (classifier), or the cosine of every two embeddings."""
+    if head == "classifier":
+        return outputs.astype(np.float64).ravel()
+    x = outputs.astype(np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return (x @ x.T)[np.triu_indices(len(x), 1)]
+
+
+def measure_drift(fp32: Path, int8: Path, files: ModelFiles, head: str) -> dict[str, Any]:
+    """How far the ``int8`` graph moves the ranking scores of the ``fp32`` one on calibration text."""
+    feeds = _drift_sequences(files, head)
+
+    def outputs(path: Path) -> np.ndarray:
+        session = _session(path, threads=1)  # one short sequence at a time: more threads only synchronise
+        names = {i.name for i in session.get_inputs()}
+        return np.concatenate([session.run(None, {k: v for k, v in f.items() if k in names})[0] for f in feeds])
+
+    reference = _ranking_scores(outputs(fp32), head)
+    moved = np.abs(_ranking_scores(outputs(int8), head) - reference)
+    spread = float(np.std(reference))
+    drift = float(moved.max() / spread) if spread > 0 else float("inf")
+    return {"measure": AUTO_MEASURE, "drift": drift,
+            "mean_drift": float(moved.mean() / spread) if spread > 0 else float("inf"),
+            "max_abs_diff": float(moved.max()), "spread": spread, "scores": int(reference.size),
+            "sequences": len(feeds), "score": "logit" if head == "classifier" else "cosine"}
+
+
+def _auto_record_path(int8: Path) -> Path:
+    return int8.with_name(int8.name[: -len(".onnx")] + ".auto.json")
+
+
+def auto_precision(files: ModelFiles, head: str, *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Resolve ``precision="auto"`` on the ONNX backend: ``int8-fast`` if its drift on calibration text is
+    within :data:`AUTO_DRIFT_BOUND`, else ``fp32``.
+
+    The drift is measured once per int8-fast graph and kept beside it (``<graph>.auto.json``, with the
+    graph's mtime and the ONNX Runtime version it was measured with); a later call reads it back and only
+    compares it with the bound.  A model whose int8-fast graph cannot be made gets fp32, saying why.
+    """
+    import json
+
+    import onnxruntime
+
+    from surerank.engine.onnx_export import onnx_graph_path
+
+    bound = float(AUTO_DRIFT_BOUND)
+    fp32 = onnx_graph_path(files, head, "fp32", trust_remote_code=trust_remote_code)
+    try:
+        int8 = onnx_graph_path(files, head, "int8-fast", trust_remote_code=trust_remote_code)
+    except InputError as exc:
+        logger.warning("precision auto: %s runs in fp32: its int8-fast graph could not be made (%s)",
+                       files.directory.name, exc)
+        return {"choice": "fp32", "bound": bound, "measure": AUTO_MEASURE, "drift": None,
+                "reason": f"int8-fast graph not available: {exc}"}
+    record_path = _auto_record_path(int8)
+    stamp = {"version": AUTO_RECORD_VERSION, "graph": int8.name, "graph_mtime_ns": int8.stat().st_mtime_ns,
+             "onnxruntime": onnxruntime.__version__}
+    record: dict[str, Any] | None = None
+    if record_path.is_file():
+        try:
+            cached = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            cached = None
+        if isinstance(cached, dict) and all(cached.get(k) == v for k, v in stamp.items()):
+            record = cached
+    if record is None:
+        logger.info("precision auto: measuring %s's int8-fast drift on calibration text (once, cached)",
+                    files.directory.name)
+        record = {**stamp, **measure_drift(fp32, int8, files, head)}
+    cached_bound = record.get("bound")
+    record["bound"] = bound
+    record["choice"] = "int8-fast" if record["drift"] <= bound else "fp32"
+    if cached_bound != bound or not record_path.is_file():
+        fd, tmp = tempfile.mkstemp(dir=record_path.parent, suffix=".auto.json.tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle, indent=1)
+        os.replace(tmp, record_path)
+        logger.info("precision auto: %s -> %s (%s %.3f, bound %.3f)", files.directory.name, record["choice"],
+                    AUTO_MEASURE, record["drift"], bound)
+    return {"choice": record["choice"], "bound": bound, "measure": record["measure"],
+            "drift": round(float(record["drift"]), 6), "mean_drift": round(float(record["mean_drift"]), 6),
+            "score": record["score"], "scores": record["scores"]}

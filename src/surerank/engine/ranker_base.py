@@ -17,7 +17,9 @@ from surerank.types import Query
 GPU_PIPELINE_PAIRS = 32_768
 
 BACKENDS = ("onnx", "torch")
-PRECISIONS = {"onnx": ("fp32", "int8", "int8-fast"), "torch": ("fp32", "fp16", "bf16")}
+#: "auto" (the default): on ONNX int8-fast where the model's build-time drift check passes, else fp32
+#: (surerank.engine.onnx_build.auto_precision); on torch fp32
+PRECISIONS = {"onnx": ("auto", "fp32", "int8", "int8-fast"), "torch": ("auto", "fp32", "fp16", "bf16")}
 
 
 class Prepared:
@@ -44,7 +46,7 @@ class EncoderRanker(ScoringRanker):
         model: str | None = None,
         *,
         backend: str = "onnx",
-        precision: str = "fp32",
+        precision: str = "auto",
         device: str | None = None,
         max_length: int | None = None,
         batch_size: int | None = None,

@@ -9,7 +9,8 @@ output is ``batch_invariant``), and an artifact must travel to a machine where t
 :func:`score_fingerprint` keeps what changes scores and drops the rest:
 
 * always dropped (:data:`RUNTIME_KEYS`): ``model_dir``, ``device``, ``threads``, ``workers``, and for LLM
-  backends ``base_url``, ``concurrency``, ``timeout``, ``max_retries``;
+  backends ``base_url``, ``concurrency``, ``timeout``, ``max_retries``; and ``precision_auto``, the drift
+  figure behind ``precision="auto"`` (the precision it resolved to, and int8's ``fp32_nodes``, stay);
 * ``batch_size`` and ``token_budget`` are dropped when ``batch_invariant`` is true (fp32, or int8 one
   sequence per batch); otherwise a sequence's score depends on its batch mates and they stay;
 * ``model`` (a name or a local path) is dropped when content hashes (``weights_sha256``,
@@ -28,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 RUNTIME_KEYS = frozenset({"model_dir", "device", "threads", "workers",
-                          "base_url", "concurrency", "timeout", "max_retries"})
+                          "base_url", "concurrency", "timeout", "max_retries", "precision_auto"})
 BATCH_KEYS = frozenset({"batch_size", "token_budget"})
 CONTENT_KEYS = ("weights_sha256", "tokenizer_sha256")
 
