@@ -61,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
     qrels = read_qrels(args.qrels) if args.qrels else None
     ranker = create(args.ranker, **parse_options(args.option))
+    config = getattr(ranker, "engine_config", None)
+    if config is not None and config.precision == "auto":  # what the default precision chose, and why
+        auto = ranker.describe().get("precision_auto", {})
+        why = (f"int8-fast drift {auto['drift']:.3f} vs bound {auto['bound']}" if auto.get("drift") is not None
+               else auto.get("reason", ""))
+        echo(f"{args.ranker}: precision auto -> {auto.get('choice')} ({why})")
     check_trust(args, ranker.describe() if args.trust else None)  # refusals come before any scoring
     pairs = sum(min(len(q.candidates), args.depth or len(q.candidates)) for q in queries)
     start = time.perf_counter()
