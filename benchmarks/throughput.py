@@ -168,8 +168,8 @@ def contender(kind: str, queries, ce_dir: str, emb_dir: str, device: str):
 
 def contenders(shape: str, device: str, backend: str) -> list[str]:
     """The anchor, then surerank at each precision the backend offers on the device."""
-    if backend == "onnx":
-        precisions = ("fp32", "int8", "int8-fast")
+    if backend == "onnx":  # "auto": the default, as Reranker("embedding") runs with no precision named
+        precisions = ("fp32", "int8", "int8-fast", "auto")
     elif device == "cpu":
         precisions = ("fp32", "bf16")  # bf16 pays off on CPUs with AMX (Sapphire Rapids and later)
     else:
@@ -298,7 +298,7 @@ def describe(kind: str) -> str:
     if kind.startswith("st-"):
         return "sentence-transformers fp32"
     _, _, backend, precision = kind.split("-", 3)
-    return f"surerank {backend} {precision}"
+    return f"surerank {backend} {'default (auto)' if precision == 'auto' else precision}"
 
 
 def main() -> int:
@@ -392,12 +392,12 @@ def main() -> int:
         args.json.write_text(json.dumps(table, indent=1, allow_nan=False) + "\n")
         print(f"wrote {args.json}")
     if "emb" in shapes and args.backend == "onnx" and "ndcg10" in results.get("sr-emb-onnx-fp32", {}):
-        for p_ in ("int8", "int8-fast"):
+        for p_ in ("int8", "int8-fast", "auto"):
             d = results[f"sr-emb-onnx-{p_}"]["ndcg10"] - results["sr-emb-onnx-fp32"]["ndcg10"]
             print(f"{p_} - fp32 nDCG@10 on these queries: {d:+.4f} (target within 0.005)")
     if full:
         a = full["sr-emb-onnx-fp32"]["ndcg10"]
-        for p_ in ("int8", "int8-fast"):
+        for p_ in ("int8", "int8-fast", "auto"):
             b = full[f"sr-emb-onnx-{p_}"]["ndcg10"]
             known = KNOWN_DL19_NDCG10.get(args.model or "all-MiniLM-L6-v2")
             print(f"all 43 DL19 queries: nDCG@10 fp32 {a:.4f}  {p_} {b:.4f}  diff {b - a:+.4f}"
