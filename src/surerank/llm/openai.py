@@ -230,13 +230,7 @@ class OpenAICompatibleBackend(LLMBackend):
         body = {"model": self.model, "prompt": request.prompt, "max_tokens": 1, "temperature": 0.0,
                 "logprobs": k, **self.extra_body}
         data, attempts, retried = self._post("/completions", body)
-        try:
-            choice = data["choices"][0]
-            if not isinstance(choice, dict):
-                raise TypeError
-        except (KeyError, IndexError, TypeError):
-            raise CallFailedError("no_choices", f"malformed reply: no choices in {str(data)[:200]}", attempts,
-                                  retried) from None
+        choice = _first_choice(data, attempts, retried)
         top = _completion_first_top(choice.get("logprobs"))
         if not top:
             raise CallFailedError("no_logprobs", "the reply has no next-token log-probabilities, which the "
@@ -377,13 +371,7 @@ class OpenAICompatibleBackend(LLMBackend):
             return self._template_one(request)
         path, body = self._body(request)
         data, attempts, retried = self._post(path, body)
-        try:
-            choice = data["choices"][0]
-            if not isinstance(choice, dict):
-                raise TypeError
-        except (KeyError, IndexError, TypeError):
-            raise CallFailedError("no_choices", f"malformed reply: no choices in {str(data)[:200]}", attempts,
-                                  retried) from None
+        choice = _first_choice(data, attempts, retried)
         if request.prompt is not None:
             text = choice.get("text") or ""
             top = _completion_first_top(choice.get("logprobs"))
@@ -469,6 +457,17 @@ def _chat_first_top(logprobs: Any) -> dict[str, float] | None:
     if "token" in first and first.get("logprob") is not None:
         top.setdefault(str(first["token"]), float(first["logprob"]))
     return top or None
+
+
+def _first_choice(data: Any, attempts: int, retried: Any) -> dict[str, Any]:
+    """The reply's first choice, or a failed call of cause ``no_choices`` naming what came back."""
+    try:
+        choice = data["choices"][0]
+        if isinstance(choice, dict):
+            return choice
+    except (KeyError, IndexError, TypeError):
+        pass
+    raise CallFailedError("no_choices", f"malformed reply: no choices in {str(data)[:200]}", attempts, retried)
 
 
 def _completion_first_top(logprobs: Any) -> dict[str, float] | None:
