@@ -77,6 +77,7 @@ def main() -> None:
     runs: dict[tuple[str, str], dict] = {}
     seconds: dict[tuple[str, str], float] = {}
     labels: dict[str, str] = {}
+    ran: dict[tuple, str] = {}  # (model, resolved precision) -> the member that ran it
     for key, label, name, options in members:
         ranker = Reranker(name, **model_option(options))
         ranker.rank("warm up", ["one short passage", "another"])
@@ -84,6 +85,13 @@ def main() -> None:
         labels[key] = label.format(precision=desc.get("precision", ""))
         if "precision_auto" in desc:
             print(f"{labels[key]}: precision_auto {json.dumps(desc['precision_auto'])}", flush=True)
+        same = ran.get((name, desc.get("model_dir"), desc.get("precision"))) if desc else None
+        if same is not None:  # auto resolved to a precision already run: the same graph, the same scores
+            for year in data:
+                runs[key, year], seconds[key, year] = runs[same, year], seconds[same, year]
+            continue
+        if desc:
+            ran[name, desc.get("model_dir"), desc.get("precision")] = key
         for year, (queries, _) in data.items():
             start = time.perf_counter()
             runs[key, year] = lists_to_run(ranker.rank_many(queries))
