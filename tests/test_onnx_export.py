@@ -21,7 +21,7 @@ import surerank
 from arch_fixtures import build_model, write_sentence_transformers_files
 from surerank.engine import core, onnx_export
 from surerank.engine.model_files import read_model_files
-from surerank.errors import MissingDependencyError
+from surerank.errors import InputError, MissingDependencyError
 
 DOCS = ["lift is the upward force on a wing", "a cat sat on the mat", "drag opposes the motion of an aircraft",
         "the boundary layer separates from the wing at a high angle of attack"]
@@ -176,6 +176,7 @@ def test_graphs_over_the_size_limit_keep_their_weights_in_external_data(electra_
     data = path.with_name(path.name + ".data")
     assert ranker.engine.backend.export["external_data"] and data.stat().st_size > path.stat().st_size
     np.testing.assert_allclose(ranked.scores, normal.scores, atol=1e-6)
+    monkeypatch.setattr(onnx_export, "INT8_DRIFT_BOUNDS", {"cosine": 2.0, "logit": 1e9})  # random weights
     int8 = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8").rank(QUERY, DOCS)
     assert len(int8.items) == len(DOCS)
 
@@ -185,6 +186,8 @@ def test_int8_quantises_the_encoder_projections_and_keeps_the_head_fp32(electra_
 
     cache, _ = exported
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
+    # random tiny weights drift far under int8 (no typical activation range): the check is lifted here
+    monkeypatch.setattr(onnx_export, "INT8_DRIFT_BOUNDS", {"cosine": 2.0, "logit": 1e9})
     fp32 = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="fp32").rank(QUERY, DOCS)
     ranker = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8-fast")
     ranked = ranker.rank(QUERY, DOCS)
@@ -194,9 +197,26 @@ def test_int8_quantises_the_encoder_projections_and_keeps_the_head_fp32(electra_
     assert ops.count("MatMulInteger") == 2 * 6 - 1  # 2 layers x 6 projections, one FFN output kept fp32
     assert sum(".output.dense." in n and ".attention." not in n for n in kept) == 1  # int8-fast's choice
     assert any("classifier" in n for n in kept)
-    # the quantised graph is what ran (random tiny weights drift far under int8: no closeness is claimed)
+    # the quantised graph is what ran, and its drift check is recorded with it
     fp32_scores = {i.id: i.score for i in fp32.items}
     assert np.all(np.isfinite(ranked.scores)) and not np.allclose(ranked.scores, [fp32_scores[i] for i in ranked.ids])
+    check = ranker.engine.backend.export["int8"]
+    assert check["accepted"] and check["measure"] == "mean |Δ logit| / sd" and check["drift"] > 0
+
+
+def test_int8_that_moves_the_outputs_past_the_bound_is_refused_and_the_refusal_remembered(
+        electra_ce, exported, tmp_path, monkeypatch):
+    """all-mpnet-base-v2 is such a model (mean 1 - cosine 0.99 under dynamic int8); a zero bound stands in."""
+    cache, _ = exported
+    monkeypatch.setenv("SURERANK_CACHE", str(cache))
+    monkeypatch.setattr(onnx_export, "INT8_DRIFT_BOUNDS", {"cosine": 0.0, "logit": 0.0})
+    with pytest.raises(InputError, match=r"precision: int8 moves .* bound 0.0.*precision='fp32'"):
+        surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8").rank(QUERY, DOCS)
+    assert not list((cache / "onnx").glob("*-int8-pc-noff2.onnx"))
+    monkeypatch.setattr(onnx_export, "quantize_exported", lambda *a, **k: pytest.fail("quantised again"))
+    monkeypatch.setattr(core, "_ENGINES", {})
+    with pytest.raises(InputError, match="precision: int8 moves"):
+        surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8").rank(QUERY, DOCS)
 
 
 MPNET = "all-mpnet-base-v2"
