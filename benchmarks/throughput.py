@@ -253,8 +253,15 @@ def paired_worker(shape: str, args: argparse.Namespace, n_pairs: int | None, rep
     queries, qrels = load_queries(n_pairs, kit=args.kit)
     n = sum(len(q.candidates) for q in queries)
     ce_dir, emb_dir = model_dirs(args)
-    kinds = contenders(shape, args.device, args.backend)
-    calls = {k: contender(k, queries, ce_dir, emb_dir, args.device) for k in kinds}
+    from surerank.errors import InputError
+
+    calls, refused = {}, {}
+    for k in contenders(shape, args.device, args.backend):
+        try:
+            calls[k] = contender(k, queries, ce_dir, emb_dir, args.device)
+        except InputError as exc:  # e.g. int8 refused by its drift check for a model it does not suit
+            refused[k] = {"kind": k, "refused": str(exc)}
+    kinds = list(calls)
     timers: dict[str, list[Timer]] = {k: [] for k in kinds}
     lists: dict[str, object] = {}
     for r in range(repeats):
@@ -278,7 +285,7 @@ def paired_worker(shape: str, args: argparse.Namespace, n_pairs: int | None, rep
             out[k]["ndcg10"] = ndcg10(lists[k], queries, qrels)
         if flops is not None:
             out[k]["tflops_per_s"] = flops / best / 1e12
-    return out
+    return {**out, **refused}
 
 
 def run_worker(kind: str, args: argparse.Namespace, n_pairs: int | None, repeats: int) -> dict:
@@ -343,6 +350,9 @@ def main() -> int:
             kinds = contenders(shape, args.device, args.backend)
             results.update(run_worker(f"paired-{shape}", args, args.pairs, args.repeats))
             for kind in kinds:
+                if "refused" in results[kind]:
+                    print(f"  {kind:18s} refused: {results[kind]['refused']}", flush=True)
+                    continue
                 if not args.no_memory:  # peak RSS of each contender alone, in its own process
                     results[kind]["peak_rss_mb"] = run_worker(kind, args, args.pairs, 1)["peak_rss_mb"]
                 r = results[kind]
@@ -356,7 +366,8 @@ def main() -> int:
         full = {}
         if args.full and args.backend == "onnx" and not args.kit:
             for kind in [k for k in contenders("emb", "cpu", "onnx") if k.startswith("sr-")]:
-                full[kind] = run_worker(kind, args, None, 1)
+                if "refused" not in results.get(kind, {}):
+                    full[kind] = run_worker(kind, args, None, 1)
 
     first = results[contenders(shapes[0], args.device, args.backend)[0]]
     print(f"\nsurerank vs sentence-transformers defaults, {args.device}, same model, same DL19 pairs "
@@ -372,6 +383,9 @@ def main() -> int:
         base = results[kinds[0]]
         for kind in kinds:
             r = results[kind]
+            if "refused" in r:
+                print(f"{label:14s} {describe(kind):28s} refused (see above)")
+                continue
             nd = f"{r['ndcg10']:.4f}" if "ndcg10" in r else "-"
             mem = r.get("gpu_peak_mb", r.get("peak_rss_mb", 0))
             mfu = f"{100 * r['tflops_per_s'] / args.peak_tflops:5.1f}%" if "tflops_per_s" in r else "-"
@@ -392,16 +406,17 @@ def main() -> int:
         args.json.write_text(json.dumps(table, indent=1, allow_nan=False) + "\n")
         print(f"wrote {args.json}")
     if "emb" in shapes and args.backend == "onnx" and "ndcg10" in results.get("sr-emb-onnx-fp32", {}):
-        for p_ in ("int8", "int8-fast", "auto"):
+        for p_ in [q for q in ("int8", "int8-fast", "auto") if "ndcg10" in results.get(f"sr-emb-onnx-{q}", {})]:
             d = results[f"sr-emb-onnx-{p_}"]["ndcg10"] - results["sr-emb-onnx-fp32"]["ndcg10"]
             print(f"{p_} - fp32 nDCG@10 on these queries: {d:+.4f} (target within 0.005)")
     if full:
         a = full["sr-emb-onnx-fp32"]["ndcg10"]
-        for p_ in ("int8", "int8-fast", "auto"):
+        known = KNOWN_DL19_NDCG10.get(args.model or "all-MiniLM-L6-v2")
+        print(f"all 43 DL19 queries: nDCG@10 fp32 {a:.4f}"
+              + (f" (sentence-transformers' figure for this model: {known})" if known else ""))
+        for p_ in [q for q in ("int8", "int8-fast", "auto") if f"sr-emb-onnx-{q}" in full]:
             b = full[f"sr-emb-onnx-{p_}"]["ndcg10"]
-            known = KNOWN_DL19_NDCG10.get(args.model or "all-MiniLM-L6-v2")
-            print(f"all 43 DL19 queries: nDCG@10 fp32 {a:.4f}  {p_} {b:.4f}  diff {b - a:+.4f}"
-                  + (f" (sentence-transformers' figure for this model: {known})" if known else ""))
+            print(f"all 43 DL19 queries: nDCG@10 fp32 {a:.4f}  {p_} {b:.4f}  diff {b - a:+.4f}")
     return 0
 
 
