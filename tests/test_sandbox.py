@@ -61,6 +61,16 @@ def listener():
     server.close()
 
 
+def processes_of_nobody_left(wait_s: float = 10.0) -> list[str]:
+    """PIDs of the sandbox's identity still alive after up to ``wait_s`` (a PID namespace's teardown is async)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        leftover = subprocess.run(["pgrep", "-u", "nobody"], capture_output=True, text=True).stdout.split()
+        if not leftover or time.monotonic() > deadline:
+            return leftover
+        time.sleep(0.1)
+
+
 def hostile_programs(port: int, outside: Path, world_writable: Path) -> dict[str, str]:
     return {
         "infinite loop": "while True:\n    pass",
@@ -115,13 +125,8 @@ def test_hostile_candidates_are_contained_and_the_batch_goes_on(sandbox, listene
     assert not any(outside.iterdir())
     assert hits == []
     assert elapsed < 60  # a guard against a hang, not a speed claim
-    if os.geteuid() == 0:  # every process the fork bomb made is gone (the PID namespace's teardown is async)
-        for _ in range(100):
-            leftover = subprocess.run(["pgrep", "-u", "nobody"], capture_output=True, text=True).stdout.split()
-            if not leftover:
-                break
-            time.sleep(0.1)
-        assert leftover == []
+    if os.geteuid() == 0:  # every process the fork bomb made is gone
+        assert processes_of_nobody_left() == []
 
 
 def test_program_sees_an_empty_private_working_directory(sandbox):
@@ -201,9 +206,4 @@ def test_a_sandbox_dies_with_its_caller(sandbox, tmp_path):
         "os._exit(0)\n"
     )
     subprocess.run([sys.executable, str(script)], check=True, timeout=120)
-    for _ in range(100):
-        leftover = subprocess.run(["pgrep", "-u", "nobody"], capture_output=True, text=True).stdout.split()
-        if not leftover:
-            break
-        time.sleep(0.1)
-    assert leftover == []
+    assert processes_of_nobody_left() == []
