@@ -21,16 +21,13 @@ import pytest
 from surerank import Query, Reranker
 from surerank.llm.judge import StandInServer, word_overlap
 from surerank.llm.openai import OpenAICompatibleBackend
+from test_llm_http import DOCS as HTTP_DOCS
+from test_llm_http import QUERY
 
 DEADLINE = 1.0
-QUERY = "solar panel efficiency in cold winter weather"
-DOCS = [
-    "Bananas are rich in potassium and easy to digest.",
-    "Solar panel output drops on short winter days.",
-    "Cold weather can raise solar panel efficiency because heat lowers cell voltage in winter.",
-    "Efficiency of solar panel cells depends on temperature and weather.",
-    "Winter tires improve grip in cold weather.",
-]
+DOCS = HTTP_DOCS[:5]  # the loopback suite's texts: five are enough to see every fault
+
+
 METHODS = {
     "llm-pointwise": {},
     "llm-query-likelihood": {},
