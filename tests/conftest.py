@@ -8,6 +8,8 @@ selects it too).  Local runs keep hypothesis' random exploration ("dev").
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 from hypothesis import settings
@@ -17,6 +19,18 @@ from surerank.eval.datasets import data_root, load_trec_dl
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("dev", settings.get_profile("default"))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+# Graphs built or exported by the tests (random-weight architectures, a new hash each run) go to a cache of
+# this session, shared by its tests and their subprocesses, and removed at its end -- never the user's
+# ~/.cache/surerank.  SURERANK_CACHE set by the caller is respected.
+_SESSION_CACHE = None if os.environ.get("SURERANK_CACHE") else tempfile.mkdtemp(prefix="surerank-test-cache-")
+if _SESSION_CACHE:
+    os.environ["SURERANK_CACHE"] = _SESSION_CACHE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SESSION_CACHE:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -181,26 +181,32 @@ def test_graphs_over_the_size_limit_keep_their_weights_in_external_data(electra_
     assert len(int8.items) == len(DOCS)
 
 
-def test_int8_quantises_the_encoder_projections_and_keeps_the_head_fp32(electra_ce, exported, monkeypatch):
+@pytest.mark.parametrize("precision", ["int8", "int8-fast"])
+def test_int8_quantises_the_encoder_projections_and_keeps_the_head_fp32(electra_ce, exported, monkeypatch, precision):
     import onnx
 
     cache, _ = exported
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
-    # random tiny weights drift far under int8 (no typical activation range): the check is lifted here
+    # random tiny weights drift far under int8 (no typical activation range): the checks are lifted here
     monkeypatch.setattr(onnx_export, "INT8_DRIFT_BOUNDS", {"cosine": 2.0, "logit": 1e9})
+    monkeypatch.setattr(onnx_export, "GREEDY_TARGET_SHARE", 1e9)
     fp32 = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="fp32").rank(QUERY, DOCS)
-    ranker = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8-fast")
+    ranker = surerank.Reranker("cross-encoder", model=str(electra_ce), precision=precision)
     ranked = ranker.rank(QUERY, DOCS)
     graph = onnx.load(ranker.engine.backend.path)
     ops = [n.op_type for n in graph.graph.node]
     kept = ranker.engine.backend.fp32_nodes
-    assert ops.count("MatMulInteger") == 2 * 6 - 1  # 2 layers x 6 projections, one FFN output kept fp32
-    assert sum(".output.dense." in n and ".attention." not in n for n in kept) == 1  # int8-fast's choice
+    check = ranker.engine.backend.export["int8"]
+    if precision == "int8":  # 2 layers x 6 projections, the two FFN output projections kept fp32
+        assert ops.count("MatMulInteger") == 2 * 6 - 2 and "search" not in check
+        assert sum(".output.dense." in n and ".attention." not in n for n in kept) == 2
+    else:  # the search's choice (every projection within an unbounded target), recorded with the graph
+        assert check["recipe"] == "pc-greedy" and check["search"]["int8"] == 12 == ops.count("MatMulInteger")
+        assert len(check["search"]["alone"]) == 12
     assert any("classifier" in n for n in kept)
     # the quantised graph is what ran, and its drift check is recorded with it
     fp32_scores = {i.id: i.score for i in fp32.items}
     assert np.all(np.isfinite(ranked.scores)) and not np.allclose(ranked.scores, [fp32_scores[i] for i in ranked.ids])
-    check = ranker.engine.backend.export["int8"]
     assert check["accepted"] and check["measure"] == "mean |Δ logit| / sd" and check["drift"] > 0
 
 
@@ -210,6 +216,8 @@ def test_int8_that_moves_the_outputs_past_the_bound_is_refused_and_the_refusal_r
     cache, _ = exported
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
     monkeypatch.setattr(onnx_export, "INT8_DRIFT_BOUNDS", {"cosine": 0.0, "logit": 0.0})
+    for made in (cache / "onnx").glob("*-int8-pc-noff2*"):  # an int8 graph an earlier test accepted
+        made.unlink()
     with pytest.raises(InputError, match=r"precision: int8 moves .* bound 0.0.*precision='fp32'"):
         surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8").rank(QUERY, DOCS)
     assert not list((cache / "onnx").glob("*-int8-pc-noff2.onnx"))
@@ -217,6 +225,24 @@ def test_int8_that_moves_the_outputs_past_the_bound_is_refused_and_the_refusal_r
     monkeypatch.setattr(core, "_ENGINES", {})
     with pytest.raises(InputError, match="precision: int8 moves"):
         surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8").rank(QUERY, DOCS)
+
+
+def test_int8_fast_with_nothing_within_the_search_target_is_refused_remembered_and_auto_runs_fp32(
+        electra_ce, exported, monkeypatch):
+    cache, _ = exported
+    monkeypatch.setenv("SURERANK_CACHE", str(cache))
+    for made in (cache / "onnx").glob("*-int8-pc-greedy*"):
+        made.unlink()
+    monkeypatch.setattr(onnx_export, "GREEDY_TARGET_SHARE", 0.0)
+    with pytest.raises(InputError, match=r"precision: no projection .* within the drift target 0.0"):
+        surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8-fast").rank(QUERY, DOCS)
+    monkeypatch.setattr(onnx_export, "quantize_exported", lambda *a, **k: pytest.fail("searched again"))
+    monkeypatch.setattr(core, "_ENGINES", {})
+    with pytest.raises(InputError, match=r"precision: no projection"):
+        surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8-fast").rank(QUERY, DOCS)
+    ranker = surerank.Reranker("cross-encoder", model=str(electra_ce))  # the default, auto: fp32, saying why
+    assert ranker.engine.backend.precision == "fp32"
+    assert "no projection" in ranker.engine.backend.auto["reason"]
 
 
 MPNET = "all-mpnet-base-v2"

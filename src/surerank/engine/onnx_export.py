@@ -26,6 +26,7 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,12 @@ SHIPPED_ONNX = Path("onnx") / "model.onnx"
 #: families whose positions count from ``padding_idx + 1``, where the engine computes them: see graph_inputs)
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 PARITY_KEY = "surerank.parity"
+#: int8 recipes of exported graphs: ``int8`` leaves the FFN output projections fp32 (as the hand-built
+#: graph does); ``int8-fast`` searches for the projections to leave fp32 (:mod:`surerank.engine.quant_search`)
+EXPORT_INT8_RECIPES = {"int8": "pc-noff2", "int8-fast": "pc-greedy"}
+#: the drift target of that search, in ``precision="auto"``'s measure: half its bound, so that the graph
+#: chosen clears the bound on text other than the calibration sentences
+GREEDY_TARGET_SHARE = 0.5
 
 
 class ExportParityError(InputError):
@@ -103,11 +110,9 @@ def export_record(graph: str | os.PathLike[str]) -> dict[str, Any] | None:
 def exported_model_path(files: ModelFiles, head: str, precision: str = "fp32", *,
                         trust_remote_code: bool = False) -> Path:
     """Export (or reuse from the cache) a checked ONNX graph for ``files`` with ``head`` at ``precision``."""
-    from surerank.engine.onnx_build import INT8_RECIPES
-
-    if precision not in ("fp32", *INT8_RECIPES):
+    if precision not in ("fp32", *EXPORT_INT8_RECIPES):
         raise InputError(f"precision: {precision!r} is not available on the ONNX backend; "
-                         f"use fp32, {', '.join(INT8_RECIPES)}")
+                         f"use fp32, {', '.join(EXPORT_INT8_RECIPES)}")
     if head not in (*POOLINGS, "classifier"):
         raise InputError(f"head: {head!r} is unknown to the ONNX exporter; choose from "
                          f"{', '.join((*POOLINGS, 'classifier'))}")
@@ -123,19 +128,28 @@ def exported_model_path(files: ModelFiles, head: str, precision: str = "fp32", *
             record.read_text())))
     if precision == "fp32":
         return fp32
-    recipe = INT8_RECIPES[precision]
+    recipe = EXPORT_INT8_RECIPES[precision]
     int8 = root / f"{stem}-int8-{recipe}.onnx"
     check = int8.with_suffix(".json")
     if not (int8.is_file() and check.is_file()) and not (check.is_file() and not _accepted(check)):
         logger.info("quantising %s to int8 (ONNX Runtime dynamic quantisation, %s)", fp32.name, recipe)
-        quantize_exported(fp32, int8, recipe, files, head)
+        try:
+            search = quantize_exported(fp32, int8, recipe, files, head)
+        except InputError as exc:  # the search found nothing within its target: remembered, as a refusal
+            check.write_text(json.dumps({"precision": precision, "recipe": recipe, "accepted": False,
+                                         "refused": str(exc)}, indent=2) + "\n")
+            raise
         rec = {"precision": precision, "recipe": recipe, **int8_drift(fp32, int8, files, head)}
+        if search:
+            rec["search"] = search
         rec["accepted"] = rec["drift"] <= rec["bound"]
         if not rec["accepted"]:  # a refused graph is not kept; the record is, so the refusal is quick
             for f in (int8, int8.with_name(int8.name + ".data")):
                 f.unlink(missing_ok=True)
         check.write_text(json.dumps(rec, indent=2) + "\n")
     rec = json.loads(check.read_text())
+    if not rec["accepted"] and rec.get("refused"):
+        raise InputError(rec["refused"])
     if not rec["accepted"]:
         raise InputError(
             f"precision: {precision} moves {files.directory.name}'s outputs by {rec['drift']:.3g} "
@@ -549,17 +563,12 @@ def _weight_matmuls(path: Path) -> tuple[list[str], list[str]]:
     return layer, [n for n in layer if _FFN_OUT.search(n)]
 
 
-def quantize_exported(src: Path, dst: Path, recipe: str, files: ModelFiles, head: str) -> None:
-    """Dynamic int8 of an exported graph's encoder projections, with onnx_build's recipes."""
+def projection_quantizer(src: Path, layer: list[str]) -> Callable[[Path, list[str]], None]:
+    """``quantize(path, fp32_nodes)``: write ``src`` to ``path`` with every projection of ``layer`` but
+    ``fp32_nodes`` dynamically quantised (int8 per-channel weights, activations per tensor at run time)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from surerank.engine.onnx_build import FP32_NODES_KEY, sensitive_projections
-
-    layer, ffn_out = _weight_matmuls(src)
-    if not layer:
-        raise InputError(f"precision: no encoder projections were found in {src.name} to quantise; "
-                         "use precision='fp32'")
     external = src.with_name(src.name + ".data").is_file()
 
     def quantize(path: Path, fp32_nodes: list[str]) -> None:
@@ -568,6 +577,22 @@ def quantize_exported(src: Path, dst: Path, recipe: str, files: ModelFiles, head
             nodes_to_quantize=[n for n in layer if n not in fp32_nodes], use_external_data_format=external,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
+    return quantize
+
+
+def quantize_exported(src: Path, dst: Path, recipe: str, files: ModelFiles, head: str) -> dict[str, Any] | None:
+    """Dynamic int8 of an exported graph's encoder projections, with onnx_build's recipes or the greedy
+    search (``pc-greedy``, whose figures it returns)."""
+    import onnx
+
+    from surerank.engine.onnx_build import FP32_NODES_KEY, sensitive_projections
+
+    layer, ffn_out = _weight_matmuls(src)
+    if not layer:
+        raise InputError(f"precision: no encoder projections were found in {src.name} to quantise; "
+                         "use precision='fp32'")
+    quantize = projection_quantizer(src, layer)
+    search = None
     if recipe == "pc-noff2":
         fp32_nodes = ffn_out
     elif recipe == "pc-all":
@@ -575,6 +600,12 @@ def quantize_exported(src: Path, dst: Path, recipe: str, files: ModelFiles, head
     elif recipe == "pc-sens":
         fp32_nodes = sensitive_projections(src, files, head, ffn_out, max(1, len(ffn_out) // 6), quantize) \
             if ffn_out else []
+    elif recipe == "pc-greedy":
+        from surerank.engine.onnx_build import AUTO_DRIFT_BOUND
+        from surerank.engine.quant_search import greedy_fp32_projections
+
+        fp32_nodes, search = greedy_fp32_projections(src, quantize, layer, files, head,
+                                                     GREEDY_TARGET_SHARE * AUTO_DRIFT_BOUND)
     else:
         raise ValueError(f"unknown int8 recipe {recipe!r}")
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp:
@@ -589,3 +620,4 @@ def quantize_exported(src: Path, dst: Path, recipe: str, files: ModelFiles, head
             if extra.name != dst.name:
                 shutil.move(str(extra), str(dst.parent / extra.name))
         os.replace(out, dst)
+    return search

@@ -1,0 +1,161 @@
+"""Which projections of an exported graph may run int8: a greedy search on calibration text.
+
+Some models cannot take int8 on a few projections.  all-mpnet-base-v2 is one: quantising all 72 encoder
+projections moves its embeddings to a mean cosine of 0.01 with fp32's (ONNX Runtime's dynamic int8
+quantises activations per tensor, and a few of its layers carry outlier channels); quantising layer 10's
+FFN input projection alone moves them by 0.93 in mean 1 - cosine, most of the others by under 1e-4.
+The hand-built BERT graph's recipe (leave a sixth of the FFN output projections fp32) does not find
+these, so exported graphs use this search instead (the ``pc-greedy`` recipe of ``int8-fast``):
+
+1. one graph holds both versions of every candidate projection, each output blended as
+   ``fp32 + gate * (int8 - fp32)`` with the gates a graph input, so one ONNX Runtime session measures
+   any choice of int8 projections without re-quantising the model;
+2. every projection's drift is measured alone (only its gate open), on the calibration sequences the
+   ``precision="auto"`` check uses and with its measure (max |Δ score| / sd of the fp32 scores);
+3. the projections are taken from the least to the most sensitive, and the longest prefix whose joint
+   drift stays within ``target`` is quantised (a binary search over its length); the rest stay fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surerank.engine.model_files import ModelFiles
+from surerank.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+GATES = "surerank_int8_gates"
+
+
+def _topological(nodes: list[Any], available: set[str]) -> list[Any]:
+    """``nodes`` ordered so that each comes after the producers of its inputs (Kahn's algorithm)."""
+    ordered: list[Any] = []
+    pending = list(nodes)
+    produced = set(available) | {""}
+    while pending:
+        rest = [n for n in pending if not all(i in produced for i in n.input)]
+        ready = [n for n in pending if all(i in produced for i in n.input)]
+        if not ready:
+            missing = sorted({i for n in rest for i in n.input if i not in produced})[:5]
+            raise ValueError(f"the gated graph has a cycle or inputs nobody produces: {missing}")
+        for n in ready:
+            ordered.append(n)
+            produced.update(n.output)
+        pending = rest
+    return ordered
+
+
+def gated_graph(fp32: Path, quantized: Path, candidates: list[str], out: Path) -> None:
+    """Write to ``out`` the graph of ``quantized`` (every candidate int8) with each candidate's fp32
+    MatMul beside it and its output blended by the ``GATES`` input (1 = int8, 0 = fp32)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    src = onnx.load(str(fp32))
+    model = onnx.load(str(quantized))
+    by_name = {n.name: n for n in src.graph.node}
+    weights = {t.name: t for t in src.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    have = {t.name for t in model.graph.initializer}
+    added = []
+    for index, name in enumerate(candidates):
+        node = by_name[name]
+        x, w = node.input[0], node.input[1]
+        y = node.output[0]
+        last = producer.get(y)
+        if last is None:
+            raise ValueError(f"{name}: its output {y} is not produced in the quantised graph")
+        last.output[0] = f"{y}::int8"
+        if w not in have:
+            model.graph.initializer.append(weights[w])
+            have.add(w)
+        idx = f"{y}::gate_index"
+        model.graph.initializer.append(numpy_helper.from_array(np.array(index, dtype=np.int64), idx))
+        added += [
+            helper.make_node("MatMul", [x, w], [f"{y}::fp32"], name=f"{name}::fp32"),
+            helper.make_node("Gather", [GATES, idx], [f"{y}::gate"], name=f"{name}::gate", axis=0),
+            helper.make_node("Sub", [f"{y}::int8", f"{y}::fp32"], [f"{y}::delta"], name=f"{name}::delta"),
+            helper.make_node("Mul", [f"{y}::delta", f"{y}::gate"], [f"{y}::gated"], name=f"{name}::gated"),
+            helper.make_node("Add", [f"{y}::fp32", f"{y}::gated"], [y], name=f"{name}::blend"),
+        ]
+    model.graph.input.append(helper.make_tensor_value_info(GATES, TensorProto.FLOAT, [len(candidates)]))
+    available = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
+    ordered = _topological(list(model.graph.node) + added, available)
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+    onnx.save_model(model, str(out), save_as_external_data=True, location=out.name + ".data")
+
+
+def greedy_fp32_projections(fp32: Path, quantize: Callable[[Path, list[str]], None], candidates: list[str],
+                            files: ModelFiles, head: str, target: float) -> tuple[list[str], dict[str, Any]]:
+    """The candidates to keep fp32 so that the rest, int8, move the calibration scores by at most
+    ``target`` (in :func:`surerank.engine.onnx_build.measure_drift`'s measure); with the search's figures.
+
+    ``quantize(path, fp32_nodes)`` writes the graph with every candidate not in ``fp32_nodes`` int8.
+    """
+    from surerank.engine.onnx_build import _drift_sequences, _ranking_scores, _session
+
+    feeds = _drift_sequences(files, head)
+    with tempfile.TemporaryDirectory(dir=fp32.parent, prefix=".int8-search-") as tmp:
+        every = Path(tmp) / "int8-all.onnx"
+        quantize(every, [])
+        gated = Path(tmp) / "gated.onnx"
+        gated_graph(fp32, every, candidates, gated)
+        session = _session(gated, threads=1)
+        names = {i.name for i in session.get_inputs()}
+
+        def scores(open_gates: np.ndarray) -> np.ndarray:
+            gates = open_gates.astype(np.float32)
+            rows = [session.run(None, {**{k: v for k, v in f.items() if k in names}, GATES: gates})[0]
+                    for f in feeds]
+            return _ranking_scores(np.concatenate(rows), head)
+
+        reference = scores(np.zeros(len(candidates)))
+        spread = float(np.std(reference))
+        if not spread > 0:
+            raise InputError("precision: the calibration scores do not vary; int8 cannot be checked")
+
+        def drift(open_gates: np.ndarray) -> float:
+            return float(np.max(np.abs(scores(open_gates) - reference)) / spread)
+
+        alone = {}
+        for i, name in enumerate(candidates):
+            gates = np.zeros(len(candidates))
+            gates[i] = 1
+            alone[name] = drift(gates)
+        order = sorted(range(len(candidates)), key=lambda i: (alone[candidates[i]], i))
+
+        def prefix(k: int) -> np.ndarray:
+            gates = np.zeros(len(candidates))
+            gates[order[:k]] = 1
+            return gates
+
+        measured: dict[int, float] = {0: 0.0}
+        lo, hi = 0, len(candidates)  # lo: the longest prefix known within the target
+        if (measured.setdefault(hi, drift(prefix(hi)))) <= target:
+            lo = hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            measured[mid] = drift(prefix(mid))
+            if measured[mid] <= target:
+                lo = mid
+            else:
+                hi = mid
+    int8 = {candidates[i] for i in order[:lo]}
+    keep = [n for n in candidates if n not in int8]
+    figures = {"target": target, "int8": lo, "fp32": len(keep), "drift": measured[lo],
+               "alone": {n: round(d, 6) for n, d in alone.items()}}
+    logger.info("int8-fast search: %d of %d projections int8 (drift %.3f, target %.3f); fp32: %s", lo,
+                len(candidates), measured[lo], target, ", ".join(keep) or "none")
+    if lo == 0:
+        raise InputError(f"precision: no projection of {fp32.name} can run int8 within the drift target "
+                         f"{target} (the least sensitive alone moves the scores by "
+                         f"{min(alone.values()):.3g}); use precision='fp32'")
+    return keep, figures
