@@ -131,7 +131,11 @@ def test_every_fault_against_every_method(server, caplog, fault, method):
     assert sorted(indices(ranked)) == list(range(len(DOCS)))
     assert all(math.isfinite(item.score) for item in ranked.items)
     cost = ranked.cost
-    assert cost.calls + cost.retries == server.requests  # every request sent is in the trace
+    # every request the server saw is in the trace; a call whose deadline passed before the server had
+    # read it (a starved CPU: seen in a full-suite run beside a benchmark) is in the trace as a deadline
+    # failure without the server ever counting it
+    late = ranked.info["failures"].get("deadline", 0)
+    assert server.requests <= cost.calls + cost.retries <= server.requests + late
     assert cost.retries == sum(ranked.info["retry_causes"].values())
     assert ranked.info["errors"] == sum(ranked.info["failures"].values())
     expected = expected_counts(fault, method)
