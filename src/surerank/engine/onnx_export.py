@@ -131,7 +131,7 @@ def exported_model_path(files: ModelFiles, head: str, precision: str = "fp32", *
     recipe = EXPORT_INT8_RECIPES[precision]
     int8 = root / f"{stem}-int8-{recipe}.onnx"
     check = int8.with_suffix(".json")
-    if not (int8.is_file() and check.is_file()) and not (check.is_file() and not _accepted(check)):
+    if not check.is_file() or (_accepted(check) and not int8.is_file()):  # never made, or its graph gone
         logger.info("quantising %s to int8 (ONNX Runtime dynamic quantisation, %s)", fp32.name, recipe)
         try:
             search = quantize_exported(fp32, int8, recipe, files, head)
@@ -148,13 +148,11 @@ def exported_model_path(files: ModelFiles, head: str, precision: str = "fp32", *
                 f.unlink(missing_ok=True)
         check.write_text(json.dumps(rec, indent=2) + "\n")
     rec = json.loads(check.read_text())
-    if not rec["accepted"] and rec.get("refused"):
-        raise InputError(rec["refused"])
     if not rec["accepted"]:
-        raise InputError(
+        raise InputError(rec.get("refused") or (
             f"precision: {precision} moves {files.directory.name}'s outputs by {rec['drift']:.3g} "
             f"({rec['measure']} on calibration text, bound {rec['bound']}): dynamic int8 does not suit this "
-            "model (activation outliers); use precision='fp32'")
+            "model (activation outliers); use precision='fp32'"))
     return int8
 
 

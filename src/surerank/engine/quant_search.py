@@ -34,24 +34,6 @@ logger = logging.getLogger(__name__)
 GATES = "surerank_int8_gates"
 
 
-def _topological(nodes: list[Any], available: set[str]) -> list[Any]:
-    """``nodes`` ordered so that each comes after the producers of its inputs (Kahn's algorithm)."""
-    ordered: list[Any] = []
-    pending = list(nodes)
-    produced = set(available) | {""}
-    while pending:
-        rest = [n for n in pending if not all(i in produced for i in n.input)]
-        ready = [n for n in pending if all(i in produced for i in n.input)]
-        if not ready:
-            missing = sorted({i for n in rest for i in n.input if i not in produced})[:5]
-            raise ValueError(f"the gated graph has a cycle or inputs nobody produces: {missing}")
-        for n in ready:
-            ordered.append(n)
-            produced.update(n.output)
-        pending = rest
-    return ordered
-
-
 def gated_graph(fp32: Path, quantized: Path, candidates: list[str], out: Path) -> dict[str, int]:
     """Write to ``out`` the graph of ``quantized`` (every candidate int8) with each candidate's fp32
     MatMul beside it and its output blended by the ``GATES`` input (1 = int8, 0 = fp32); return each
@@ -65,7 +47,7 @@ def gated_graph(fp32: Path, quantized: Path, candidates: list[str], out: Path) -
     weights = {t.name: t for t in src.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
     have = {t.name for t in model.graph.initializer}
-    added = []
+    after: dict[int, list[Any]] = {}  # nodes to insert after the int8 chain's last node (by its id)
     sizes: dict[str, int] = {}
     for index, name in enumerate(candidates):
         node = by_name[name]
@@ -81,7 +63,7 @@ def gated_graph(fp32: Path, quantized: Path, candidates: list[str], out: Path) -
             have.add(w)
         idx = f"{y}::gate_index"
         model.graph.initializer.append(numpy_helper.from_array(np.array(index, dtype=np.int64), idx))
-        added += [
+        after[id(last)] = [
             helper.make_node("MatMul", [x, w], [f"{y}::fp32"], name=f"{name}::fp32"),
             helper.make_node("Gather", [GATES, idx], [f"{y}::gate"], name=f"{name}::gate", axis=0),
             helper.make_node("Sub", [f"{y}::int8", f"{y}::fp32"], [f"{y}::delta"], name=f"{name}::delta"),
@@ -89,8 +71,9 @@ def gated_graph(fp32: Path, quantized: Path, candidates: list[str], out: Path) -
             helper.make_node("Add", [f"{y}::fp32", f"{y}::gated"], [y], name=f"{name}::blend"),
         ]
     model.graph.input.append(helper.make_tensor_value_info(GATES, TensorProto.FLOAT, [len(candidates)]))
-    available = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
-    ordered = _topological(list(model.graph.node) + added, available)
+    # the quantised graph is in topological order, and each blend reads only what precedes the int8
+    # chain's last node: inserted right after it, the order stays valid
+    ordered = [m for n in model.graph.node for m in (n, *after.get(id(n), ()))]
     del model.graph.node[:]
     model.graph.node.extend(ordered)
     onnx.save_model(model, str(out), save_as_external_data=True, location=out.name + ".data")
@@ -143,9 +126,9 @@ def greedy_fp32_projections(fp32: Path, quantize: Callable[[Path, list[str]], No
             gates[order[:k]] = 1
             return gates
 
-        measured: dict[int, float] = {0: 0.0}
         lo, hi = 0, len(candidates)  # lo: the longest prefix known within the target
-        if (measured.setdefault(hi, drift(prefix(hi)))) <= target:
+        measured = {lo: 0.0, hi: drift(prefix(hi))}
+        if measured[hi] <= target:
             lo = hi
         while hi - lo > 1:
             mid = (lo + hi) // 2
