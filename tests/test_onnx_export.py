@@ -201,8 +201,8 @@ def test_int8_quantises_the_encoder_projections_and_keeps_the_head_fp32(electra_
         assert ops.count("MatMulInteger") == 2 * 6 - 2 and "search" not in check
         assert sum(".output.dense." in n and ".attention." not in n for n in kept) == 2
     else:  # the search's choice (every projection within an unbounded target), recorded with the graph
-        assert check["recipe"] == "pc-greedy" and check["search"]["int8"] == 12 == ops.count("MatMulInteger")
-        assert len(check["search"]["alone"]) == 12
+        assert check["recipe"] == "pc-split" and check["search"]["int8"] == 12 == ops.count("MatMulInteger")
+        assert len(check["search"]["alone"]) == 12 and isinstance(check["search"]["outlier_channels"], dict)
     assert any("classifier" in n for n in kept)
     # the quantised graph is what ran, and its drift check is recorded with it
     fp32_scores = {i.id: i.score for i in fp32.items}
@@ -231,7 +231,7 @@ def test_int8_fast_with_nothing_within_the_search_target_is_refused_remembered_a
         electra_ce, exported, monkeypatch):
     cache, _ = exported
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
-    for made in (cache / "onnx").glob("*-int8-pc-greedy*"):
+    for made in (cache / "onnx").glob("*-int8-pc-split*"):
         made.unlink()
     monkeypatch.setattr(onnx_export, "GREEDY_TARGET_SHARE", 0.0)
     with pytest.raises(InputError, match=r"precision: no projection .* within the drift target 0.0"):

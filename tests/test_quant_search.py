@@ -2,7 +2,8 @@
 
 The gated graph must be the fp32 graph with its gates shut and the all-int8 graph with them open; the
 search must keep the most sensitive projections fp32, stay within its target as measured on the graph it
-writes, and refuse when nothing fits.
+writes, and refuse when nothing fits.  An outlier channel planted in a LayerNorm must be found, and
+splitting it off must leave the fp32 outputs as they were and give int8 the drift of the model without it.
 """
 
 from __future__ import annotations
@@ -82,3 +83,59 @@ def test_nothing_within_the_target_is_refused_naming_fp32(model):
     with pytest.raises(InputError, match=r"precision: no projection .* within the drift target 0.*"
                                          r"precision='fp32'"):
         quant_search.greedy_fp32_projections(fp32, quantize, layer, files, "classifier", 0.0)
+
+
+FFN_IN = "model.electra.encoder.layer.0.intermediate.dense.MatMul"
+PLANTED = 5
+
+
+@pytest.fixture(scope="module")
+def planted(model, tmp_path_factory):
+    """The fp32 graph with channel 5 of layer 0's attention LayerNorm scaled by 100: the input of that
+    layer's FFN projection gets an outlier channel, as real models have (all-mpnet-base-v2: channel 555)."""
+    import onnx
+    from onnx import numpy_helper
+
+    fp32 = model[1]
+    graph = onnx.load(str(fp32))
+    for tensor in graph.graph.initializer:
+        if tensor.name.startswith("model.electra.encoder.layer.0.attention.output.LayerNorm."):
+            array = numpy_helper.to_array(tensor).copy()
+            array[PLANTED] *= 100
+            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    path = tmp_path_factory.mktemp("planted") / "planted.onnx"
+    onnx.save(graph, str(path))
+    return path
+
+
+def test_a_planted_outlier_channel_is_found(model, planted):
+    import onnx
+
+    files, _, layer, _ = model
+    found = quant_search.outlier_channels(planted, layer, files, "classifier")
+    ffn_input = next(n.input[0] for n in onnx.load(str(planted)).graph.node if n.name == FFN_IN)
+    assert found[ffn_input][0] == PLANTED
+    assert all(len(channels) <= max(1, int(256 * quant_search.OUTLIER_MAX_SHARE)) for channels in found.values())
+
+
+def test_splitting_outliers_off_keeps_the_fp32_outputs_and_lets_int8_keep_them_too(model, planted, tmp_path):
+    files, fp32, layer, quantize = model
+    found = quant_search.outlier_channels(planted, layer, files, "classifier")
+    split = tmp_path / "split.onnx"
+    applied = quant_search.split_outlier_channels(planted, layer, found, split, external=False)
+    assert applied == found
+    feeds = onnx_build._drift_sequences(files, "classifier")[:16]
+    reference = _outputs(planted, feeds)
+    np.testing.assert_allclose(_outputs(split, feeds), reference, rtol=0, atol=1e-4 * np.abs(reference).max())
+    # the FFN projection reading the outlier channel, alone int8: per-tensor activation scales are set by
+    # channel 5 without the split (drift far above the same projection's in the model without the outlier),
+    # by the ordinary channels with it (drift as in that model)
+    others = [n for n in layer if n != FFN_IN]
+    unplanted, plain, with_split = (tmp_path / f"{name}-int8.onnx" for name in ("unplanted", "plain", "split"))
+    quantize(unplanted, others)
+    onnx_export.projection_quantizer(planted, layer)(plain, others)
+    onnx_export.projection_quantizer(split, layer)(with_split, others)
+    usual = onnx_build.measure_drift(fp32, unplanted, files, "classifier")["drift"]
+    plain_drift = onnx_build.measure_drift(planted, plain, files, "classifier")["drift"]
+    split_drift = onnx_build.measure_drift(planted, with_split, files, "classifier")["drift"]
+    assert plain_drift > 2 * usual and split_drift < 1.5 * usual, (usual, plain_drift, split_drift)

@@ -51,8 +51,9 @@ SHIPPED_ONNX = Path("onnx") / "model.onnx"
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 PARITY_KEY = "surerank.parity"
 #: int8 recipes of exported graphs: ``int8`` leaves the FFN output projections fp32 (as the hand-built
-#: graph does); ``int8-fast`` searches for the projections to leave fp32 (:mod:`surerank.engine.quant_search`)
-EXPORT_INT8_RECIPES = {"int8": "pc-noff2", "int8-fast": "pc-greedy"}
+#: graph does); ``int8-fast`` splits each projection input's outlier channels off into a small fp32 product,
+#: then searches for the projections to leave fp32 (:mod:`surerank.engine.quant_search`)
+EXPORT_INT8_RECIPES = {"int8": "pc-noff2", "int8-fast": "pc-split"}
 #: the drift target of that search, in ``precision="auto"``'s measure: half its bound, so that the graph
 #: chosen clears the bound on text other than the calibration sentences
 GREEDY_TARGET_SHARE = 0.5
@@ -567,7 +568,9 @@ def projection_quantizer(src: Path, layer: list[str]) -> Callable[[Path, list[st
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    external = src.with_name(src.name + ".data").is_file()
+    from surerank.engine.onnx_build import has_external_data
+
+    external = has_external_data(src)
 
     def quantize(path: Path, fp32_nodes: list[str]) -> None:
         quantize_dynamic(
@@ -580,33 +583,40 @@ def projection_quantizer(src: Path, layer: list[str]) -> Callable[[Path, list[st
 
 def quantize_exported(src: Path, dst: Path, recipe: str, files: ModelFiles, head: str) -> dict[str, Any] | None:
     """Dynamic int8 of an exported graph's encoder projections, with onnx_build's recipes or the greedy
-    search (``pc-greedy``, whose figures it returns)."""
+    search (``pc-greedy``; ``pc-split`` after splitting off outlier channels), whose figures it returns."""
     import onnx
 
-    from surerank.engine.onnx_build import FP32_NODES_KEY, sensitive_projections
+    from surerank.engine.onnx_build import AUTO_DRIFT_BOUND, FP32_NODES_KEY, has_external_data, sensitive_projections
+    from surerank.engine.quant_search import greedy_fp32_projections, outlier_channels, split_outlier_channels
 
     layer, ffn_out = _weight_matmuls(src)
     if not layer:
         raise InputError(f"precision: no encoder projections were found in {src.name} to quantise; "
                          "use precision='fp32'")
-    quantize = projection_quantizer(src, layer)
     search = None
-    if recipe == "pc-noff2":
-        fp32_nodes = ffn_out
-    elif recipe == "pc-all":
-        fp32_nodes = []
-    elif recipe == "pc-sens":
-        fp32_nodes = sensitive_projections(src, files, head, ffn_out, max(1, len(ffn_out) // 6), quantize) \
-            if ffn_out else []
-    elif recipe == "pc-greedy":
-        from surerank.engine.onnx_build import AUTO_DRIFT_BOUND
-        from surerank.engine.quant_search import greedy_fp32_projections
-
-        fp32_nodes, search = greedy_fp32_projections(src, quantize, layer, files, head,
-                                                     GREEDY_TARGET_SHARE * AUTO_DRIFT_BOUND)
-    else:
-        raise ValueError(f"unknown int8 recipe {recipe!r}")
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp:
+        source = src
+        outliers: dict[str, list[int]] = {}
+        if recipe == "pc-split":  # the graph quantised computes the same in fp32, outlier channels apart
+            outliers = outlier_channels(src, layer, files, head)
+            source = Path(tmp) / "split" / src.name
+            source.parent.mkdir()
+            outliers = split_outlier_channels(src, layer, outliers, source, external=has_external_data(src))
+        quantize = projection_quantizer(source, layer)
+        if recipe == "pc-noff2":
+            fp32_nodes = ffn_out
+        elif recipe == "pc-all":
+            fp32_nodes = []
+        elif recipe == "pc-sens":
+            fp32_nodes = sensitive_projections(src, files, head, ffn_out, max(1, len(ffn_out) // 6), quantize) \
+                if ffn_out else []
+        elif recipe in ("pc-greedy", "pc-split"):
+            fp32_nodes, search = greedy_fp32_projections(source, quantize, layer, files, head,
+                                                         GREEDY_TARGET_SHARE * AUTO_DRIFT_BOUND)
+            if recipe == "pc-split":
+                search["outlier_channels"] = outliers
+        else:
+            raise ValueError(f"unknown int8 recipe {recipe!r}")
         out = Path(tmp) / dst.name
         quantize(out, fp32_nodes)
         quantized = onnx.load(str(out), load_external_data=False)
@@ -615,7 +625,7 @@ def quantize_exported(src: Path, dst: Path, recipe: str, files: ModelFiles, head
         onnx.helper.set_model_props(quantized, {FP32_NODES_KEY: ",".join(kept)})
         onnx.save_model(quantized, str(out))
         for extra in Path(tmp).iterdir():
-            if extra.name != dst.name:
+            if extra.name != dst.name and extra.is_file():
                 shutil.move(str(extra), str(dst.parent / extra.name))
         os.replace(out, dst)
     return search
