@@ -113,9 +113,13 @@ def test_a_planted_outlier_channel_is_found(model, planted):
 
     files, _, layer, _ = model
     found = quant_search.outlier_channels(planted, layer, files, "classifier")
-    ffn_input = next(n.input[0] for n in onnx.load(str(planted)).graph.node if n.name == FFN_IN)
+    graph = onnx.load(str(planted))
+    ffn_input = next(n.input[0] for n in graph.graph.node if n.name == FFN_IN)
     assert found[ffn_input][0] == PLANTED
-    assert all(len(channels) <= max(1, int(256 * quant_search.OUTLIER_MAX_SHARE)) for channels in found.values())
+    # never more than OUTLIER_MAX_SHARE of a tensor's channels (its width: the rows of a weight reading it)
+    rows = {t.name: t.dims[0] for t in graph.graph.initializer}
+    width = {n.input[0]: rows[n.input[1]] for n in graph.graph.node if n.name in layer}
+    assert all(len(c) <= max(1, int(width[t] * quant_search.OUTLIER_MAX_SHARE)) for t, c in found.items())
 
 
 def test_splitting_outliers_off_keeps_the_fp32_outputs_and_lets_int8_keep_them_too(model, planted, tmp_path):
