@@ -126,7 +126,7 @@ def test_splitting_outliers_off_keeps_the_fp32_outputs_and_lets_int8_keep_them_t
     files, fp32, layer, quantize = model
     found = quant_search.outlier_channels(planted, layer, files, "classifier")
     split = tmp_path / "split.onnx"
-    applied = quant_search.split_outlier_channels(planted, layer, found, split, external=False)
+    applied = quant_search.split_outlier_channels(planted, layer, found, split)
     assert applied == found
     feeds = onnx_build._drift_sequences(files, "classifier")[:16]
     reference = _outputs(planted, feeds)

@@ -586,7 +586,7 @@ def quantize_exported(src: Path, dst: Path, recipe: str, files: ModelFiles, head
     search (``pc-greedy``; ``pc-split`` after splitting off outlier channels), whose figures it returns."""
     import onnx
 
-    from surerank.engine.onnx_build import AUTO_DRIFT_BOUND, FP32_NODES_KEY, has_external_data, sensitive_projections
+    from surerank.engine.onnx_build import AUTO_DRIFT_BOUND, FP32_NODES_KEY, sensitive_projections
     from surerank.engine.quant_search import greedy_fp32_projections, outlier_channels, split_outlier_channels
 
     layer, ffn_out = _weight_matmuls(src)
@@ -601,7 +601,7 @@ def quantize_exported(src: Path, dst: Path, recipe: str, files: ModelFiles, head
             outliers = outlier_channels(src, layer, files, head)
             source = Path(tmp) / "split" / src.name
             source.parent.mkdir()
-            outliers = split_outlier_channels(src, layer, outliers, source, external=has_external_data(src))
+            outliers = split_outlier_channels(src, layer, outliers, source)
         quantize = projection_quantizer(source, layer)
         if recipe == "pc-noff2":
             fp32_nodes = ffn_out

@@ -39,6 +39,14 @@ logger = logging.getLogger(__name__)
 GATES = "surerank_int8_gates"
 
 
+def _insert_nodes(model: Any, nodes: list[Any], before: dict[int, list[Any]], after: dict[int, list[Any]]) -> None:
+    """Make ``nodes`` the graph's nodes, each with ``before[id(node)]`` ahead of it and ``after[id(node)]``
+    behind it (``nodes``: the objects those ids were taken from, held by the caller)."""
+    ordered = [m for n in nodes for m in (*before.get(id(n), ()), n, *after.get(id(n), ()))]
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+
+
 def gated_graph(fp32: Path, quantized: Path, candidates: list[str], out: Path) -> dict[str, int]:
     """Write to ``out`` the graph of ``quantized`` (every candidate int8) with each candidate's fp32
     MatMul beside it and its output blended by the ``GATES`` input (1 = int8, 0 = fp32); return each
@@ -46,11 +54,14 @@ def gated_graph(fp32: Path, quantized: Path, candidates: list[str], out: Path) -
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from surerank.engine.onnx_build import _atomic_save
+
     src = onnx.load(str(fp32))
     model = onnx.load(str(quantized))
     by_name = {n.name: n for n in src.graph.node}
     weights = {t.name: t for t in src.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
+    nodes = list(model.graph.node)  # held, so that the ids below stay those of these nodes
+    producer = {o: n for n in nodes for o in n.output}
     have = {t.name for t in model.graph.initializer}
     after: dict[int, list[Any]] = {}  # nodes to insert after the int8 chain's last node (by its id)
     sizes: dict[str, int] = {}
@@ -78,10 +89,8 @@ def gated_graph(fp32: Path, quantized: Path, candidates: list[str], out: Path) -
     model.graph.input.append(helper.make_tensor_value_info(GATES, TensorProto.FLOAT, [len(candidates)]))
     # the quantised graph is in topological order, and each blend reads only what precedes the int8
     # chain's last node: inserted right after it, the order stays valid
-    ordered = [m for n in model.graph.node for m in (n, *after.get(id(n), ()))]
-    del model.graph.node[:]
-    model.graph.node.extend(ordered)
-    _save(model, out)
+    _insert_nodes(model, nodes, {}, after)
+    _atomic_save(model, out)
     return sizes
 
 
@@ -94,16 +103,6 @@ OUTLIER_RATIO = 4.0
 OUTLIER_MAX_SHARE = 1 / 64
 
 
-def _save(model: Any, out: Path, external: bool = True) -> None:
-    """Save ``model``; with ``external``, its tensors in ``<name>.data`` beside it (any size fits)."""
-    import onnx
-
-    if external:
-        onnx.save_model(model, str(out), save_as_external_data=True, location=out.name + ".data")
-    else:
-        onnx.save_model(model, str(out))
-
-
 def outlier_channels(fp32: Path, candidates: list[str], files: ModelFiles, head: str) -> dict[str, list[int]]:
     """Per input tensor of the candidate projections: its outlier channels on the calibration sequences
     (largest absolute activation over ``OUTLIER_RATIO`` times the median channel's, the largest first,
@@ -111,7 +110,7 @@ def outlier_channels(fp32: Path, candidates: list[str], files: ModelFiles, head:
     import onnx
     from onnx import TensorProto, helper
 
-    from surerank.engine.onnx_build import _drift_sequences, _session
+    from surerank.engine.onnx_build import _atomic_save, _drift_sequences, _session
 
     model = onnx.load(str(fp32))
     by_name = {n.name: n for n in model.graph.node}
@@ -120,7 +119,7 @@ def outlier_channels(fp32: Path, candidates: list[str], files: ModelFiles, head:
         model.graph.output.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, None))
     with tempfile.TemporaryDirectory(dir=fp32.parent, prefix=".int8-outliers-") as tmp:
         probe = Path(tmp) / "probe.onnx"
-        _save(model, probe)
+        _atomic_save(model, probe)
         session = _session(probe, threads=1)
         names = {i.name for i in session.get_inputs()}
         peak: dict[str, np.ndarray] = {}
@@ -139,15 +138,18 @@ def outlier_channels(fp32: Path, candidates: list[str], files: ModelFiles, head:
     return found
 
 
-def split_outlier_channels(fp32: Path, candidates: list[str], outliers: dict[str, list[int]], out: Path, *,
-                           external: bool = True) -> dict[str, list[int]]:
+def split_outlier_channels(fp32: Path, candidates: list[str], outliers: dict[str, list[int]],
+                           out: Path) -> dict[str, list[int]]:
     """Write to ``out`` the graph of ``fp32`` with each candidate's outlier input channels split off, as
     LLM.int8() does: ``x @ W = x_rest @ W + x[:, outliers] @ W[outliers]``, where ``x_rest`` is ``x``
     with those channels zeroed.  The candidate keeps its name on the ``x_rest`` product (the one int8 will
     quantise, its activations' per-tensor scale now set by ordinary channels); the outlier product stays
-    fp32 (a few rows of the weight).  All fp32, the graph computes what ``fp32`` does."""
+    fp32 (a few rows of the weight).  All fp32, the graph computes what ``fp32`` does.  Returns the outlier
+    channels split off, per input tensor."""
     import onnx
     from onnx import helper, numpy_helper
+
+    from surerank.engine.onnx_build import _atomic_save
 
     model = onnx.load(str(fp32))
     weights = {t.name: t for t in model.graph.initializer}
@@ -184,10 +186,8 @@ def split_outlier_channels(fp32: Path, candidates: list[str], outliers: dict[str
             helper.make_node("MatMul", [outl, f"{w}::outliers"], [f"{y}::outliers"], name=f"{node.name}::outliers"),
             helper.make_node("Add", [f"{y}::rest", f"{y}::outliers"], [y], name=f"{node.name}::join"),
         ]
-    ordered = [m for n in nodes for m in (*before.get(id(n), ()), n, *after.get(id(n), ()))]
-    del model.graph.node[:]
-    model.graph.node.extend(ordered)
-    _save(model, out, external)
+    _insert_nodes(model, nodes, before, after)
+    _atomic_save(model, out)
     return {x: outliers[x] for x in shared}
 
 
