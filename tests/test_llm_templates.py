@@ -403,8 +403,8 @@ def test_template_through_vllm_score_and_rerank_endpoints(server, endpoint):
 
 # --- llama.cpp: the code path through a stand-in Llama ------------------------------------------------------
 class _StandInLlama:
-    """What LlamaCppBackend uses of llama_cpp.Llama, computed by a transformers model (llama-cpp-python is not
-    installed here: its source build takes 13 minutes)."""
+    """What LlamaCppBackend uses of llama_cpp.Llama, computed by a transformers model (CI does not build
+    llama-cpp-python: its source build takes 13 minutes; tests/test_llm_llama.py runs the real library)."""
 
     def __init__(self, model, tok) -> None:
         self.model, self.tok = model, tok
@@ -443,8 +443,11 @@ def test_llama_cpp_template_path_equals_the_published_formula(models, causal_tok
     llm = _StandInLlama(models["qwen3-reranker"], causal_tokenizer)
     backend = object.__new__(LlamaCppBackend)
     LLMBackend.__init__(backend, model="stand-in.gguf", concurrency=1)
-    backend._llm, backend._lock, backend._label_ids, backend.n_ctx = llm, threading.Lock(), {}, 2048
-    backend._lib = types.SimpleNamespace(llama_get_logits_ith=llm.logits_pointer)
+    backend._llm, backend._lock, backend.n_ctx = llm, threading.Lock(), 2048
+    backend._label_ids, backend._vocab = {}, None
+    backend._lib = types.SimpleNamespace(  # llama.cpp's vocabulary API: entries spelled as the tokenizer's
+        llama_get_logits_ith=llm.logits_pointer, llama_model_get_vocab=lambda model: None,
+        llama_vocab_get_text=lambda vocab, i: (causal_tokenizer.convert_ids_to_tokens(i) or "").encode())
     ranked = Reranker("llm-pointwise", backend=backend, template="qwen3-reranker", max_words=None).rank(QUERY, DOCS)
     reference = reference_scores("qwen3-reranker", models["qwen3-reranker"], causal_tokenizer)
     assert np.abs(scores_by_index(ranked) - reference).max() <= 1e-3

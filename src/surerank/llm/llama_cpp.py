@@ -70,6 +70,7 @@ class LlamaCppBackend(LLMBackend):
             self._formatter = Jinja2ChatFormatter(template=template, eos_token=self._token_text(self._llm.token_eos()),
                                                   bos_token=self._token_text(self._llm.token_bos()))
         self._label_ids: dict[str, list[int]] = {}
+        self._vocab: dict[bytes, int] | None = None  # token text -> id, read when a template needs it
 
     def _load(self, llama_cpp: Any, **options: Any) -> Any:
         """Build the Llama, with the model's extra buffer types switched off unless asked for.
@@ -160,14 +161,36 @@ class LlamaCppBackend(LLMBackend):
         if key not in self._label_ids:
             ids = []
             for label in template.labels:
-                tokens = self._llm.tokenize(label.encode("utf-8"), add_bos=False, special=False)
-                # "vocab": the vocabulary entry spelled exactly so, i.e. a label that is one token by itself
-                if not tokens or (template.label_lookup == "vocab" and len(tokens) != 1):
+                if template.label_lookup == "vocab":
+                    # the vocabulary entry spelled exactly so (the reference's convert_tokens_to_ids): on a
+                    # SentencePiece vocabulary tokenizing "yes" gives "▁yes", another token
+                    found = self._vocab_entry(label)
+                else:  # the first token of the label's encoding
+                    tokens = self._llm.tokenize(label.encode("utf-8"), add_bos=False, special=False)
+                    found = int(tokens[0]) if tokens else None
+                if found is None:
                     raise InputError(f"template {template.name}: the model's vocabulary has no token {label!r}; "
                                      "is this the model the template is for?")
-                ids.append(int(tokens[0]))
+                ids.append(found)
             self._label_ids[key] = ids
         return self._label_ids[key]
+
+    def _vocab_entry(self, text: str) -> int | None:
+        """The id of the vocabulary entry spelled exactly ``text``, or None (the vocabulary is read once)."""
+        if self._vocab is None:
+            lib, model = self._lib, self._llm.model
+            if hasattr(lib, "llama_model_get_vocab"):  # llama.cpp's vocabulary API (llama-cpp-python 0.3.6+)
+                vocab = lib.llama_model_get_vocab(model)
+
+                def text_of(i: int) -> bytes:
+                    return lib.llama_vocab_get_text(vocab, i)
+            else:
+                def text_of(i: int) -> bytes:
+                    return lib.llama_token_get_text(model, i)
+            self._vocab = {}
+            for i in range(int(self._llm.n_vocab())):
+                self._vocab.setdefault(bytes(text_of(i)), i)
+        return self._vocab.get(text.encode("utf-8"))
 
     def template_tokens(self, request: LLMRequest) -> list[int]:
         """Each piece tokenized on its own (special tokens such as ``<|im_start|>`` parsed), BOS if the
