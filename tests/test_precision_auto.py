@@ -76,7 +76,7 @@ def test_auto_is_int8_fast_for_a_model_within_the_bound(tiny_ce, monkeypatch):
 
 def test_the_drift_is_measured_once_and_cached_with_the_graph(tiny_ce, monkeypatch):
     first = surerank.Reranker("cross-encoder", model=str(tiny_ce)).describe()["precision_auto"]
-    records = list((tiny_ce.parent / "cache" / "onnx").glob("ce-*int8-pc-sens.auto.json"))
+    records = list((tiny_ce.parent / "cache" / "onnx").glob("ce-*int8-pc-fold.auto.json"))
     assert len(records) == 1
     stored = json.loads(records[0].read_text())
     assert stored["choice"] == "fp32" and stored["drift"] == pytest.approx(first["drift"])

@@ -338,20 +338,44 @@ def onnx_model_path(files: ModelFiles, head: str, precision: str = "fp32") -> Pa
     if not int8.is_file():
         logger.info("quantising %s to int8 (ONNX Runtime dynamic quantisation, %s)", fp32.name, recipe)
         quantize_int8(fp32, int8, recipe, files, head)
+        remove_retired_int8(root, stem, set(INT8_RECIPES.values()))
     return int8
 
 
+def remove_retired_int8(root: Path, stem: str, current: set[str]) -> list[Path]:
+    """Delete the cached int8 graphs of ``stem`` (and their records) made by recipes no longer in
+    ``current``: a release that changes a precision's recipe builds a new graph under a new name, and the
+    old one (60 MB for all-MiniLM-L6-v2, 110 MB for all-mpnet-base-v2) would otherwise stay forever."""
+    removed = []
+    prefix = f"{stem}-int8-"
+    for path in root.glob(prefix + "*"):
+        recipe = path.name[len(prefix):].split(".", 1)[0]
+        if recipe not in current and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        logger.info("removed %d cached file(s) of retired int8 recipes: %s", len(removed),
+                    ", ".join(sorted(p.name for p in removed)))
+    return removed
+
+
 #: int8 recipes, by precision name.  All use per-channel int8 weights (per-tensor lost 0.006 nDCG@10) and
-#: keep the heads in fp32.  The FFN output projections read GELU outputs with outlier activations, which
+#: keep the heads in fp32.  The FFN output projections read GELU outputs with a few outlier channels, which
 #: per-tensor activation quantisation handles worst:
-#: ``int8``: every FFN output projection stays fp32 -- DL19 / DL20 nDCG@10 -0.001 / +0.004 vs fp32, ~1.7x fp32;
-#: ``int8-fast``: only the most sensitive of them stay fp32 (one per six layers), chosen by measuring on
-#: calibration text how far the output moves when each one alone is quantised -- +0.001 / +0.004, ~2.4x fp32.
-INT8_RECIPES = {"int8": "pc-noff2", "int8-fast": "pc-sens"}
+#: ``int8``: every FFN output projection stays fp32 (``pc-noff2``);
+#: ``int8-fast``: every projection int8, the outlier channels of the FFN hidden layer (2 to 4 of 1536 per
+#: layer in all-MiniLM-L6-v2) folded into a small fp32 side branch of the FFN (``pc-fold``,
+#: :func:`surerank.engine.quant_search.fold_ffn_outliers`).  It replaced ``pc-sens`` (the most sensitive
+#: sixth of the FFN output projections kept fp32): all-MiniLM-L6-v2's calibration drift 0.327 vs 0.343 and
+#: DL19 / DL20 nDCG@10 -0.0023 / +0.0048 vs fp32 (``pc-sens``: -0.0020 / +0.0064); docs/engine.md has the speed.
+INT8_RECIPES = {"int8": "pc-noff2", "int8-fast": "pc-fold"}
 INT8_RECIPE = INT8_RECIPES["int8"]
 FP32_NODES_KEY = "surerank.fp32_nodes"
+#: the int8-fast graph's folded FFN outlier channels, per projection (JSON)
+FOLDED_CHANNELS_KEY = "surerank.folded_channels"
 
-# Calibration text for choosing the fp32 layers: varied everyday and technical prose, written for this.
+# Calibration text for the int8 graphs (outlier channels, the drift checks, the int8-fast search): varied
+# everyday and technical prose, written for this.
 CALIBRATION_TEXTS = (
     "How long does it take to boil an egg so that the yolk stays soft?",
     "The mitochondria is the organelle that produces most of the chemical energy in a cell.",
@@ -388,24 +412,6 @@ CALIBRATION_TEXTS = (
 )
 
 
-def _calibration_feed(files: ModelFiles, head: str) -> dict[str, np.ndarray]:
-    """A padded batch of calibration text (pairs of neighbouring texts for a classifier head)."""
-    from surerank.engine.batching import build_batch
-    from surerank.engine.tokenize import TokenizerEngine, pair_sequence, single_sequence
-
-    tok = TokenizerEngine(files.directory / "tokenizer.json")
-    ids = [x[:120] for x in tok.encode(list(CALIBRATION_TEXTS))]
-    if head == "classifier":
-        seqs = [pair_sequence(tok.template, ids[i], ids[(i + 1) % len(ids)]) for i in range(len(ids))]
-    else:
-        seqs = [single_sequence(tok.template, x) for x in ids]
-    b = build_batch(seqs, np.arange(len(seqs)), tok.pad_id, tok.template.second_type_id, files.position_offset)
-    feed = {"input_ids": b.input_ids, "token_type_ids": b.token_type_ids, "attention_mask": b.attention_mask}
-    if b.position_ids is not None:
-        feed["position_ids"] = b.position_ids
-    return feed
-
-
 def _session(path: Path, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
@@ -426,29 +432,6 @@ def _output_drift(reference: np.ndarray, output: np.ndarray, head: str) -> float
     return float(np.mean(1.0 - np.sum(a * b, axis=1)))
 
 
-def sensitive_projections(src: Path, files: ModelFiles, head: str, candidates: list[str], keep: int,
-                          quantize: Any) -> list[str]:
-    """The ``keep`` projections whose quantisation alone moves the output most, kept fp32 by ``int8-fast``.
-
-    Each candidate is left fp32 in turn with everything else int8; the ones whose restoration brings the
-    output closest to fp32 on the calibration text are chosen.
-    """
-    feed = _calibration_feed(files, head)
-    reference = _session(src).run(None, feed)[0]
-    drift: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(dir=src.parent) as tmp:
-        for name in candidates:
-            path = Path(tmp) / f"{name}.onnx"
-            quantize(path, [name])
-            session = _session(path)
-            feed_ = {k: v for k, v in feed.items() if k in {i.name for i in session.get_inputs()}}
-            drift[name] = _output_drift(reference, session.run(None, feed_)[0], head)
-    chosen = sorted(candidates, key=lambda n: drift[n])[:keep]
-    logger.info("int8-fast: output drift with one projection left fp32: %s; keeping %s in fp32",
-                ", ".join(f"{n} {d:.5f}" for n, d in drift.items()), ", ".join(chosen))
-    return chosen
-
-
 def quantize_keeping(src: Path, dst: Path, fp32_nodes: list[str]) -> None:
     """ONNX Runtime dynamic quantisation (per-channel int8 weights) of every MatMul and Attention node
     except ``fp32_nodes``."""
@@ -466,37 +449,43 @@ def quantize_keeping(src: Path, dst: Path, fp32_nodes: list[str]) -> None:
 def quantize_int8(src: Path, dst: Path, recipe: str = INT8_RECIPE, files: ModelFiles | None = None,
                   head: str = "mean") -> None:
     """Dynamic int8 quantisation of the weights; activations are quantised at run time."""
+    import json
+
     import onnx
 
     model = onnx.load(str(src), load_external_data=False)
     names = [n.name for n in model.graph.node]
     heads = [n for n in names if n in ("pooler", "classifier")]
     ffn_out = [n for n in names if n.endswith("_ff2")]
+    if recipe == "pc-fold" and files is None:
+        raise ValueError(f"the {recipe} recipe needs the model files (tokenizer) for calibration")
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as work:
+        source = src  # the graph quantised: ``src``, or ``src`` with its FFN outlier channels folded
+        props: dict[str, str] = {}
 
-    def quantize(path: Path, fp32_nodes: list[str]) -> None:
-        quantize_keeping(src, path, heads + fp32_nodes)
+        def quantize(path: Path, fp32_nodes: list[str]) -> None:
+            quantize_keeping(source, path, heads + fp32_nodes)
 
-    if recipe == "pc-noff2":
-        fp32_nodes = ffn_out
-    elif recipe == "pc-all":
-        fp32_nodes = []
-    elif recipe == "pc-sens":
-        if files is None:
-            raise ValueError("the pc-sens recipe needs the model files (tokenizer) for calibration")
-        fp32_nodes = sensitive_projections(src, files, head, ffn_out, max(1, len(ffn_out) // 6), quantize)
-    else:
-        raise ValueError(f"unknown int8 recipe {recipe!r}")
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        quantize(Path(tmp), fp32_nodes)
-        quantized = onnx.load(tmp)
-        onnx.helper.set_model_props(quantized, {FP32_NODES_KEY: ",".join(heads + fp32_nodes)})
+        if recipe == "pc-noff2":
+            fp32_nodes = ffn_out
+        elif recipe == "pc-all":
+            fp32_nodes = []
+        elif recipe == "pc-fold":
+            from surerank.engine.quant_search import fold_ffn_outliers, folded_products, outlier_channels
+
+            source = Path(work) / "folded.onnx"
+            folded = fold_ffn_outliers(src, ffn_out, outlier_channels(src, ffn_out, files, head), source)
+            fp32_nodes = folded_products(folded)
+            props[FOLDED_CHANNELS_KEY] = json.dumps(folded)
+            logger.info("int8-fast: %d outlier channels of %d FFN output projections folded into fp32",
+                        sum(map(len, folded.values())), len(folded))
+        else:
+            raise ValueError(f"unknown int8 recipe {recipe!r}")
+        out = Path(work) / "int8.onnx"
+        quantize(out, fp32_nodes)
+        quantized = onnx.load(str(out))
+        onnx.helper.set_model_props(quantized, {FP32_NODES_KEY: ",".join(heads + fp32_nodes), **props})
         _atomic_save(quantized, dst)
-    finally:
-        for leftover in (tmp, tmp + ".data"):  # quantize_dynamic's external data file is named after it
-            if os.path.exists(leftover):
-                os.unlink(leftover)
 
 
 # -- precision="auto" --------------------------------------------------------------------------------
@@ -504,7 +493,7 @@ def quantize_int8(src: Path, dst: Path, recipe: str = INT8_RECIPE, files: ModelF
 #: most this bound, else fp32.  The drift is max |Δ score| / sd(fp32 scores): the largest move int8-fast
 #: makes to any calibration score (cosine of two texts, or a pair's logit), in units of the spread of the
 #: fp32 scores.  0.5 -- no score moves by more than half a standard deviation of the scores -- admits
-#: all-MiniLM-L6-v2 (0.34; DL19 / DL20 nDCG@10 -0.0020 / +0.0064 vs fp32) with room for another CPU's rounding,
+#: all-MiniLM-L6-v2 (0.33; DL19 / DL20 nDCG@10 -0.0023 / +0.0048 vs fp32) with room for another CPU's rounding,
 #: and refuses the random-weight test models (1.3 to 5); docs/engine.md gives the measurements.
 AUTO_DRIFT_BOUND = 0.5
 AUTO_MEASURE = "max |Δ score| / sd(fp32 scores)"

@@ -148,6 +148,9 @@ def exported_model_path(files: ModelFiles, head: str, precision: str = "fp32", *
             for f in (int8, int8.with_name(int8.name + ".data")):
                 f.unlink(missing_ok=True)
         check.write_text(json.dumps(rec, indent=2) + "\n")
+        from surerank.engine.onnx_build import remove_retired_int8
+
+        remove_retired_int8(root, stem, set(EXPORT_INT8_RECIPES.values()))
     rec = json.loads(check.read_text())
     if not rec["accepted"]:
         raise InputError(rec.get("refused") or (
@@ -586,7 +589,7 @@ def quantize_exported(src: Path, dst: Path, recipe: str, files: ModelFiles, head
     search (``pc-greedy``; ``pc-split`` after splitting off outlier channels), whose figures it returns."""
     import onnx
 
-    from surerank.engine.onnx_build import AUTO_DRIFT_BOUND, FP32_NODES_KEY, sensitive_projections
+    from surerank.engine.onnx_build import AUTO_DRIFT_BOUND, FP32_NODES_KEY
     from surerank.engine.quant_search import greedy_fp32_projections, outlier_channels, split_outlier_channels
 
     layer, ffn_out = _weight_matmuls(src)
@@ -607,9 +610,6 @@ def quantize_exported(src: Path, dst: Path, recipe: str, files: ModelFiles, head
             fp32_nodes = ffn_out
         elif recipe == "pc-all":
             fp32_nodes = []
-        elif recipe == "pc-sens":
-            fp32_nodes = sensitive_projections(src, files, head, ffn_out, max(1, len(ffn_out) // 6), quantize) \
-                if ffn_out else []
         elif recipe in ("pc-greedy", "pc-split"):
             fp32_nodes, search = greedy_fp32_projections(source, quantize, layer, files, head,
                                                          GREEDY_TARGET_SHARE * AUTO_DRIFT_BOUND)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,79 @@ def split_outlier_channels(fp32: Path, candidates: list[str], outliers: dict[str
     _insert_nodes(model, nodes, before, after)
     _atomic_save(model, out)
     return {x: outliers[x] for x in shared}
+
+
+#: activations (``com.microsoft`` ops taking the FFN input projection's bias) whose value at 0 is 0, so a
+#: channel whose weights and bias are zeroed stays 0 through them
+_ZERO_PRESERVING_ACTIVATIONS = ("BiasGelu", "FastGelu")
+
+
+def fold_ffn_outliers(fp32: Path, candidates: list[str], outliers: dict[str, list[int]],
+                      out: Path) -> dict[str, list[int]]:
+    """Write to ``out`` the graph of ``fp32`` with the outlier channels of each candidate FFN output
+    projection's input moved into a small fp32 side branch of the whole FFN.
+
+    For ``ff2(act(ff1(x) + b))`` with outlier hidden channels ``o``: ``ff1``'s weight columns and bias
+    entries ``o`` are zeroed (the activation then yields exactly 0 there, so the int8 ``ff2`` input's
+    per-tensor scale is set by the ordinary channels), and ``act(x @ W1[:, o] + b[o]) @ W2[o]`` is added
+    to ``ff2``'s output in fp32.  Cheaper than :func:`split_outlier_channels` on these projections (no mask
+    over the wide hidden tensor: the side branch is a few columns wide).  All fp32, the graph computes what
+    ``fp32`` does.  A candidate whose input does not come from ``act(MatMul)`` is left alone.  Returns
+    the channels folded, per candidate; the side branch's two products, to keep fp32, are
+    :func:`folded_products`.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from surerank.engine.onnx_build import _atomic_save
+
+    model = onnx.load(str(fp32))
+    weights = {t.name: t for t in model.graph.initializer}
+    nodes = list(model.graph.node)  # held, so that the ids below stay those of these nodes
+    producer = {o: n for n in nodes for o in n.output}
+    uses = Counter(i for n in nodes for i in n.input)
+    after: dict[int, list[Any]] = {}
+    folded: dict[str, list[int]] = {}
+    for node in nodes:
+        hidden = node.input[0] if node.name in candidates else None
+        act = producer.get(hidden) if hidden in outliers else None
+        if act is None or act.op_type not in _ZERO_PRESERVING_ACTIVATIONS or len(act.input) != 2:
+            continue
+        ff1 = producer.get(act.input[0])
+        if ff1 is None or ff1.op_type != "MatMul" or node.input[1] not in weights or any(
+                t not in weights or uses[t] != 1 for t in (ff1.input[1], act.input[1])):
+            continue  # not act(MatMul), or weights another node reads too (zeroing them would change it)
+        channels = outliers[hidden]
+        w1 = numpy_helper.to_array(weights[ff1.input[1]]).copy()
+        b1 = numpy_helper.to_array(weights[act.input[1]]).copy()
+        w2 = numpy_helper.to_array(weights[node.input[1]])
+        side = f"{node.name}::outliers"
+        model.graph.initializer.extend([
+            numpy_helper.from_array(np.ascontiguousarray(w1[:, channels]), f"{side}_w1"),
+            numpy_helper.from_array(b1[channels], f"{side}_b1"),
+            numpy_helper.from_array(np.ascontiguousarray(w2[channels]), f"{side}_w2")])
+        w1[:, channels] = 0
+        b1[channels] = 0
+        weights[ff1.input[1]].CopyFrom(numpy_helper.from_array(w1, ff1.input[1]))
+        weights[act.input[1]].CopyFrom(numpy_helper.from_array(b1, act.input[1]))
+        y = node.output[0]
+        node.output[0] = f"{y}::rest"
+        after[id(node)] = [
+            helper.make_node("MatMul", [ff1.input[0], f"{side}_w1"], [f"{side}_h"], name=f"{side}_in"),
+            helper.make_node(act.op_type, [f"{side}_h", f"{side}_b1"], [f"{side}_act"], name=f"{side}_act",
+                             domain=act.domain),
+            helper.make_node("MatMul", [f"{side}_act", f"{side}_w2"], [f"{side}_y"], name=side),
+            helper.make_node("Add", [f"{y}::rest", f"{side}_y"], [y], name=f"{node.name}::join"),
+        ]
+        folded[node.name] = channels
+    _insert_nodes(model, nodes, {}, after)
+    _atomic_save(model, out)
+    return folded
+
+
+def folded_products(folded: dict[str, list[int]]) -> list[str]:
+    """The fp32 side-branch products :func:`fold_ffn_outliers` added for the candidates it folded."""
+    return [f"{name}::outliers{part}" for name in folded for part in ("_in", "")]
 
 
 def greedy_fp32_projections(fp32: Path, quantize: Callable[[Path, list[str]], None], candidates: list[str],
