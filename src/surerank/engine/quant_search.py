@@ -4,8 +4,7 @@ Some models cannot take int8 on a few projections.  all-mpnet-base-v2 is one: qu
 projections moves its embeddings to a mean cosine of 0.01 with fp32's (ONNX Runtime's dynamic int8
 quantises activations per tensor, and a few of its layers carry outlier channels); quantising layer 10's
 FFN input projection alone moves them by 0.93 in mean 1 - cosine, most of the others by under 1e-4.
-The hand-built BERT graph's recipe (leave a sixth of the FFN output projections fp32) does not find
-these, so exported graphs use this search instead (the ``pc-split`` recipe of ``int8-fast``):
+Exported graphs therefore take this search (the ``pc-split`` recipe of ``int8-fast``):
 
 0. the outlier channels of every projection's input (a channel whose largest calibration activation is
    over four times the median channel's; all-mpnet-base-v2's channel 555 reaches 66 where the median is
@@ -19,6 +18,10 @@ these, so exported graphs use this search instead (the ``pc-split`` recipe of ``
    ``precision="auto"`` check uses and with its measure (max |Δ score| / sd of the fp32 scores);
 3. the projections are taken from the least to the most sensitive, and the longest prefix whose joint
    drift stays within ``target`` is quantised (a binary search over its length); the rest stay fp32.
+
+The hand-built BERT graph's ``int8-fast`` (``pc-fold``) quantises every projection after
+:func:`fold_ffn_outliers` has moved the FFN hidden layer's outlier channels into a small fp32 side branch
+(cheaper there than the split: no mask over the 4x-wide hidden tensor).
 """
 
 from __future__ import annotations
