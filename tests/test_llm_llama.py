@@ -14,6 +14,15 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
+from published_templates import (  # noqa: E402
+    GEMMA_PROMPT,
+    MXBAI_PREFIX,
+    MXBAI_SUFFIX,
+    MXBAI_TASK,
+    QWEN3_PREFIX,
+    QWEN3_SUFFIX,
+    QWEN3_TASK,
+)
 from surerank import Query, Reranker  # noqa: E402
 from surerank.errors import InputError  # noqa: E402
 from surerank.llm import LLMRequest  # noqa: E402
@@ -116,18 +125,6 @@ PASSAGES = [
     "In winter the days are short, so panels produce less energy overall.",
     "Snow on a panel blocks light until it slides off.",
 ]
-QWEN3_PREFIX = ('<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the '
-                'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n')
-QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-QWEN3_TASK = "Given a web search query, retrieve relevant passages that answer the query"
-GEMMA_PROMPT = ("Given a query A and a passage B, determine whether the passage contains an answer to the query by "
-                "providing a prediction of either 'Yes' or 'No'.")
-MXBAI_PREFIX = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
-                "<|im_start|>user\n")
-MXBAI_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
-MXBAI_TASK = ("You are a search relevance expert who evaluates how well documents match search queries. For each "
-              "query-document pair, carefully analyze the semantic relationship between them, then provide your "
-              "binary relevance judgment (0 for not relevant, 1 for relevant).\nRelevance:")
 # Each template's published prompt: (BOS first?, the pieces, tokenized one by one); formulas below.
 PUBLISHED = {
     "qwen3-reranker": (False, lambda d: [QWEN3_PREFIX, f"<Instruct>: {QWEN3_TASK}\n<Query>: {QUERY}\n<Document>: {d}",
