@@ -233,8 +233,9 @@ def fold_ffn_outliers(fp32: Path, candidates: list[str], outliers: dict[str, lis
             continue
         ff1 = producer.get(act.input[0])
         if ff1 is None or ff1.op_type != "MatMul" or node.input[1] not in weights or any(
-                t not in weights or uses[t] != 1 for t in (ff1.input[1], act.input[1])):
-            continue  # not act(MatMul), or weights another node reads too (zeroing them would change it)
+                t not in weights or uses[t] != 1 for t in (ff1.input[1], act.input[1])) or any(
+                uses[t] != 1 for t in (act.input[0], hidden)):
+            continue  # not act(MatMul), or a tensor the fold changes is read by another node too
         channels = outliers[hidden]
         w1 = numpy_helper.to_array(weights[ff1.input[1]]).copy()
         b1 = numpy_helper.to_array(weights[act.input[1]]).copy()

@@ -189,7 +189,7 @@ class LlamaCppBackend(LLMBackend):
                     return lib.llama_token_get_text(model, i)
             self._vocab = {}
             for i in range(int(self._llm.n_vocab())):
-                self._vocab.setdefault(bytes(text_of(i)), i)
+                self._vocab.setdefault(bytes(text_of(i) or b""), i)
         return self._vocab.get(text.encode("utf-8"))
 
     def template_tokens(self, request: LLMRequest) -> list[int]:
