@@ -240,7 +240,9 @@ def test_custom_code_model_is_refused_without_trust_remote_code(custom_code_dir,
 @pytest.fixture(scope="module")
 def t5_parts():
     """A sentencepiece-style (Metaspace) BPE tokenizer with '▁true', '▁false', '<extra_id_10>' and '</s>'
-    appended, and a tiny random T5."""
+    appended, and a tiny random T5 at transformers' default initialisation scale (at 3x, this T5's untrained
+    attention, unscaled as in T5, saturated to one-hot and fp32 rounding alone moved a logit by 1e-2 against
+    float64 on one calibration pair: a test of numerics, not of the formula or the export)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -256,7 +258,7 @@ def t5_parts():
         assert fast.convert_tokens_to_ids(token) != fast.unk_token_id
     config = transformers.T5Config(vocab_size=len(fast), d_model=32, d_kv=8, d_ff=64, num_layers=2,
                                    num_decoder_layers=2, num_heads=4, decoder_start_token_id=0, pad_token_id=0,
-                                   eos_token_id=1, initializer_factor=3.0)
+                                   eos_token_id=1, initializer_factor=1.0)
     torch.manual_seed(5)
     return transformers.T5ForConditionalGeneration(config).eval(), fast
 
@@ -292,6 +294,60 @@ def test_t5_reranker_equals_the_published_formula(variant, t5_parts):
         assert (ours < 0).all()  # log P(true)
     assert ranked.cost.calls == 3 and all(item.truncation is None for item in ranked.items)
     assert ranker.describe()["variant"] == variant
+
+
+@pytest.fixture(scope="module")
+def t5_dir(t5_parts, tmp_path_factory):
+    """The tiny T5 and its tokenizer saved as a model folder, as a user names a checkpoint."""
+    model, tok = t5_parts
+    path = tmp_path_factory.mktemp("tiny-t5")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def t5_formula_reference(model, tok, variant: str) -> np.ndarray:
+    if variant == "monot5":
+        logits = t5_reference(model, tok, "Query: {q} Document: {d} Relevant:")
+        pair = logits[:, [tok.convert_tokens_to_ids("▁false"), tok.convert_tokens_to_ids("▁true")]]
+        return torch.log_softmax(pair, dim=-1)[:, 1].numpy()
+    logits = t5_reference(model, tok, "Query: {q} Document: {d}")
+    return logits[:, tok.convert_tokens_to_ids("<extra_id_10>")].numpy()
+
+
+@pytest.mark.parametrize("variant", ["monot5", "rankt5"])
+def test_t5_reranker_default_backend_is_a_checked_onnx_graph_at_the_formula(variant, t5_parts, t5_dir):
+    """A named checkpoint on a CPU machine runs on ONNX Runtime (the default): the first decoder step is
+    exported, checked against torch and cached; its scores equal the formula's, as torch's do."""
+    model, tok = t5_parts
+    reference = t5_formula_reference(model, tok, variant)
+    onnx_ranker = Reranker("t5-reranker", model=str(t5_dir), variant=variant, batch_size=3)
+    torch_ranker = Reranker("t5-reranker", model=str(t5_dir), variant=variant, batch_size=3, backend="torch",
+                            device="cpu")
+    described = onnx_ranker.describe()
+    assert described["backend"] == "onnx" and described["backend_choice"].startswith("auto -> onnx")
+    parity = described["export_parity"]
+    assert parity["measure"] == "max |Δ logit|" and 0 <= parity["value"] <= 1e-3
+    assert torch_ranker.describe()["backend"] == "torch"
+    for ranker in (onnx_ranker, torch_ranker):
+        ranked = ranker.rank(Query.from_texts(QUERY, DOCS, id="q1"))
+        ours = scores_by_index(ranked)
+        assert np.abs(ours - reference).max() <= 1e-3
+        assert [item.index for item in ranked.items] == list(np.argsort(-reference, kind="stable"))
+        assert ranked.cost.calls == 3
+    # the second ranker of the same checkpoint and tokens reuses the cached graph
+    again = Reranker("t5-reranker", model=str(t5_dir), variant=variant)
+    assert again.describe()["onnx_path"] == described["onnx_path"]
+
+
+def test_t5_onnx_backend_refuses_what_it_cannot_run(t5_parts, t5_dir):
+    model, tok = t5_parts
+    with pytest.raises(InputError, match="model_obj runs on backend='torch'"):
+        Reranker("t5-reranker", model_obj=model, tokenizer_obj=tok, backend="onnx")
+    with pytest.raises(InputError, match="dtype: the onnx backend runs float32"):
+        Reranker("t5-reranker", model=str(t5_dir), backend="onnx", dtype="bfloat16")
+    with pytest.raises(InputError, match="backend: 'tensorrt' is unknown"):
+        Reranker("t5-reranker", model=str(t5_dir), backend="tensorrt")
 
 
 def test_t5_long_document_keeps_the_prompt_end_and_says_so(t5_parts, caplog):

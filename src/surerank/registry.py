@@ -71,7 +71,7 @@ _BUILTIN: dict[str, RankerSpec] = {
                    "LLM listwise windows ordered by first-identifier logits (FIRST)", extra="llm"),
         RankerSpec("llm-jointrank", "surerank.rankers.llm_jointrank:JointRankLLMRanker",
                    "LLM JointRank: overlapping blocks ranked in parallel, wins aggregated", extra="llm"),
-        RankerSpec("t5-reranker", "surerank.rankers.t5:T5Ranker", "monoT5 / RankT5 first-decoder-step logits (torch)", ("torch", "transformers"), extra="torch"),  # noqa: E501
+        RankerSpec("t5-reranker", "surerank.rankers.t5:T5Ranker", "monoT5 / RankT5 first-decoder-step logits (ONNX Runtime on CPU, exported once through torch; or torch)", ("torch", "transformers"), extra="torch"),  # noqa: E501
         RankerSpec("exec", "surerank.rankers.execution:ExecutionRanker",
                    "generated code: run in a sandbox on inference-time tests (CodeT, MBR-exec, examples)"),
         RankerSpec("coder-reviewer", "surerank.rankers.coder_reviewer:CoderReviewerRanker",

@@ -184,12 +184,8 @@ class ModelFiles:
         return dict(auto_map) if auto_map else None
 
     def fingerprint(self) -> str:
-        """Identifies the weights (path, size, mtime) so cached graphs are rebuilt when they change."""
-        h = hashlib.sha256(str(self.directory.resolve()).encode())
-        for f in self.weight_files:
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
-        return h.hexdigest()[:16]
+        """Identifies the weights so cached graphs are rebuilt when they change."""
+        return weights_fingerprint(self.directory, self.weight_files)
 
     def content_hash(self) -> dict[str, str]:
         """sha256 of the weights and of tokenizer.json by content: a copy of the model at any path hashes alike.
@@ -202,6 +198,15 @@ class ModelFiles:
         digests = [_file_sha256(f) for f in self.weight_files]
         weights = digests[0] if len(digests) == 1 else hashlib.sha256("\n".join(digests).encode()).hexdigest()
         return {"weights_sha256": weights, "tokenizer_sha256": _file_sha256(self.directory / "tokenizer.json")}
+
+
+def weights_fingerprint(directory: Path, weight_files: list[Path]) -> str:
+    """Identifies the weights (path, size, mtime) so cached graphs are rebuilt when they change."""
+    h = hashlib.sha256(str(directory.resolve()).encode())
+    for f in weight_files:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
 
 
 _SHA256: dict[tuple[str, int, int], str] = {}

@@ -432,18 +432,36 @@ def _output_drift(reference: np.ndarray, output: np.ndarray, head: str) -> float
     return float(np.mean(1.0 - np.sum(a * b, axis=1)))
 
 
-def quantize_keeping(src: Path, dst: Path, fp32_nodes: list[str]) -> None:
-    """ONNX Runtime dynamic quantisation (per-channel int8 weights) of every MatMul and Attention node
-    except ``fp32_nodes``."""
+class _DropPreprocessAdvice(logging.Filter):
+    """ONNX Runtime's quantiser logs advice to run its shape-inference pre-processing on the root logger at
+    every call; surerank's graphs are built with shapes it needs, so the advice is noise in users' logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
+
+
+def quantize_dynamic_int8(src: Path, dst: Path, **options: Any) -> None:
+    """ONNX Runtime dynamic quantisation with int8 per-channel weights, fp32 elsewhere (``options``:
+    ``op_types_to_quantize`` / ``nodes_to_quantize`` / ``nodes_to_exclude``)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
-        op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=list(fp32_nodes),
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        use_external_data_format=has_external_data(src),
-    )
+    advice = _DropPreprocessAdvice()
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        quantize_dynamic(
+            str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            use_external_data_format=has_external_data(src), **options)
+    finally:
+        root.removeFilter(advice)
+
+
+def quantize_keeping(src: Path, dst: Path, fp32_nodes: list[str]) -> None:
+    """Dynamic int8 of every MatMul and Attention node except ``fp32_nodes``."""
+    quantize_dynamic_int8(src, dst, op_types_to_quantize=["MatMul", "Attention"],
+                          nodes_to_exclude=list(fp32_nodes))
 
 
 def quantize_int8(src: Path, dst: Path, recipe: str = INT8_RECIPE, files: ModelFiles | None = None,

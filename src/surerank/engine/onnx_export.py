@@ -568,18 +568,10 @@ def _weight_matmuls(path: Path) -> tuple[list[str], list[str]]:
 def projection_quantizer(src: Path, layer: list[str]) -> Callable[[Path, list[str]], None]:
     """``quantize(path, fp32_nodes)``: write ``src`` to ``path`` with every projection of ``layer`` but
     ``fp32_nodes`` dynamically quantised (int8 per-channel weights, activations per tensor at run time)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from surerank.engine.onnx_build import has_external_data
-
-    external = has_external_data(src)
+    from surerank.engine.onnx_build import quantize_dynamic_int8
 
     def quantize(path: Path, fp32_nodes: list[str]) -> None:
-        quantize_dynamic(
-            str(src), str(path), weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
-            nodes_to_quantize=[n for n in layer if n not in fp32_nodes], use_external_data_format=external,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic_int8(src, path, nodes_to_quantize=[n for n in layer if n not in fp32_nodes])
 
     return quantize
 
