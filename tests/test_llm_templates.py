@@ -340,8 +340,21 @@ def test_t5_reranker_default_backend_is_a_checked_onnx_graph_at_the_formula(vari
     assert again.describe()["onnx_path"] == described["onnx_path"]
 
 
-def test_t5_onnx_backend_refuses_what_it_cannot_run(t5_parts, t5_dir):
+def test_t5_onnx_backend_refuses_what_it_cannot_run(t5_parts, t5_dir, tmp_path, monkeypatch):
     model, tok = t5_parts
+    # a graph over the parity bound is refused, naming the way out, and nothing is cached
+    import shutil
+
+    from surerank.engine import onnx_seq2seq
+    from surerank.engine.model_files import cache_dir
+
+    copy = shutil.copytree(t5_dir, tmp_path / "copy-of-tiny-t5")
+    monkeypatch.setattr(onnx_seq2seq, "PARITY_BOUNDS", {"logit": -1.0})  # any figure is over it
+    before = set((cache_dir() / "onnx").glob("copy-of-tiny-t5-*"))
+    with pytest.raises(onnx_seq2seq.ExportParityError, match=r"max \|Δ logit\| .* > -1e\+00.*backend='torch'"):
+        Reranker("t5-reranker", model=str(copy))
+    assert set((cache_dir() / "onnx").glob("copy-of-tiny-t5-*")) == before == set()
+    monkeypatch.undo()
     with pytest.raises(InputError, match="model_obj runs on backend='torch'"):
         Reranker("t5-reranker", model_obj=model, tokenizer_obj=tok, backend="onnx")
     with pytest.raises(InputError, match="dtype: the onnx backend runs float32"):
