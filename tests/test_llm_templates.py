@@ -340,9 +340,10 @@ def test_t5_reranker_default_backend_is_a_checked_onnx_graph_at_the_formula(vari
     assert again.describe()["onnx_path"] == described["onnx_path"]
 
 
-def test_t5_onnx_backend_refuses_what_it_cannot_run(t5_parts, t5_dir, tmp_path, monkeypatch):
+def test_t5_onnx_backend_refuses_what_it_cannot_run(t5_parts, t5_dir, tmp_path, monkeypatch, caplog):
     model, tok = t5_parts
-    # a graph over the parity bound is refused, naming the way out, and nothing is cached
+    # a graph over the parity bound is refused, naming the way out; only the refusal is cached, so a second
+    # ranker is refused at once; "auto" then runs torch and says so
     import shutil
 
     from surerank.engine import onnx_seq2seq
@@ -350,15 +351,25 @@ def test_t5_onnx_backend_refuses_what_it_cannot_run(t5_parts, t5_dir, tmp_path, 
 
     copy = shutil.copytree(t5_dir, tmp_path / "copy-of-tiny-t5")
     monkeypatch.setattr(onnx_seq2seq, "PARITY_BOUNDS", {"logit": -1.0})  # any figure is over it
-    before = set((cache_dir() / "onnx").glob("copy-of-tiny-t5-*"))
     with pytest.raises(onnx_seq2seq.ExportParityError, match=r"max \|Δ logit\| .* > -1e\+00.*backend='torch'"):
-        Reranker("t5-reranker", model=str(copy))
-    assert set((cache_dir() / "onnx").glob("copy-of-tiny-t5-*")) == before == set()
-    monkeypatch.undo()
+        Reranker("t5-reranker", model=str(copy), backend="onnx")
+    cached = sorted(p.name for p in (cache_dir() / "onnx").glob("copy-of-tiny-t5-*"))
+    assert len(cached) == 1 and cached[0].endswith("-fp32.json")  # the refusal, no graph
+    monkeypatch.undo()  # the bound is back: the remembered refusal still holds, without an export
+    with pytest.raises(onnx_seq2seq.ExportParityError, match="remembered in"):
+        Reranker("t5-reranker", model=str(copy), backend="onnx")
+    ranker = Reranker("t5-reranker", model=str(copy))
+    assert ranker.describe()["backend"] == "torch"
+    assert ranker.describe()["backend_choice"].startswith("auto -> torch (the ONNX graph was refused")
+    assert "backend auto -> torch instead" in caplog.text
+    reference = t5_formula_reference(model, tok, "monot5")
+    assert np.abs(scores_by_index(ranker.rank(Query.from_texts(QUERY, DOCS))) - reference).max() <= 1e-3
     with pytest.raises(InputError, match="model_obj runs on backend='torch'"):
         Reranker("t5-reranker", model_obj=model, tokenizer_obj=tok, backend="onnx")
     with pytest.raises(InputError, match="dtype: the onnx backend runs float32"):
         Reranker("t5-reranker", model=str(t5_dir), backend="onnx", dtype="bfloat16")
+    half = Reranker("t5-reranker", model=str(t5_dir), dtype="bfloat16", device="cpu").describe()
+    assert (half["backend"], half["dtype"]) == ("torch", "bfloat16") and "dtype=bfloat16" in half["backend_choice"]
     with pytest.raises(InputError, match="backend: 'tensorrt' is unknown"):
         Reranker("t5-reranker", model=str(t5_dir), backend="tensorrt")
 

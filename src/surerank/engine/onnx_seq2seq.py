@@ -9,7 +9,8 @@ It is exported through ``torch.onnx.export`` (TorchScript tracer) from the model
 attention, then run on calibration pairs against that torch forward pass at two batch shapes (the full
 padded batch, and three sequences cut to their own longest length: a trace that kept a shape or a padding
 branch as a constant disagrees there).  The figure is stored beside the cached graph (``<graph>.json``
-and the graph's metadata); a graph over the logit bound is refused, naming ``backend='torch'``.  torch is
+and the graph's metadata); a graph over the logit bound is refused, naming ``backend='torch'``, and only
+the record of the refusal is kept (a later ranker of the same checkpoint is refused at once).  torch is
 needed for the export only; afterwards the graph runs on ONNX Runtime alone.
 """
 
@@ -62,10 +63,13 @@ def first_step_graph(directory: Path, token_ids: list[int], calibration: list[li
     stem = f"{directory.name}-{weights_fingerprint(directory, weight_files(directory))}-t5step-{tokens}" \
            f"-x{EXPORTER_VERSION}"
     graph, record = root / f"{stem}-fp32.onnx", root / f"{stem}-fp32.json"
-    if graph.is_file() and record.is_file():
+    if record.is_file():
         rec = json.loads(record.read_text())
-        logger.info("using the cached T5 first-step ONNX graph %s (%s)", graph, _parity_line(rec))
-        return graph, rec
+        if rec.get("refused"):  # the check failed before: refused at once, not exported again
+            raise ExportParityError(f"{rec['refused']} (remembered in {record}; delete it to export again)")
+        if graph.is_file():
+            logger.info("using the cached T5 first-step ONNX graph %s (%s)", graph, _parity_line(rec))
+            return graph, rec
     return graph, _export_checked(directory, list(token_ids), calibration, pad_id, graph, record,
                                   trust_remote_code)
 
@@ -149,10 +153,14 @@ def _export_checked(directory: Path, token_ids: list[int], calibration: list[lis
                "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__, "opset": OPSET,
                "external_data": external}
         if not worst <= figures["bound"]:
-            raise ExportParityError(
+            rec["refused"] = (
                 f"model: the ONNX graph of {directory.name}'s first decoder step disagrees with the torch forward "
                 f"pass: max |Δ logit| {worst:.3g} > {figures['bound']:.0e} on calibration pairs; it is not used "
                 "-- run this model with backend='torch'")
+            tmp_record = Path(tmp) / record.name
+            tmp_record.write_text(json.dumps(rec, indent=2) + "\n")
+            os.replace(tmp_record, record)
+            raise ExportParityError(rec["refused"])
         _stamp(candidate, rec, external)
         data = candidate.with_name(candidate.name + ".data")
         if data.is_file():

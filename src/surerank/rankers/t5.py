@@ -9,11 +9,12 @@
 
 The variant is an explicit option, never guessed from the model name.  ``backend="auto"`` (the default)
 runs a named model on ONNX Runtime on a CPU machine: its first decoder step is exported once through torch,
-checked against the torch forward pass and cached (:mod:`surerank.engine.onnx_seq2seq`); it runs on torch
-when a GPU is present or the model is passed as an object.  Pairs of all queries of a ``rank_many`` are
-scored together in batches of similar length.  An input over ``max_length`` tokens loses the end of its
-*document* (the prompt's ending, e.g. ``Relevant:``, is kept; the reference cuts the whole input's tail
-instead), reported per item.
+checked against the torch forward pass and cached (:mod:`surerank.engine.onnx_seq2seq`).  It runs on torch
+when a GPU is present, a half-precision ``dtype`` is asked, the model is passed as an object, or the
+exported graph fails its check (a warning says so, and ``describe()["backend_choice"]``).  Pairs of all
+queries of a ``rank_many`` are scored together in batches of similar length.  An input over ``max_length``
+tokens loses the end of its *document* (the prompt's ending, e.g. ``Relevant:``, is kept; the reference
+cuts the whole input's tail instead), reported per item.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from surerank.engine.onnx_export import ExportParityError
 from surerank.errors import InputError, MissingDependencyError
 from surerank.ranker import Scores, ScoringRanker
 from surerank.types import Cost, Query, Truncation
@@ -94,33 +96,44 @@ class T5Ranker(ScoringRanker):
         self.batch_size = batch_size
         self.trust_remote_code = trust_remote_code
         self.backend_choice = backend
-        if backend == "auto":
+        auto = backend == "auto"
+        if auto:
             if model_obj is not None:
                 backend, why = "torch", "the model was passed as a torch object"
+            elif dtype not in (None, "float32"):
+                backend, why = "torch", f"dtype={dtype} was asked"
             elif (device or "").startswith("cuda") or (device is None and _cuda_available()):
                 backend, why = "torch", "a GPU is present"
             else:
                 backend, why = "onnx", "CPU"
             logger.info("t5-reranker: backend auto -> %s (%s)", backend, why)
             self.backend_choice = f"auto -> {backend} ({why})"
-        self.backend = backend
         #: the ONNX graph's export-time parity record (None on torch)
         self.export: dict[str, Any] | None = None
         self.onnx_path: str | None = None
-        if backend == "torch":
-            self._init_torch(model, model_obj, tokenizer_obj, device, dtype)
-        else:
-            self._init_onnx(model, model_obj, tokenizer_obj, device, dtype, threads)
         if self.spec.formula == "log_p_true":
             self.tokens = {"true_token": true_token, "false_token": false_token}
         else:
             self.tokens = {"score_token": score_token}
+        if backend == "onnx":
+            self._init_onnx(model, model_obj, tokenizer_obj, device, dtype, threads)
+            try:
+                self._load_graph()
+            except ExportParityError as exc:
+                if not auto:
+                    raise
+                logger.warning("t5-reranker: %s; backend auto -> torch instead", exc)
+                backend, self.backend_choice = "torch", f"auto -> torch (the ONNX graph was refused: {exc})"
+        if backend == "torch":
+            self._init_torch(model, model_obj, tokenizer_obj, device, dtype)
+            self._set_columns()
+        self.backend = backend
+
+    def _set_columns(self) -> None:
         self._token_ids = {key: self._vocab_id(key, token) for key, token in self.tokens.items()}
         #: the logits a formula reads, in this order: (false, true) for monoT5, (score,) for RankT5
         self._columns = [self._token_ids[k] for k in (
             ("false_token", "true_token") if self.spec.formula == "log_p_true" else ("score_token",))]
-        if backend == "onnx":
-            self._load_graph()
 
     def _init_torch(self, model: str | None, model_obj: Any, tokenizer_obj: Any, device: str | None,
                     dtype: str | None) -> None:
@@ -194,6 +207,7 @@ class T5Ranker(ScoringRanker):
         from surerank.engine.onnx_build import CALIBRATION_TEXTS
         from surerank.engine.onnx_seq2seq import first_step_graph
 
+        self._set_columns()
         texts = list(CALIBRATION_TEXTS)
         calibration = [self._encode(texts[i], texts[(i + 7) % len(texts)])[0] for i in range(len(texts))]
         path, self.export = first_step_graph(Path(self._directory), self._columns, calibration, self._pad_id(),
