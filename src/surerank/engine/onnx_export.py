@@ -397,15 +397,26 @@ def _export_checked(files: ModelFiles, head: str, fp32: Path, record: Path, trus
                 f"model: the ONNX graph of {files.directory.name} ({source}) disagrees with the torch "
                 f"forward pass: {figures['measure']} {figures['value']:.3g} > {figures['bound']:.0e} on "
                 "calibration text; it is not used -- run this model with backend='torch'")
-        _stamp(candidate, rec, external)
-        data = candidate.with_name(candidate.name + ".data")
-        if data.is_file():
-            os.replace(data, fp32.with_name(fp32.name + ".data"))
-        os.replace(candidate, fp32)
-        tmp_record = Path(tmp) / record.name
-        tmp_record.write_text(json.dumps(rec, indent=2) + "\n")
-        os.replace(tmp_record, record)
+        install_checked(candidate, fp32, rec, record, external)
     logger.info("exported ONNX graph %s: %s", fp32, _parity_line(rec))
+
+
+def write_record(record: Path, rec: dict[str, Any], scratch: Path) -> None:
+    """Write a graph's JSON record through a file in ``scratch`` (same file system): readers see all or none."""
+    temp = scratch / record.name
+    temp.write_text(json.dumps(rec, indent=2) + "\n")
+    os.replace(temp, record)
+
+
+def install_checked(candidate: Path, graph: Path, rec: dict[str, Any], record: Path, external: bool) -> None:
+    """Stamp a checked graph with its figure, then move it (and its external data) and its record into the
+    cache, each by an atomic rename."""
+    _stamp(candidate, rec, external)
+    data = candidate.with_name(candidate.name + ".data")
+    if data.is_file():
+        os.replace(data, graph.with_name(graph.name + ".data"))
+    os.replace(candidate, graph)
+    write_record(record, rec, candidate.parent)
 
 
 def _keep_all_inputs(model: Any, names: tuple[str, ...]) -> None:

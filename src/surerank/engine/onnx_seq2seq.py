@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -36,7 +35,8 @@ from surerank.engine.onnx_export import (
     _parity_line,
     _plain_node_names,
     _save,
-    _stamp,
+    install_checked,
+    write_record,
 )
 from surerank.errors import InputError, MissingDependencyError
 
@@ -157,17 +157,8 @@ def _export_checked(directory: Path, token_ids: list[int], calibration: list[lis
                 f"model: the ONNX graph of {directory.name}'s first decoder step disagrees with the torch forward "
                 f"pass: max |Δ logit| {worst:.3g} > {figures['bound']:.0e} on calibration pairs; it is not used "
                 "-- run this model with backend='torch'")
-            tmp_record = Path(tmp) / record.name
-            tmp_record.write_text(json.dumps(rec, indent=2) + "\n")
-            os.replace(tmp_record, record)
+            write_record(record, rec, Path(tmp))
             raise ExportParityError(rec["refused"])
-        _stamp(candidate, rec, external)
-        data = candidate.with_name(candidate.name + ".data")
-        if data.is_file():
-            os.replace(data, graph.with_name(graph.name + ".data"))
-        os.replace(candidate, graph)
-        tmp_record = Path(tmp) / record.name
-        tmp_record.write_text(json.dumps(rec, indent=2) + "\n")
-        os.replace(tmp_record, record)
+        install_checked(candidate, graph, rec, record, external)
     logger.info("exported ONNX graph %s: %s", graph, _parity_line(rec))
     return rec
