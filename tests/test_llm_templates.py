@@ -5,7 +5,8 @@ tiny byte-level BPE tokenizer trained in code that has every token the templates
 the model card's / reference code's procedure written out directly with transformers (prompt strings
 spelled out here, not taken from surerank): Qwen3-Reranker, bge-reranker-v2-gemma, mxbai-rerank-v2,
 monoT5, RankT5.  Then: refusals (unknown template, custom-code model without trust_remote_code), the
-OpenAI-compatible path over real loopback HTTP (completions logprobs, vLLM /score and /rerank), and the
+OpenAI-compatible path over real loopback HTTP (completions logprobs, vLLM /score and /rerank; and a server
+running the tiny Qwen3 itself, for the default backend's parity), and the
 llama.cpp code path through a stand-in Llama (llama-cpp-python is not installed here).
 """
 
@@ -479,6 +480,81 @@ def test_template_through_vllm_score_and_rerank_endpoints(server, endpoint):
 
 
 # --- llama.cpp: the code path through a stand-in Llama ------------------------------------------------------
+# --- the default backend (an OpenAI-compatible server) with a real model behind it ----------------------------
+@pytest.fixture(scope="module")
+def yes_no_qwen3(models, causal_tokenizer):
+    """The tiny Qwen3 trained for a few steps to answer 'yes' or 'no' to the reranking prompts, as
+    Qwen3-Reranker is: a server returns the top-20 log-probabilities only, and an untrained model puts
+    'yes' / 'no' far below them.  The split between the two is left to the random weights."""
+    import copy
+
+    model = copy.deepcopy(models["qwen3-reranker"]).train()
+    tok = causal_tokenizer
+    prompts = [QWEN3_PREFIX + f"<Instruct>: {QWEN3_TASK}\n<Query>: {QUERY}\n<Document>: {d}" + QWEN3_SUFFIX
+               for d in DOCS]
+    rows = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    labels = [tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = sum(-torch.log_softmax(model(torch.tensor([r])).logits[0, -1], -1)[labels].sum() for r in rows)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+class _ModelServer(BaseHTTPRequestHandler):
+    """``POST /v1/completions`` as vLLM serves it: the prompt text tokenized whole, one forward pass, the
+    next token's ``logprobs`` most likely tokens (decoded) with their log-probabilities."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        model, tok = self.server.model, self.server.tokenizer
+        ids = tok(body["prompt"], add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
+        values, indices = logprobs.topk(int(body["logprobs"]))
+        top = {tok.decode([int(i)]): float(v) for v, i in zip(values, indices)}
+        text = tok.decode([int(indices[0])])
+        reply = {"choices": [{"text": text, "logprobs": {"tokens": [text], "top_logprobs": [top]}}],
+                 "usage": {"prompt_tokens": len(ids), "completion_tokens": 1}}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_qwen3_template_on_the_default_backend_with_a_real_model_equals_the_published_formula(
+        yes_no_qwen3, causal_tokenizer):
+    """llm-pointwise's default backend is an OpenAI-compatible server: here one on loopback that runs the
+    (trained tiny) Qwen3 model; surerank's P(yes) from its top log-probabilities against the model card's
+    procedure written out with transformers."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ModelServer)
+    httpd.model, httpd.tokenizer = yes_no_qwen3, causal_tokenizer
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ranker = Reranker("llm-pointwise", base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+                          model="qwen3-reranker", template="qwen3-reranker", max_words=None)
+        assert ranker.describe()["backend"] == "openai"  # the default, not named here
+        ranked = ranker.rank(Query.from_texts(QUERY, DOCS, id="q1"))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    reference = reference_scores("qwen3-reranker", yes_no_qwen3, causal_tokenizer)
+    ours = scores_by_index(ranked)
+    assert ranked.info["fallbacks"] == 0 and ranked.info["errors"] == 0
+    assert np.abs(ours - reference).max() <= 1e-3
+    assert [item.index for item in ranked.items] == list(np.argsort(-reference, kind="stable"))
+    assert np.ptp(reference) > 1e-2
+
+
 class _StandInLlama:
     """What LlamaCppBackend uses of llama_cpp.Llama, computed by a transformers model (CI does not build
     llama-cpp-python: its source build takes 13 minutes; tests/test_llm_llama.py runs the real library)."""
