@@ -317,12 +317,15 @@ def t5_formula_reference(model, tok, variant: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("variant", ["monot5", "rankt5"])
-def test_t5_reranker_default_backend_is_a_checked_onnx_graph_at_the_formula(variant, t5_parts, t5_dir):
-    """A named checkpoint on a CPU machine runs on ONNX Runtime (the default): the first decoder step is
+def test_t5_reranker_default_backend_is_a_checked_onnx_graph_at_the_formula(variant, t5_parts, t5_dir,
+                                                                           monkeypatch):
+    """A named checkpoint on the CPU runs on ONNX Runtime (the default there): the first decoder step is
     exported, checked against torch and cached; its scores equal the formula's, as torch's do."""
+    from surerank.engine import onnx_seq2seq
+
     model, tok = t5_parts
     reference = t5_formula_reference(model, tok, variant)
-    onnx_ranker = Reranker("t5-reranker", model=str(t5_dir), variant=variant, batch_size=3)
+    onnx_ranker = Reranker("t5-reranker", model=str(t5_dir), variant=variant, batch_size=3, device="cpu")
     torch_ranker = Reranker("t5-reranker", model=str(t5_dir), variant=variant, batch_size=3, backend="torch",
                             device="cpu")
     described = onnx_ranker.describe()
@@ -336,9 +339,11 @@ def test_t5_reranker_default_backend_is_a_checked_onnx_graph_at_the_formula(vari
         assert np.abs(ours - reference).max() <= 1e-3
         assert [item.index for item in ranked.items] == list(np.argsort(-reference, kind="stable"))
         assert ranked.cost.calls == 3
-    # the second ranker of the same checkpoint and tokens reuses the cached graph
-    again = Reranker("t5-reranker", model=str(t5_dir), variant=variant)
+    # the second ranker of the same checkpoint and tokens reuses the cached graph: no export
+    monkeypatch.setattr(onnx_seq2seq, "_export_checked", lambda *a, **k: pytest.fail("exported again"))
+    again = Reranker("t5-reranker", model=str(t5_dir), variant=variant, device="cpu")
     assert again.describe()["onnx_path"] == described["onnx_path"]
+    assert again.describe()["export_parity"] == parity
 
 
 def test_t5_onnx_backend_refuses_what_it_cannot_run(t5_parts, t5_dir, tmp_path, monkeypatch, caplog):
@@ -359,7 +364,7 @@ def test_t5_onnx_backend_refuses_what_it_cannot_run(t5_parts, t5_dir, tmp_path, 
     monkeypatch.undo()  # the bound is back: the remembered refusal still holds, without an export
     with pytest.raises(onnx_seq2seq.ExportParityError, match="remembered in"):
         Reranker("t5-reranker", model=str(copy), backend="onnx")
-    ranker = Reranker("t5-reranker", model=str(copy))
+    ranker = Reranker("t5-reranker", model=str(copy), device="cpu")
     assert ranker.describe()["backend"] == "torch"
     assert ranker.describe()["backend_choice"].startswith("auto -> torch (the ONNX graph was refused")
     assert "backend auto -> torch instead" in caplog.text
