@@ -200,6 +200,14 @@ class ModelFiles:
         return {"weights_sha256": weights, "tokenizer_sha256": _file_sha256(self.directory / "tokenizer.json")}
 
 
+def find_weight_files(directory: Path) -> list[Path]:
+    """A checkpoint's weights: its ``*.safetensors`` files, else its ``pytorch_model*.bin`` files."""
+    weights = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
+    if not weights:
+        raise InputError(f"model: {directory} has no *.safetensors or pytorch_model*.bin weights")
+    return weights
+
+
 def weights_fingerprint(directory: Path, weight_files: list[Path]) -> str:
     """Identifies the weights (path, size, mtime) so cached graphs are rebuilt when they change."""
     h = hashlib.sha256(str(directory.resolve()).encode())
@@ -319,10 +327,7 @@ def read_model_files(directory: Path) -> ModelFiles:
             f"model: {directory} has no tokenizer.json (a fast tokenizer is required); save the model "
             "with a fast tokenizer (AutoTokenizer(..., use_fast=True).save_pretrained)"
         )
-    weights = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
-    if not weights:
-        raise InputError(f"model: {directory} has no *.safetensors or pytorch_model*.bin weights")
-    files = ModelFiles(directory=directory, config=config, weight_files=weights)
+    files = ModelFiles(directory=directory, config=config, weight_files=find_weight_files(directory))
     sources = files.sources
 
     # pooling and normalisation: modules.json names the module folders; without it, 1_Pooling by convention

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from surerank.engine.model_files import cache_dir, weights_fingerprint
+from surerank.engine.model_files import cache_dir, find_weight_files, weights_fingerprint
 from surerank.engine.onnx_export import (
     EXTERNAL_DATA_BYTES,
     OPSET,
@@ -38,19 +38,12 @@ from surerank.engine.onnx_export import (
     install_checked,
     write_record,
 )
-from surerank.errors import InputError, MissingDependencyError
+from surerank.errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
 EXPORTER_VERSION = "1"
 INPUTS = ("input_ids", "attention_mask")
-
-
-def weight_files(directory: Path) -> list[Path]:
-    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
-    if not files:
-        raise InputError(f"model: {directory} has no *.safetensors or pytorch_model*.bin weights")
-    return files
 
 
 def first_step_graph(directory: Path, token_ids: list[int], calibration: list[list[int]], pad_id: int, *,
@@ -60,7 +53,7 @@ def first_step_graph(directory: Path, token_ids: list[int], calibration: list[li
     root = cache_dir() / "onnx"
     root.mkdir(parents=True, exist_ok=True)
     tokens = "-".join(str(int(t)) for t in token_ids)
-    stem = f"{directory.name}-{weights_fingerprint(directory, weight_files(directory))}-t5step-{tokens}" \
+    stem = f"{directory.name}-{weights_fingerprint(directory, find_weight_files(directory))}-t5step-{tokens}" \
            f"-x{EXPORTER_VERSION}"
     graph, record = root / f"{stem}-fp32.onnx", root / f"{stem}-fp32.json"
     if record.is_file():

@@ -117,6 +117,7 @@ class T5Ranker(ScoringRanker):
             self.tokens = {"score_token": score_token}
         if backend == "onnx":
             self._init_onnx(model, model_obj, tokenizer_obj, device, dtype, threads)
+            self._set_columns()
             try:
                 self._load_graph()
             except ExportParityError as exc:
@@ -207,7 +208,6 @@ class T5Ranker(ScoringRanker):
         from surerank.engine.onnx_build import CALIBRATION_TEXTS
         from surerank.engine.onnx_seq2seq import first_step_graph
 
-        self._set_columns()
         texts = list(CALIBRATION_TEXTS)
         calibration = [self._encode(texts[i], texts[(i + 7) % len(texts)])[0] for i in range(len(texts))]
         path, self.export = first_step_graph(Path(self._directory), self._columns, calibration, self._pad_id(),
