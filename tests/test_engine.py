@@ -354,3 +354,34 @@ def test_graphs_over_the_size_limit_keep_weights_in_external_data(tmp_path, monk
             assert np.corrcoef(ranked.scores, normal.scores)[0, 1] > 0.9
     data = list((tmp_path / "cache-external" / "onnx").glob("*.data"))
     assert data and all(f.stat().st_size > 1024 for f in data)
+
+
+def test_a_copy_of_a_model_reuses_its_graph_and_a_changed_config_builds_anew(tmp_path, monkeypatch):
+    """The graph cache is keyed by content (weights, config.json): a new virtualenv or a re-download at another
+    path reuses the graph; editing the config (here the LayerNorm epsilon the graph bakes in) does not."""
+    import shutil
+
+    from engine_fixtures import build_tiny_cross_encoder
+    from surerank.engine import onnx_build
+    from surerank.engine.model_files import read_model_files
+
+    monkeypatch.setenv("SURERANK_CACHE", str(tmp_path / "cache"))
+    first = build_tiny_cross_encoder(tmp_path / "a" / "ce")
+    built = onnx_build.onnx_model_path(read_model_files(first), "classifier", "fp32")
+    copy = tmp_path / "b" / "ce"
+    shutil.copytree(first, copy)  # new path, new mtimes, same bytes
+
+    class BuildAskedError(Exception):
+        pass
+
+    def refuse_to_build(*args, **kwargs):
+        raise BuildAskedError
+
+    monkeypatch.setattr(onnx_build, "build_encoder_graph", refuse_to_build)
+    assert onnx_build.onnx_model_path(read_model_files(copy), "classifier", "fp32") == built
+
+    config = json.loads((copy / "config.json").read_text())
+    config["layer_norm_eps"] = config.get("layer_norm_eps", 1e-12) * 10
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BuildAskedError):  # not in the cache: the builder is asked for a new graph
+        onnx_build.onnx_model_path(read_model_files(copy), "classifier", "fp32")

@@ -209,11 +209,15 @@ def find_weight_files(directory: Path) -> list[Path]:
 
 
 def weights_fingerprint(directory: Path, weight_files: list[Path]) -> str:
-    """Identifies the weights (path, size, mtime) so cached graphs are rebuilt when they change."""
-    h = hashlib.sha256(str(directory.resolve()).encode())
-    for f in weight_files:
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    """Identifies by content what a built graph depends on: the weights, ``config.json`` and the model's own
+    code (``*.py``, for ``trust_remote_code``).  A copy of the model at another path (a new virtualenv, a
+    re-download) reuses the cached graph instead of building it again; a change to any of these files builds
+    a new one.  Each file is hashed once per (path, size, mtime) -- see :func:`_file_sha256`.
+    """
+    h = hashlib.sha256()
+    for f in [*weight_files, directory / "config.json", *sorted(directory.glob("*.py"))]:
+        if f.is_file():
+            h.update(f"{f.name}:{_file_sha256(f)}\n".encode())
     return h.hexdigest()[:16]
 
 
