@@ -12,6 +12,11 @@ The contenders of a shape are loaded and warmed up in one process, then timed ba
 order for ``--repeats`` rounds (the machine may be shared: ratio = best of each, and the geometric mean of
 the per-round ratios); peak RSS comes from a separate run of each contender in its own process.
 
+The embedding shape on ONNX ends with what the CPU allows: ONNX Runtime's int8 and fp32 products timed
+alone at the model's shapes and the passages' mean length, and the pairs/s an int8 encoder could not exceed
+if it did nothing but its projections (``projection_bound``).  On AVX2 without VNNI the int8 kernel is at
+most about 2x the fp32 one; with VNNI (one instruction per four int8 products) about 4x.
+
     nice python benchmarks/throughput.py --pairs 1000          # the must-show figures
     nice python benchmarks/throughput.py --pairs 1000 --full   # + nDCG@10 over all 43 DL19 queries
     nice python benchmarks/throughput.py --shapes emb --model all-mpnet-base-v2 --full   # an exported model
@@ -288,6 +293,81 @@ def paired_worker(shape: str, args: argparse.Namespace, n_pairs: int | None, rep
     return {**out, **refused}
 
 
+def cpu_int8_features() -> str:
+    """The CPU's int8 dot-product instructions, as Linux reports them (VNNI: one instruction per 4 products)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown (no /proc/cpuinfo)"
+    found = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f" {f}" in flags]
+    base = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2"
+    return f"{base}, {'+'.join(found) if found else 'no VNNI/AMX'}"
+
+
+def gemm_session(m: int, k: int, n: int, int8: bool):
+    """A one-thread ONNX Runtime session for one ``[m, k] @ [k, n]`` product, and its feed: fp32 MatMul, or
+    the DynamicQuantizeMatMul (int8 weights, activations quantised per call) that surerank's int8 graphs run."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((k, n)).astype(np.float32) * 0.05
+    if int8:
+        scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)
+        nodes = [helper.make_node("DynamicQuantizeMatMul", ["x", "w", "s", "z"], ["y"], domain="com.microsoft")]
+        inits = [numpy_helper.from_array(np.round(w / scale).astype(np.int8), "w"),
+                 numpy_helper.from_array(scale, "s"), numpy_helper.from_array(np.zeros(n, np.int8), "z")]
+    else:
+        nodes, inits = [helper.make_node("MatMul", ["x", "w"], ["y"])], [numpy_helper.from_array(w, "w")]
+    graph = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return session, {"x": rng.standard_normal((m, k)).astype(np.float32)}
+
+
+def best_seconds(sessions: list, rounds: int = 20, calls: int = 20) -> list[float]:
+    """Best seconds per call of each (session, feed), timed in interleaved rounds: on a shared machine the
+    kernels' speed drifts from second to second, and the best round is what the hardware allows."""
+    best = [float("inf")] * len(sessions)
+    for _ in range(rounds):
+        for j, (session, feed) in enumerate(sessions):
+            session.run(None, feed)
+            start = time.perf_counter()
+            for _ in range(calls):
+                session.run(None, feed)
+            best[j] = min(best[j], (time.perf_counter() - start) / calls)
+    return best
+
+
+def projection_bound(queries, model_dir: str, workers: int) -> dict:
+    """The most pairs/s an int8 encoder can reach here if it did nothing but its projections.
+
+    Each passage of mean token length L costs, per layer, the Q/K/V, output and two FFN products at
+    ``[L, hidden]`` rows; timed alone on one thread at the kernel's best, times the layers, on ``workers``
+    cores side by side (as surerank runs int8).  Attention, GELU, LayerNorm and tokenization come on top,
+    so the real figure is below this bound: it says what the CPU allows, not what surerank reaches.
+    """
+    from surerank.engine.model_files import read_model_files
+    from surerank.engine.tokenize import TokenizerEngine
+
+    files = read_model_files(Path(model_dir))
+    cfg = files.config
+    h, i, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    tok = TokenizerEngine(files.directory / "tokenizer.json")
+    texts = list(dict.fromkeys(c.text for q in queries for c in q.candidates))
+    special = len(tok.template.single_prefix) + len(tok.template.single_suffix)
+    length = round(float(np.mean([min(len(x) + special, files.max_length) for x in tok.encode(texts)])))
+    shapes = [(h, 3 * h), (h, h), (h, i), (i, h)]
+    seconds = best_seconds([gemm_session(length, k, n, int8) for int8 in (True, False) for k, n in shapes])
+    int8, fp32 = sum(seconds[:len(shapes)]) * layers, sum(seconds[len(shapes):]) * layers
+    return {"tokens": length, "int8_ms": 1e3 * int8, "fp32_ms": 1e3 * fp32, "gemm_ratio": fp32 / int8,
+            "pairs_per_s": workers / int8, "cpu": cpu_int8_features()}
+
+
 def run_worker(kind: str, args: argparse.Namespace, n_pairs: int | None, repeats: int) -> dict:
     """Run ``kind`` in a fresh process ("paired-ce" / "paired-emb" run a whole shape)."""
     cmd = [sys.executable, __file__, "--worker", kind, "--repeats", str(repeats), "--device", args.device,
@@ -313,6 +393,8 @@ def main() -> int:
     p.add_argument("--pairs", type=int, default=1000, help="DL19 pairs to time (100 per query)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds (contenders rotate each round)")
     p.add_argument("--no-memory", action="store_true", help="skip the separate peak-memory runs")
+    p.add_argument("--no-bound", action="store_true", help="skip the CPU's int8 projection bound (embedding "
+                   "shape, ONNX): what its int8 kernels allow, timed after the contenders")
     p.add_argument("--full", action="store_true", help="also nDCG@10 of surerank fp32/int8 on all of DL19")
     p.add_argument("--shapes", default="ce,emb")
     p.add_argument("--device", default="cpu", help="cpu, or cuda for the torch bf16/fp16 GPU path")
@@ -409,6 +491,16 @@ def main() -> int:
         for p_ in [q for q in ("int8", "int8-fast", "auto") if "ndcg10" in results.get(f"sr-emb-onnx-{q}", {})]:
             d = results[f"sr-emb-onnx-{p_}"]["ndcg10"] - results["sr-emb-onnx-fp32"]["ndcg10"]
             print(f"{p_} - fp32 nDCG@10 on these queries: {d:+.4f} (target within 0.005)")
+    if "emb" in shapes and args.backend == "onnx" and not args.no_bound:
+        from surerank.engine.backends import available_cpus
+
+        queries, _ = load_queries(args.pairs, kit=args.kit)
+        b = projection_bound(queries, model_dirs(args)[1], available_cpus())
+        anchor = results["st-emb"]["pairs_per_s"]
+        print(f"\nthis CPU ({b['cpu']}): ONNX Runtime's int8 products run {b['gemm_ratio']:.2f}x its fp32 ones "
+              f"(one thread, {b['tokens']} rows, the model's shapes); the projections alone take "
+              f"{b['int8_ms']:.1f} ms per passage int8 ({b['fp32_ms']:.1f} fp32), so an int8 encoder here stays "
+              f"under {b['pairs_per_s']:.0f} pairs/s = {b['pairs_per_s'] / anchor:.2f}x the anchor's best round")
     if full:
         a = full["sr-emb-onnx-fp32"]["ndcg10"]
         known = KNOWN_DL19_NDCG10.get(args.model or "all-MiniLM-L6-v2")
