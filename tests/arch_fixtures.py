@@ -41,6 +41,9 @@ class Family:
     config: Callable[..., Any]
     tokenizer: str  # "wordpiece" | "bpe" | "unigram"
     extra: dict[str, Any] = field(default_factory=dict)
+    #: tokenizer_config.json's class, where the family's own differs from the wordpiece source's (DistilBERT's
+    #: takes no token_type_ids)
+    tokenizer_class: str | None = None
 
 
 def _config(name: str) -> Callable[..., Any]:
@@ -76,6 +79,10 @@ FAMILIES: dict[str, Family] = {
                           "global_attn_every_n_layers": 2, "classifier_pooling": "mean"}),
     "gte": Family(_config("GteConfig"), "unigram",  # transformers' port of Alibaba-NLP/new-impl (gte-multilingual)
                   {"max_position_embeddings": 8192, "pad_token_id": 1, "type_vocab_size": 1}),
+    # msmarco-distilbert-* / TAS-B bi-encoders and distilled cross-encoders: no token types, sinusoidal-free
+    # learned positions, config keys of its own (dim, n_layers, hidden_dim; transformers maps hidden_size)
+    "distilbert": Family(_config("DistilBertConfig"), "wordpiece",
+                         {"max_position_embeddings": 512, "hidden_dim": 64}, tokenizer_class="DistilBertTokenizer"),
 }
 
 
@@ -228,6 +235,10 @@ def build_model(target: Path, model_type: str, kind: str = "cross-encoder", *, s
     family = FAMILIES[model_type]
     target.mkdir(parents=True, exist_ok=True)
     vocab = save_tokenizer(family.tokenizer, target, max_length)
+    if family.tokenizer_class:
+        tok_cfg = json.loads((target / "tokenizer_config.json").read_text())
+        (target / "tokenizer_config.json").write_text(json.dumps({**tok_cfg, "tokenizer_class": family.tokenizer_class},
+                                                                 indent=2))
     cfg = family.config(vocab_size=vocab, **{**TINY, **family.extra, **(config_overrides or {})})
     if kind == "cross-encoder":
         cfg.num_labels = num_labels

@@ -76,6 +76,9 @@ CASES: list[Case] = [
     Case("modernbert-ce", "modernbert", "cross-encoder"),
     Case("gte-ce", "gte", "cross-encoder"),
     Case("mpnet-mean-st-old", "mpnet", "embedding", pooling="mean", st_format="old", max_seq_length=128),
+    Case("distilbert-ce", "distilbert", "cross-encoder"),
+    Case("distilbert-cls-st-old", "distilbert", "embedding", pooling="cls", st_format="old", max_seq_length=128),
+    Case("modernbert-mean-st-new", "modernbert", "embedding", pooling="mean", st_format="new", max_seq_length=128),
 ]
 
 PARAMS = [pytest.param(case, backend, id=f"{case.id}-{backend}") for case in CASES for backend in case.backends]
@@ -124,7 +127,8 @@ def model_dirs(tmp_path_factory):
             max_length = case.max_seq_length or 512
             build_model(target, case.model_type, kind, dtype=case.dtype, max_length=max_length)
             if case.st_format:
-                hidden = json.loads((target / "config.json").read_text())["hidden_size"]
+                config = json.loads((target / "config.json").read_text())
+                hidden = config.get("hidden_size", config.get("dim"))  # DistilBERT: "dim"
                 write_sentence_transformers_files(target, case.st_format, case.pooling, hidden, case.max_seq_length)
             built[case] = target
         return built[case]
@@ -261,6 +265,8 @@ def test_sentence_transformers_reads_the_fixtures_as_declared(case: Case, model_
 @pytest.mark.parametrize(("model_type", "backend", "missing"), [
     ("bert", "onnx", "classifier.weight"), ("bert", "torch", "classifier.weight"),
     ("xlm-roberta", "onnx", "classifier.dense.weight"), ("xlm-roberta", "torch", "classifier.dense.weight"),
+    ("distilbert", "onnx", "pre_classifier.weight"), ("distilbert", "torch", "pre_classifier.weight"),
+    ("modernbert", "onnx", "classifier.weight"), ("electra", "onnx", "classifier.dense.weight"),
 ])
 def test_cross_encoder_refuses_a_checkpoint_without_a_head(tmp_path, model_type, backend, missing):
     """A bare encoder (no trained classification head) given to the cross-encoder: transformers would

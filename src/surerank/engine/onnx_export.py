@@ -197,19 +197,27 @@ def _need_torch(files: ModelFiles) -> None:
 
 
 def load_torch_model(files: ModelFiles, head: str, trust_remote_code: bool = False) -> Any:
-    """The transformers model in fp32, eval mode, eager attention (what is exported and checked)."""
+    """The transformers model in fp32, eval mode, eager attention (what is exported and checked).
+
+    A checkpoint transformers had to complete with random tensors (a cross-encoder without its trained
+    head) is refused by name, as the torch backend refuses it: the export check compares the graph with
+    the same randomly initialised model, so it would pass and cache a graph of noise.
+    """
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
 
+    from surerank.engine.backends import check_loaded
+
     cls = AutoModelForSequenceClassification if head == "classifier" else AutoModel
-    kwargs: dict[str, Any] = {"dtype": torch.float32, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": torch.float32, "trust_remote_code": trust_remote_code,
+                              "output_loading_info": True}
     try:
         try:
-            model = cls.from_pretrained(str(files.directory), attn_implementation="eager", **kwargs)
+            model, info = cls.from_pretrained(str(files.directory), attn_implementation="eager", **kwargs)
         except (ValueError, ImportError, TypeError) as exc:
             if "trust_remote_code" in str(exc):
                 raise
-            model = cls.from_pretrained(str(files.directory), **kwargs)
+            model, info = cls.from_pretrained(str(files.directory), **kwargs)
     except (ValueError, OSError) as exc:  # OSError: custom code or files transformers could not fetch
         if not trust_remote_code and ("trust_remote_code" in str(exc) or "auto_map" in files.config):
             raise InputError(
@@ -217,6 +225,7 @@ def load_torch_model(files: ModelFiles, head: str, trust_remote_code: bool = Fal
                 "pass trust_remote_code=True if you trust it") from exc
         raise InputError(f"model: transformers cannot load {files.directory} for the ONNX export: "
                          f"{exc}") from exc
+    check_loaded(files, head, info)
     return model.eval()
 
 
