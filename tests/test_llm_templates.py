@@ -380,6 +380,37 @@ def test_t5_onnx_backend_refuses_what_it_cannot_run(t5_parts, t5_dir, tmp_path, 
         Reranker("t5-reranker", model=str(t5_dir), backend="tensorrt")
 
 
+def test_checkpoints_missing_what_the_formula_reads_are_refused(t5_parts, causal_tokenizer, tmp_path):
+    """A T5 checkpoint whose weights hold fewer decoder layers than its config names (a truncated save, an
+    edited config), a base causal LM without its untied LM head given to the transformers backend:
+    transformers would fill the gaps with random tensors and score noise. Refused on every backend, naming
+    the tensors -- the ONNX export would otherwise check itself against the same noise and pass."""
+    from safetensors.torch import load_file, save_file
+
+    from surerank.errors import IncompleteCheckpointError
+
+    model, tok = t5_parts
+    partial = tmp_path / "t5-partial-decoder"
+    model.save_pretrained(partial)
+    tok.save_pretrained(partial)
+    weights = load_file(partial / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("decoder.block.1.")},
+              partial / "model.safetensors", metadata={"format": "pt"})
+    for backend in ("onnx", "torch", "auto"):
+        with pytest.raises(IncompleteCheckpointError,
+                           match=r"lacks tensors the t5-reranker needs .*decoder\.block\.1\."):
+            Reranker("t5-reranker", model=str(partial), backend=backend, device="cpu")
+
+    base = tmp_path / "qwen3-base-no-lm-head"
+    config = transformers.Qwen3Config(vocab_size=len(causal_tokenizer), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                      tie_word_embeddings=False)
+    transformers.AutoModel.from_config(config).save_pretrained(base)
+    causal_tokenizer.save_pretrained(base)
+    with pytest.raises(IncompleteCheckpointError, match=r"lacks tensors the transformers backend needs.*lm_head"):
+        Reranker("llm-pointwise", backend="transformers", model=str(base), template="qwen3-reranker")
+
+
 def test_t5_long_document_keeps_the_prompt_end_and_says_so(t5_parts, caplog):
     model, tok = t5_parts
     ranker = Reranker("t5-reranker", model_obj=model, tokenizer_obj=tok, max_length=24, device="cpu")

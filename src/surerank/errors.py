@@ -11,6 +11,21 @@ class InputError(SureRankError, ValueError):
     """The input is malformed: a bad field, a duplicate id, a bad line in a file."""
 
 
+class IncompleteCheckpointError(InputError):
+    """A checkpoint lacks tensors the ranker needs (a cross-encoder's head, an LM head, a T5 decoder), which
+    transformers would initialise at random: its scores would be noise, and nothing else would say so."""
+
+    @classmethod
+    def check(cls, model: str, missing: list[str] | tuple[str, ...], needs: str, hint: str = "") -> None:
+        """Raise, naming up to eight of the ``missing`` tensors, unless there are none."""
+        if not missing:
+            return
+        missing = sorted(missing)
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise cls(f"model: {model} {needs}: {shown} are not in its weights, and transformers would initialise "
+                  f"them at random{hint}")
+
+
 class UnknownRankerError(SureRankError, KeyError):
     """No ranker is registered under the requested name."""
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from surerank.engine.batching import Batch
 from surerank.engine.model_files import POOLINGS, ModelFiles
-from surerank.errors import InputError, MissingDependencyError
+from surerank.errors import IncompleteCheckpointError, InputError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -192,22 +192,16 @@ def check_loaded(files: ModelFiles, head: str, info: dict[str, Any]) -> None:
     A cross-encoder needs its classification head from the checkpoint; an encoder may lack only the
     BERT pooler, which embeddings do not use.
     """
-    missing = sorted(info.get("missing_keys") or ())
+    missing = list(info.get("missing_keys") or ())
     if head != "classifier":
         missing = [k for k in missing if not k.split(".", 1)[-1].startswith("pooler.")
                    and not k.startswith("pooler.")]
-    if not missing:
-        return
-    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-    what = ("has no trained sequence-classification head" if head == "classifier"
-            else "lacks tensors the encoder needs")
     architectures = files.config.get("architectures") or [files.model_type]
-    raise InputError(
-        f"model: {files.directory.name} ({', '.join(map(str, architectures))}) {what}: {shown} are not in its "
-        "weights, and transformers would initialise them at random"
-        + ("; the cross-encoder ranker needs a reranker checkpoint (a *ForSequenceClassification model "
-           "trained for relevance), e.g. use this checkpoint with the embedding ranker instead"
-           if head == "classifier" else ""))
+    IncompleteCheckpointError.check(
+        f"{files.directory.name} ({', '.join(map(str, architectures))})", missing,
+        "has no trained sequence-classification head" if head == "classifier" else "lacks tensors the encoder needs",
+        "; the cross-encoder ranker needs a reranker checkpoint (a *ForSequenceClassification model trained for "
+        "relevance), e.g. use this checkpoint with the embedding ranker instead" if head == "classifier" else "")
 
 
 def pool_tokens(hidden: Any, mask: Any, mode: str) -> Any:

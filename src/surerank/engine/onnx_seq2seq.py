@@ -38,7 +38,7 @@ from surerank.engine.onnx_export import (
     install_checked,
     write_record,
 )
-from surerank.errors import MissingDependencyError
+from surerank.errors import IncompleteCheckpointError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +110,12 @@ def _export_checked(directory: Path, token_ids: list[int], calibration: list[lis
             f"model: exporting {directory.name}'s first decoder step to ONNX (once, then cached in "
             f"{graph.parent}) needs torch, transformers and onnx: pip install 'surerank[torch]' (or use "
             "backend='torch')") from exc
-    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(
-        str(directory), attn_implementation="eager", dtype=torch.float32,
-        trust_remote_code=trust_remote_code).eval()
+    model, info = transformers.AutoModelForSeq2SeqLM.from_pretrained(
+        str(directory), attn_implementation="eager", dtype=torch.float32, trust_remote_code=trust_remote_code,
+        output_loading_info=True)
+    IncompleteCheckpointError.check(str(directory), info.get("missing_keys") or [],
+                                    "lacks tensors the t5-reranker needs (AutoModelForSeq2SeqLM)")
+    model.eval()
     module = _first_step_module(model, token_ids)
     feed = padded(calibration, pad_id)
     subset = calibration[3:6] or calibration[:1]

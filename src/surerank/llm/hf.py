@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from surerank.errors import InputError, MissingDependencyError
+from surerank.errors import IncompleteCheckpointError, InputError, MissingDependencyError
 from surerank.llm.backend import LLMBackend, exception_cause
 from surerank.llm.cache import JudgmentCache
 from surerank.llm.templates import RerankTemplate, get_template
@@ -74,6 +74,15 @@ def refuse_remote_code(model: str, trust_remote_code: bool) -> None:
                 "(-o trust_remote_code=true)")
 
 
+def load_complete(auto_class: Any, model: str, purpose: str, **options: Any) -> Any:
+    """``auto_class.from_pretrained(model, **options)``, refusing a checkpoint transformers had to complete with
+    random tensors: a base model without its LM head, an encoder-only T5 given to a seq2seq reranker."""
+    loaded, info = auto_class.from_pretrained(model, output_loading_info=True, **options)
+    IncompleteCheckpointError.check(model, info.get("missing_keys") or [], f"lacks tensors {purpose} needs "
+                                    f"({auto_class.__name__})")
+    return loaded
+
+
 def dtype_option(transformers: Any, torch: Any, dtype: str | None) -> dict[str, Any]:
     """``from_pretrained``'s dtype keyword (``dtype`` since transformers 5, ``torch_dtype`` before)."""
     if not dtype:
@@ -110,8 +119,8 @@ class TransformersBackend(LLMBackend):
             refuse_remote_code(model, trust_remote_code)
             options: dict[str, Any] = {"trust_remote_code": trust_remote_code}
             tokenizer_obj = tokenizer_obj or transformers.AutoTokenizer.from_pretrained(model, **options)
-            model_obj = model_obj or transformers.AutoModelForCausalLM.from_pretrained(
-                model, **options, **dtype_option(transformers, torch, dtype))
+            model_obj = model_obj or load_complete(transformers.AutoModelForCausalLM, model, "the transformers backend",
+                                                   **options, **dtype_option(transformers, torch, dtype))
         super().__init__(model=model or type(model_obj).__name__, concurrency=1, cache=cache)
         self._model = model_obj.to(device).eval()
         self._tok = tokenizer_obj

@@ -143,7 +143,7 @@ class T5Ranker(ScoringRanker):
             import transformers
         except ImportError as exc:
             raise MissingDependencyError.for_extra("torch/transformers", "torch", "the t5-reranker") from exc
-        from surerank.llm.hf import dtype_option, refuse_remote_code
+        from surerank.llm.hf import dtype_option, load_complete, refuse_remote_code
 
         self._torch = torch
         if model_obj is None or tokenizer_obj is None:
@@ -153,8 +153,8 @@ class T5Ranker(ScoringRanker):
             refuse_remote_code(model, self.trust_remote_code)
             options: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
             tokenizer_obj = tokenizer_obj or transformers.AutoTokenizer.from_pretrained(model, **options)
-            model_obj = model_obj or transformers.AutoModelForSeq2SeqLM.from_pretrained(
-                model, **options, **dtype_option(transformers, torch, dtype))
+            model_obj = model_obj or load_complete(transformers.AutoModelForSeq2SeqLM, model, "the t5-reranker",
+                                                   **options, **dtype_option(transformers, torch, dtype))
         self._check_encoder_decoder(model_obj.config)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._model = model_obj.to(self.device).eval()
