@@ -99,17 +99,74 @@ def resolve_model_dir(model: str | os.PathLike[str] | None, revision: str | None
             f"model {model!r} is not a local directory; downloading it from the Hugging Face hub needs "
             "huggingface_hub: pip install 'surerank[hf]'"
         )
-    from huggingface_hub import snapshot_download
-
     logger.info("resolving %s on the Hugging Face hub", model)
     try:
-        local = snapshot_download(
-            repo_id=str(model), revision=revision,
-            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "*.bin"],
-        )
+        return fetch_from_hub(str(model), revision)
+    except InputError:
+        raise
     except Exception as exc:  # network, auth, unknown repo: say which model and why
         raise InputError(f"model: could not fetch {model!r} from the Hugging Face hub: {exc}") from exc
-    return Path(local)
+
+
+#: what a ranker reads besides the weights, wherever it sits in a repository: config and sentence-transformers
+#: module files, tokenizers (vocab.txt, merges.txt, sentencepiece .model), a custom-code model's Python files
+HUB_SUPPORT_SUFFIXES = (".json", ".txt", ".model", ".py")
+
+
+def fetch_from_hub(repo_id: str, revision: str | None) -> Path:
+    """Download what the rankers read of a hub repository, at one commit, and return its local folder.
+
+    Two steps: the small files first (config, sentence-transformers modules, tokenizer), then the weights
+    :func:`hub_weight_files` picks from them.  Repositories often carry the same weights three to six times
+    (safetensors, pytorch_model.bin, TF, Flax, OpenVINO, several quantised ONNX copies); fetching every
+    ``*.bin`` would double a 2 GB reranker's download and add the OpenVINO copies.  With ``HF_HUB_OFFLINE``
+    the cached snapshot is used as it is.
+    """
+    from huggingface_hub import HfApi, constants, snapshot_download
+
+    support = [f"*{suffix}" for suffix in HUB_SUPPORT_SUFFIXES]
+    if constants.HF_HUB_OFFLINE:  # the cached snapshot as it is (its weights were fetched with it)
+        return Path(snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=support))
+    # by revision name first, so the cache records the name (an offline run finds it); the snapshot folder
+    # is named by the commit, which pins the listing and the weights to the same one
+    local = Path(snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=support))
+    commit = local.name
+    files = [s.rfilename for s in HfApi().model_info(repo_id, revision=commit).siblings or []]
+    weights = hub_weight_files(files, local)
+    if weights:
+        logger.info("fetching the weights of %s: %s", repo_id, ", ".join(weights))
+        snapshot_download(repo_id=repo_id, revision=commit, allow_patterns=weights)
+    return local
+
+
+def hub_weight_files(files: list[str], local: Path) -> list[str]:
+    """The weight files to fetch from a repository listing ``files``, given its small files in ``local``.
+
+    The Transformer module's folder (``modules.json``'s first module; the root for most models): its
+    ``*.safetensors`` when it has any, else its ``pytorch_model*.bin``.  The repository's own
+    ``onnx/model.onnx`` (and external data) too, for architectures surerank exports through torch rather
+    than building by hand (:func:`surerank.engine.onnx_export.handled_by_builder`), where it may stand in
+    for the export.  Nothing else: no TF, Flax, OpenVINO or quantised ONNX copies.
+    """
+    folder = ""
+    modules_path = local / "modules.json"
+    if modules_path.is_file():
+        modules = _read_json(modules_path)
+        if isinstance(modules, list) and modules and isinstance(modules[0], dict):
+            folder = str(modules[0].get("path") or "").strip("/")
+    prefix = f"{folder}/" if folder else ""
+    here = [f for f in files if f.startswith(prefix) and "/" not in f[len(prefix):]]
+    weights = [f for f in here if f.endswith(".safetensors")] or \
+              [f for f in here if f[len(prefix):].startswith("pytorch_model") and f.endswith(".bin")]
+    config_path = local / prefix / "config.json"
+    if config_path.is_file():
+        from surerank.engine.onnx_export import handled_by_builder
+
+        config = _read_json(config_path)
+        if isinstance(config, dict) and not handled_by_builder(ModelFiles(directory=local / prefix, config=config)):
+            shipped = f"{prefix}onnx/model.onnx"
+            weights += [f for f in files if f in (shipped, f"{shipped}_data", f"{shipped}.data")]
+    return weights
 
 
 #: model types whose positions count from ``padding_idx + 1`` (transformers'
