@@ -76,7 +76,7 @@ def refuse_remote_code(model: str, trust_remote_code: bool) -> None:
 
 def load_complete(auto_class: Any, model: str, purpose: str, **options: Any) -> Any:
     """``auto_class.from_pretrained(model, **options)``, refusing a checkpoint transformers had to complete with
-    random tensors: a base model without its LM head, an encoder-only T5 given to a seq2seq reranker."""
+    random tensors: a base model without its untied LM head, a T5 checkpoint missing decoder layers."""
     loaded, info = auto_class.from_pretrained(model, output_loading_info=True, **options)
     IncompleteCheckpointError.check(model, info.get("missing_keys") or [], f"lacks tensors {purpose} needs "
                                     f"({auto_class.__name__})")
