@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from http_support import send_json
 from surerank.engine.model_files import default_model_dir, hub_weight_files
 
 pytest.importorskip("huggingface_hub")
@@ -38,14 +39,6 @@ class LoopbackHub:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # quiet
                 pass
-
-            def _json(self, reply) -> None:
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
             def _file(self, send_body: bool) -> None:
                 prefix = f"/{hub.repo_id}/resolve/"
@@ -72,10 +65,10 @@ class LoopbackHub:
             def do_GET(self):
                 path = urlparse(self.path).path
                 if path.startswith(f"/api/models/{hub.repo_id}/tree/"):
-                    self._json([{"type": "file", "path": name, "size": p.stat().st_size,
+                    send_json(self, [{"type": "file", "path": name, "size": p.stat().st_size,
                                  "oid": hashlib.sha1(p.read_bytes()).hexdigest()} for name, p in hub.files.items()])
                 elif path.startswith(f"/api/models/{hub.repo_id}"):
-                    self._json({"id": hub.repo_id, "sha": hub.sha, "private": False,
+                    send_json(self, {"id": hub.repo_id, "sha": hub.sha, "private": False,
                                 "siblings": [{"rfilename": name} for name in hub.files]})
                 else:
                     self._file(send_body=True)

@@ -26,6 +26,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from http_support import send_json  # noqa: E402
 from published_templates import (  # noqa: E402
     GEMMA_PROMPT,
     MXBAI_PREFIX,
@@ -428,15 +429,6 @@ def test_t5_long_document_keeps_the_prompt_end_and_says_so(t5_parts, caplog):
 
 
 # --- OpenAI-compatible servers over loopback HTTP ---------------------------------------------------------
-def _send_json(handler: BaseHTTPRequestHandler, reply: dict) -> None:
-    data = json.dumps(reply).encode()
-    handler.send_response(200)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
-
-
 class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
@@ -457,7 +449,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             i = next(k for k, d in enumerate(DOCS) if d in body["documents"][0])
             reply = {"results": [{"index": 0, "relevance_score": 10.0 - i}]}
-        _send_json(self, reply)
+        send_json(self, reply)
 
 
 @pytest.fixture
@@ -562,7 +554,7 @@ class _ModelServer(BaseHTTPRequestHandler):
         text = tok.decode([int(indices[0])])
         reply = {"choices": [{"text": text, "logprobs": {"tokens": [text], "top_logprobs": [top]}}],
                  "usage": {"prompt_tokens": len(ids), "completion_tokens": 1}}
-        _send_json(self, reply)
+        send_json(self, reply)
 
 
 def test_qwen3_template_on_the_default_backend_with_a_real_model_equals_the_published_formula(
