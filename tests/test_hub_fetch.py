@@ -110,7 +110,7 @@ def test_a_hub_id_fetches_only_what_the_ranker_reads_and_then_works_offline(tmp_
         (repo / extra).write_bytes(b"\0" * 4096)  # stand-ins: never to be fetched
     hub = LoopbackHub("acme/minilm-l6", repo)
     env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf-home"),
-           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     env.pop("HF_HUB_OFFLINE", None)
     try:
         fetched = run_ranker("acme/minilm-l6", env)
