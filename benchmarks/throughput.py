@@ -304,29 +304,54 @@ def cpu_int8_features() -> str:
     return f"{base}, {'+'.join(found) if found else 'no VNNI/AMX'}"
 
 
-def gemm_session(m: int, k: int, n: int, int8: bool):
-    """A one-thread ONNX Runtime session for one ``[m, k] @ [k, n]`` product, and its feed: fp32 MatMul, or
-    the DynamicQuantizeMatMul (int8 weights, activations quantised per call) that surerank's int8 graphs run."""
+def op_session(node, inputs: dict[str, tuple[int, ...]], output: tuple[int, ...], initializers=()):
+    """A one-thread ONNX Runtime session running one node on random fp32 ``inputs`` (name -> shape), and its feed."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((k, n)).astype(np.float32) * 0.05
-    if int8:
-        scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)
-        nodes = [helper.make_node("DynamicQuantizeMatMul", ["x", "w", "s", "z"], ["y"], domain="com.microsoft")]
-        inits = [numpy_helper.from_array(np.round(w / scale).astype(np.int8), "w"),
-                 numpy_helper.from_array(scale, "s"), numpy_helper.from_array(np.zeros(n, np.int8), "z")]
-    else:
-        nodes, inits = [helper.make_node("MatMul", ["x", "w"], ["y"])], [numpy_helper.from_array(w, "w")]
-    graph = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], inits)
+    rng = np.random.default_rng(1)
+    graph = helper.make_graph([node], "op", [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+                                             for name, shape in inputs.items()],
+                              [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, list(output))],
+                              list(initializers))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid("com.microsoft", 1)])
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return session, {"x": rng.standard_normal((m, k)).astype(np.float32)}
+    return session, {name: rng.standard_normal(shape).astype(np.float32) for name, shape in inputs.items()}
+
+
+def gemm_session(m: int, k: int, n: int, int8: bool):
+    """One ``[m, k] @ [k, n]`` product: fp32 MatMul, or the DynamicQuantizeMatMul (int8 weights, activations
+    quantised per call) that surerank's int8 graphs run."""
+    from onnx import helper, numpy_helper
+
+    w = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32) * 0.05
+    if int8:
+        scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)
+        node = helper.make_node("DynamicQuantizeMatMul", ["x", "w", "s", "z"], ["y"], domain="com.microsoft")
+        inits = [numpy_helper.from_array(np.round(w / scale).astype(np.int8), "w"),
+                 numpy_helper.from_array(scale, "s"), numpy_helper.from_array(np.zeros(n, np.int8), "z")]
+    else:
+        node, inits = helper.make_node("MatMul", ["x", "w"], ["y"]), [numpy_helper.from_array(w, "w")]
+    return op_session(node, {"x": (m, k)}, (m, n), inits)
+
+
+def other_op_sessions(length: int, hidden: int, intermediate: int, heads: int) -> dict:
+    """The per-layer ops besides the projections, at one passage's shape: attention over the heads
+    (``MultiHeadAttention``, as after the QKV product), GELU with its bias, and the two LayerNorms."""
+    from onnx import helper
+
+    seq = (1, length, hidden)
+    return {
+        "attention": op_session(helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["y"], domain="com.microsoft",
+                                                 num_heads=heads), {"q": seq, "k": seq, "v": seq}, seq),
+        "GELU": op_session(helper.make_node("BiasGelu", ["x", "b"], ["y"], domain="com.microsoft"),
+                           {"x": (1, length, intermediate), "b": (intermediate,)}, (1, length, intermediate)),
+        "LayerNorm x2": op_session(helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1),
+                                   {"x": seq, "g": (hidden,), "b": (hidden,)}, seq),
+    }
 
 
 def best_seconds(sessions: list, rounds: int = 20, calls: int = 20) -> list[float]:
@@ -348,8 +373,9 @@ def projection_bound(queries, model_dir: str, workers: int) -> dict:
 
     Each passage of mean token length L costs, per layer, the Q/K/V, output and two FFN products at
     ``[L, hidden]`` rows; timed alone on one thread at the kernel's best, times the layers, on ``workers``
-    cores side by side (as surerank runs int8).  Attention, GELU, LayerNorm and tokenization come on top,
-    so the real figure is below this bound: it says what the CPU allows, not what surerank reaches.
+    cores side by side (as surerank runs int8).  Attention, GELU, LayerNorm and tokenization come on top
+    (the first three timed alone too, in ``rest_ms``), so the real figure is below this bound: it says
+    what the CPU allows, not what surerank reaches.
     """
     from surerank.engine.model_files import read_model_files
     from surerank.engine.tokenize import TokenizerEngine
@@ -362,9 +388,13 @@ def projection_bound(queries, model_dir: str, workers: int) -> dict:
     special = len(tok.template.single_prefix) + len(tok.template.single_suffix)
     length = round(float(np.mean([min(len(x) + special, files.max_length) for x in tok.encode(texts)])))
     shapes = [(h, 3 * h), (h, h), (h, i), (i, h)]
-    seconds = best_seconds([gemm_session(length, k, n, int8) for int8 in (True, False) for k, n in shapes])
-    int8, fp32 = sum(seconds[:len(shapes)]) * layers, sum(seconds[len(shapes):]) * layers
-    return {"tokens": length, "int8_ms": 1e3 * int8, "fp32_ms": 1e3 * fp32, "gemm_ratio": fp32 / int8,
+    others = other_op_sessions(length, h, i, cfg["num_attention_heads"])
+    seconds = best_seconds([gemm_session(length, k, n, int8) for int8 in (True, False) for k, n in shapes]
+                           + list(others.values()))
+    int8, fp32 = sum(seconds[:len(shapes)]) * layers, sum(seconds[len(shapes):2 * len(shapes)]) * layers
+    rest = {name: 1e3 * t * layers * (2 if name.endswith("x2") else 1)
+            for name, t in zip(others, seconds[2 * len(shapes):])}
+    return {"tokens": length, "int8_ms": 1e3 * int8, "fp32_ms": 1e3 * fp32, "gemm_ratio": fp32 / int8, "rest_ms": rest,
             "pairs_per_s": workers / int8, "cpu": cpu_int8_features()}
 
 
@@ -500,7 +530,9 @@ def main() -> int:
         print(f"\nthis CPU ({b['cpu']}): ONNX Runtime's int8 products run {b['gemm_ratio']:.2f}x its fp32 ones "
               f"(one thread, {b['tokens']} rows, the model's shapes); the projections alone take "
               f"{b['int8_ms']:.1f} ms per passage int8 ({b['fp32_ms']:.1f} fp32), so an int8 encoder here stays "
-              f"under {b['pairs_per_s']:.0f} pairs/s = {b['pairs_per_s'] / anchor:.2f}x the anchor's best round")
+              f"under {b['pairs_per_s']:.0f} pairs/s = {b['pairs_per_s'] / anchor:.2f}x the anchor's best round; "
+              "per passage besides the projections, each op alone: "
+              + ", ".join(f"{name} {ms:.2f} ms" for name, ms in b["rest_ms"].items()))
     if full:
         a = full["sr-emb-onnx-fp32"]["ndcg10"]
         known = KNOWN_DL19_NDCG10.get(args.model or "all-MiniLM-L6-v2")
