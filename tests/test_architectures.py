@@ -261,6 +261,33 @@ def test_sentence_transformers_reads_the_fixtures_as_declared(case: Case, model_
         np.testing.assert_allclose(vec[1:] @ vec[0], ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_do_lower_case_lowercases_as_sentence_transformers_does(tmp_path, backend, pairs):
+    """sentence_bert_config.json ``do_lower_case: true`` on a cased tokenizer: sentence-transformers
+    lowercases every input (prompts too) before tokenizing; surerank follows, on both backends."""
+    pytest.importorskip("sentence_transformers")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model_dir = build_model(tmp_path / "cased", "roberta", "encoder", max_length=128)
+    hidden = json.loads((model_dir / "config.json").read_text())["hidden_size"]
+    write_sentence_transformers_files(model_dir, "old", "mean", hidden, 128)
+    sbert = model_dir / "sentence_bert_config.json"
+    sbert.write_text(json.dumps({**json.loads(sbert.read_text()), "do_lower_case": True}))
+    queries = [type(q)(text=q.text.title(), id=q.id, candidates=q.candidates) for q in pairs]  # capitals to lower
+
+    st = SentenceTransformer(str(model_dir), device="cpu", model_kwargs={"dtype": torch.float32})
+    ranker = surerank.Reranker("embedding", model=str(model_dir), backend=backend, precision="fp32")
+    assert ranker.describe()["lowercase"] is True
+    assert ranker.describe()["sources"]["lowercase"] == "sentence_bert_config.json do_lower_case"
+    cased = reference_cosines(model_dir, queries, 128, "mean")  # transformers on the text as given
+    for q, ranked, ref_cased in zip(queries, ranker.rank_many(queries), cased):
+        vec = st.encode([q.text] + [c.text for c in q.candidates], normalize_embeddings=True, convert_to_numpy=True)
+        reference = vec[1:] @ vec[0]
+        assert np.abs(reference - ref_cased).max() > 100 * COSINE_TOL  # lowercasing changes these scores
+        assert np.abs(by_index(ranked) - reference).max() <= COSINE_TOL
+
+
 # -- refusals ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("model_type", "backend", "missing"), [
     ("bert", "onnx", "classifier.weight"), ("bert", "torch", "classifier.weight"),

@@ -84,7 +84,7 @@ class Engine:
                 f"{', '.join(f'{k} -> {v}' for k, v in custom.items())}); surerank does not run a model "
                 "repository's code unless asked: pass trust_remote_code=True (-o trust_remote_code=true) "
                 "if you trust it")
-        self.tokenizer = TokenizerEngine(self.files.directory / "tokenizer.json")
+        self.tokenizer = TokenizerEngine(self.files.directory / "tokenizer.json", lowercase=self.files.lowercase)
         model_max = self.files.max_length
         self.max_length = int(config.max_length or model_max)
         if self.max_length < 8:

@@ -207,6 +207,9 @@ class ModelFiles:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     include_prompt: bool = True  # False: prompt tokens are left out of the pooling (not supported)
+    #: sentence_bert_config.json ``do_lower_case``: sentence-transformers lowercases the input before the
+    #: tokenizer's own normalisation (whether the tokenizer is cased or not)
+    lowercase: bool = False
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -422,7 +425,20 @@ def read_model_files(directory: Path) -> ModelFiles:
         sources["prompts"] = sources["similarity"] = st_cfg_path.name
 
     files.max_length, sources["max_length"] = _max_length(files, root)
+    files.lowercase, sources["lowercase"] = _lowercase(files, root)
     return files
+
+
+def _lowercase(files: ModelFiles, root: Path) -> tuple[bool, str]:
+    """sentence_bert_config.json's ``do_lower_case`` (beside the model, else in its Transformer folder)."""
+    for path in (root / "sentence_bert_config.json", files.directory / "sentence_bert_config.json"):
+        if path.is_file():
+            value = _read_json(path).get("do_lower_case")
+            if value is not None:
+                if not isinstance(value, bool):
+                    raise InputError(f"model: {path} do_lower_case must be true or false, got {value!r}")
+                return value, f"{path.relative_to(root)} do_lower_case"
+    return False, "default (no do_lower_case)"
 
 
 def _max_length(files: ModelFiles, root: Path) -> tuple[int, str]:

@@ -48,10 +48,14 @@ class Template:
 class TokenizerEngine:
     """A fast tokenizer that returns id arrays and knows the model's special-token template."""
 
-    def __init__(self, path: Path):
-        from tokenizers import Tokenizer
+    def __init__(self, path: Path, lowercase: bool = False):
+        from tokenizers import Tokenizer, normalizers
 
         self.tokenizer = Tokenizer.from_file(str(path))
+        if lowercase:  # as sentence-transformers' do_lower_case: a Lowercase before the tokenizer's normaliser
+            current = self.tokenizer.normalizer
+            self.tokenizer.normalizer = normalizers.Sequence(
+                [normalizers.Lowercase(), *([current] if current is not None else [])])
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         self.template = self._derive_template()

@@ -46,7 +46,8 @@ class EmbeddingRanker(EncoderRanker):
         self.similarity = files.similarity
         #: where each setting came from: an option, or the model's file
         self.sources = {"pooling": "pooling option" if pooling else files.sources.get("pooling", ""),
-                        "similarity": files.sources.get("similarity", "default")}
+                        "similarity": files.sources.get("similarity", "default"),
+                        "lowercase": files.sources.get("lowercase", "default")}
         self.query_prefix, self.sources["query_prefix"] = self._prompt(files, query_prefix, "query_prefix",
                                                                        ("query",))
         self.passage_prefix, self.sources["passage_prefix"] = self._prompt(
@@ -77,6 +78,7 @@ class EmbeddingRanker(EncoderRanker):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "pooling": self.engine_config.head, "similarity": self.similarity,
+                "lowercase": self._files.lowercase,
                 "query_prefix": self.query_prefix, "passage_prefix": self.passage_prefix,
                 "sources": dict(self.sources)}
 
