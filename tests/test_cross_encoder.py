@@ -153,3 +153,35 @@ def test_int8_fast_runs_every_projection_int8_with_the_ffn_outliers_folded_into_
 
     accurate = surerank.Reranker("cross-encoder", model=str(model_dir), precision="int8")
     assert sorted(n for n in accurate.describe()["fp32_nodes"] if n.endswith("_ff2")) == ["l0_ff2", "l1_ff2"]
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_a_sentence_transformers_default_prompt_is_put_before_the_query(tmp_path, backend):
+    """A CrossEncoder saved by sentence-transformers 5+ with a default prompt: sentence-transformers prepends
+    it to the first text of every pair; surerank does too (and says where it came from), unless
+    ``query_prefix`` says otherwise."""
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import CrossEncoder
+
+    from arch_fixtures import build_model  # weights drawn wide: scores that move with the input
+
+    prompt = "Instruct: given a web search query, retrieve relevant passages. Query: "
+    saved = tmp_path / "with-prompt"
+    CrossEncoder(str(build_model(tmp_path / "ce", "bert")), prompts={"query": prompt},
+                 default_prompt_name="query").save(str(saved))
+    queries, _ = dl19_slice(2, 8)
+    pairs = [[(q.text, c.text) for c in q.candidates] for q in queries]
+    ranker = surerank.Reranker("cross-encoder", model=str(saved), backend=backend, precision="fp32")
+    assert ranker.describe()["query_prefix"] == prompt
+    assert ranker.describe()["sources"]["query_prefix"].endswith("default_prompt_name 'query'")
+    plain = surerank.Reranker("cross-encoder", model=str(saved), backend=backend, precision="fp32",
+                              query_prefix="")
+    assert "query_prefix" not in plain.describe()
+    reference = CrossEncoder(str(saved))  # its saved activation (sigmoid), undone below: surerank's raw logits
+    for p, ours, without in zip(pairs, ranker.rank_many(queries), plain.rank_many(queries)):
+        probability = reference.predict(p).astype(np.float64)
+        expected = np.log(probability / (1 - probability))
+        got = np.array([i.score for i in sorted(ours.items, key=lambda i: i.index)])
+        got_plain = np.array([i.score for i in sorted(without.items, key=lambda i: i.index)])
+        assert np.abs(got - expected).max() <= 1e-4
+        assert np.abs(got_plain - expected).max() > 1e-2  # the prompt changes the scores

@@ -38,19 +38,38 @@ class CrossEncoderRanker(EncoderRanker):
     head = "classifier"
 
     def __init__(self, model: str | None = None, *, scores: str = "raw", label: int | None = None,
-                 max_query_length: int | None = None, **options: Any):
+                 max_query_length: int | None = None, query_prefix: str | None = None, **options: Any):
         if scores not in SCORE_MODES:
             raise InputError(f"scores: {scores!r} is unknown; choose from {', '.join(SCORE_MODES)}")
         if max_query_length is not None and (not isinstance(max_query_length, int) or max_query_length < 1):
             raise InputError(f"max_query_length: must be a positive integer, got {max_query_length!r}")
+        if query_prefix is not None and not isinstance(query_prefix, str):
+            raise InputError(f"query_prefix: must be a string, got {query_prefix!r}")
         self.score_mode = scores
         self.label = label
         self.max_query_length = max_query_length
+        self._query_prefix = query_prefix
         super().__init__(model or DEFAULT_CROSS_ENCODER, **options)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "scores": self.score_mode, "label": self._label_index(),
+        info = {**super().describe(), "scores": self.score_mode, "label": self._label_index(),
                 "max_query_length": self._query_limit()}
+        prefix, source = self.query_prefix()
+        if prefix:  # only when used: a trust artifact fitted without one still matches
+            info.update(query_prefix=prefix, sources={"query_prefix": source})
+        return info
+
+    def query_prefix(self) -> tuple[str, str]:
+        """The text put before each query, and where it came from: the option, else the default prompt a
+        sentence-transformers 5+ CrossEncoder saved (``config_sentence_transformers.json``
+        ``default_prompt_name``, which it prepends to the first text of every pair), else none."""
+        if self._query_prefix is not None:
+            return self._query_prefix, "query_prefix option"
+        files = self.engine.files
+        if files.default_prompt_name:
+            return (files.prompts[files.default_prompt_name],
+                    f"{files.sources['prompts']} default_prompt_name {files.default_prompt_name!r}")
+        return "", "default (no default prompt)"
 
     def _label_index(self) -> int:
         n = self.engine.files.num_labels
@@ -69,8 +88,9 @@ class CrossEncoderRanker(EncoderRanker):
         template = engine.tokenizer.template
         q_limit = self._query_limit()
 
+        prefix = self.query_prefix()[0]
         texts: dict[str, int] = {}
-        q_slots = [texts.setdefault(q.text, len(texts)) for q in queries]
+        q_slots = [texts.setdefault(prefix + q.text, len(texts)) for q in queries]
         d_slots = [[texts.setdefault(c.text, len(texts)) for c in q.candidates] for q in queries]
         token_ids = engine.tokenizer.encode(list(texts))
 

@@ -46,8 +46,9 @@ class EmbeddingRanker(EncoderRanker):
         self.similarity = files.similarity
         #: where each setting came from: an option, or the model's file
         self.sources = {"pooling": "pooling option" if pooling else files.sources.get("pooling", ""),
-                        "similarity": files.sources.get("similarity", "default"),
-                        "lowercase": files.sources.get("lowercase", "default")}
+                        "similarity": files.sources.get("similarity", "default")}
+        if files.lowercase:  # reported only when on: a trust artifact fitted before it was read still matches
+            self.sources["lowercase"] = files.sources["lowercase"]
         self.query_prefix, self.sources["query_prefix"] = self._prompt(files, query_prefix, "query_prefix",
                                                                        ("query",))
         self.passage_prefix, self.sources["passage_prefix"] = self._prompt(
@@ -78,7 +79,7 @@ class EmbeddingRanker(EncoderRanker):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "pooling": self.engine_config.head, "similarity": self.similarity,
-                "lowercase": self._files.lowercase,
+                **({"lowercase": True} if self._files.lowercase else {}),
                 "query_prefix": self.query_prefix, "passage_prefix": self.passage_prefix,
                 "sources": dict(self.sources)}
 
