@@ -185,3 +185,17 @@ def test_a_sentence_transformers_default_prompt_is_put_before_the_query(tmp_path
         got_plain = np.array([i.score for i in sorted(without.items, key=lambda i: i.index)])
         assert np.abs(got - expected).max() <= 1e-4
         assert np.abs(got_plain - expected).max() > 1e-2  # the prompt changes the scores
+
+
+def test_a_saved_cross_encoder_given_to_the_embedding_ranker_is_refused(model_dir, tmp_path):
+    """sentence-transformers 6 saves a CrossEncoder with the same modules.json as a bi-encoder; its files say
+    what it is (model_type CrossEncoder, transformer_task sequence-classification), and the embedding ranker,
+    which would pool its token states into meaningless vectors, refuses it by name."""
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import CrossEncoder
+
+    saved = tmp_path / "saved-cross-encoder"
+    CrossEncoder(str(model_dir)).save(str(saved))
+    with pytest.raises(InputError, match=r"saved as a sentence-transformers CrossEncoder.*cross-encoder ranker"):
+        surerank.Reranker("embedding", model=str(saved))
+    assert surerank.Reranker("cross-encoder", model=str(saved), precision="fp32").rank("q", ["a", "b"]).ids

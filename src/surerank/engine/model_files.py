@@ -210,6 +210,11 @@ class ModelFiles:
     #: sentence_bert_config.json ``do_lower_case``: sentence-transformers lowercases the input before the
     #: tokenizer's own normalisation (whether the tokenizer is cased or not)
     lowercase: bool = False
+    #: what sentence-transformers saved the model as (``config_sentence_transformers.json`` ``model_type``:
+    #: SentenceTransformer, CrossEncoder, SparseEncoder, ...) and its Transformer's ``transformer_task``
+    #: (sentence-transformers 6: feature-extraction, sequence-classification, ...); None where not written
+    st_model_type: str | None = None
+    transformer_task: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -423,9 +428,14 @@ def read_model_files(directory: Path) -> ModelFiles:
                              f"surerank (it computes {', '.join(SIMILARITIES)})")
         files.similarity = str(similarity)
         sources["prompts"] = sources["similarity"] = st_cfg_path.name
+        files.st_model_type = st_cfg.get("model_type") or None
 
     files.max_length, sources["max_length"] = _max_length(files, root)
     files.lowercase, sources["lowercase"] = _lowercase(files, root)
+    for path in (root / "sentence_bert_config.json", files.directory / "sentence_bert_config.json"):
+        if path.is_file() and _read_json(path).get("transformer_task"):
+            files.transformer_task = str(_read_json(path)["transformer_task"])
+            break
     return files
 
 

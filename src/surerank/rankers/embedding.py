@@ -42,6 +42,15 @@ class EmbeddingRanker(EncoderRanker):
                 raise InputError(f"{name}: must be a string, got {value!r}")
         self.model = model
         files = read_model_files(resolve_model_dir(model))
+        saved_as = files.st_model_type not in (None, "SentenceTransformer")
+        if saved_as or files.transformer_task not in (None, "feature-extraction"):
+            what = (f"a sentence-transformers {files.st_model_type}" if saved_as
+                    else f"a {files.transformer_task!r} Transformer")
+            raise InputError(
+                f"model: {files.directory.name} was saved as {what} (config_sentence_transformers.json / "
+                "sentence_bert_config.json), not as a sentence embedding model; pooling its token states would "
+                "not give its scores" + ("; use the cross-encoder ranker" if files.st_model_type == "CrossEncoder"
+                                         or files.transformer_task == "sequence-classification" else ""))
         self.pooling = pooling
         self.similarity = files.similarity
         #: where each setting came from: an option, or the model's file
