@@ -431,24 +431,24 @@ def read_model_files(directory: Path) -> ModelFiles:
         files.st_model_type = st_cfg.get("model_type") or None
 
     files.max_length, sources["max_length"] = _max_length(files, root)
-    files.lowercase, sources["lowercase"] = _lowercase(files, root)
-    for path in (root / "sentence_bert_config.json", files.directory / "sentence_bert_config.json"):
-        if path.is_file() and _read_json(path).get("transformer_task"):
-            files.transformer_task = str(_read_json(path)["transformer_task"])
-            break
+    lowercase, path = _sentence_bert_value(files, root, "do_lower_case")
+    if lowercase is not None and not isinstance(lowercase, bool):
+        raise InputError(f"model: {path} do_lower_case must be true or false, got {lowercase!r}")
+    files.lowercase = bool(lowercase)
+    sources["lowercase"] = f"{path.relative_to(root)} do_lower_case" if path else "default (no do_lower_case)"
+    task, _ = _sentence_bert_value(files, root, "transformer_task")
+    files.transformer_task = str(task) if task else None
     return files
 
 
-def _lowercase(files: ModelFiles, root: Path) -> tuple[bool, str]:
-    """sentence_bert_config.json's ``do_lower_case`` (beside the model, else in its Transformer folder)."""
+def _sentence_bert_value(files: ModelFiles, root: Path, key: str) -> tuple[Any, Path | None]:
+    """``key`` of sentence_bert_config.json (beside the model, else in its Transformer folder), and the file."""
     for path in (root / "sentence_bert_config.json", files.directory / "sentence_bert_config.json"):
         if path.is_file():
-            value = _read_json(path).get("do_lower_case")
+            value = _read_json(path).get(key)
             if value is not None:
-                if not isinstance(value, bool):
-                    raise InputError(f"model: {path} do_lower_case must be true or false, got {value!r}")
-                return value, f"{path.relative_to(root)} do_lower_case"
-    return False, "default (no do_lower_case)"
+                return value, path
+    return None, None
 
 
 def _max_length(files: ModelFiles, root: Path) -> tuple[int, str]:
