@@ -37,6 +37,22 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_session_options(threads: int) -> Any:
+    """ONNX Runtime options for a CPU session: every graph optimisation, kernels in sequence on ``threads``
+    intra-op threads, and no busy-waiting between kernels -- on a shared or busy CPU spinning threads steal
+    the cores the other thread needs (measured +10% pairs/s under load); SURERANK_ORT_SPIN=1 turns it on."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    spin = os.environ.get("SURERANK_ORT_SPIN", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin == "1" else "0")
+    return so
+
+
 class OnnxBackend:
     """ONNX Runtime CPU session over the graph built by :mod:`surerank.engine.onnx_build`.
 
@@ -73,17 +89,9 @@ class OnnxBackend:
             onnx_graph_path(files, head, precision, trust_remote_code=trust_remote_code))
         #: an exported graph's export-time parity check against torch (None for hand-built graphs)
         self.export = export_record(self.path)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.threads = int(threads) if threads else available_cpus()
         self.workers = max(1, min(int(workers or self.threads), self.threads))
-        so.intra_op_num_threads = max(1, self.threads // self.workers)
-        so.inter_op_num_threads = 1
-        # no busy-waiting between kernels: on a shared or busy CPU spinning threads steal the cores the
-        # other thread needs (measured +10% pairs/s under load); SURERANK_ORT_SPIN=1 turns it back on
-        spin = os.environ.get("SURERANK_ORT_SPIN", "0")
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin == "1" else "0")
+        so = cpu_session_options(max(1, self.threads // self.workers))
         self.session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"],
                                             disabled_optimizers=list(DISABLED_OPTIMIZERS))
         self.input_names = {i.name for i in self.session.get_inputs()}

@@ -457,12 +457,9 @@ def _max_length(files: ModelFiles, root: Path) -> tuple[int, str]:
     limit = files.position_limit
     declared: int | None = None
     source = ""
-    for path in (root / "sentence_bert_config.json", files.directory / "sentence_bert_config.json"):
-        if path.is_file():
-            value = _read_json(path).get("max_seq_length")
-            if value is not None:
-                declared, source = int(value), f"{path.relative_to(root)} max_seq_length"
-                break
+    value, path = _sentence_bert_value(files, root, "max_seq_length")
+    if path is not None:
+        declared, source = int(value), f"{path.relative_to(root)} max_seq_length"
     if declared is None:
         tok_cfg = files.directory / "tokenizer_config.json"
         if tok_cfg.is_file():

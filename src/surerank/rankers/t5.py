@@ -204,7 +204,7 @@ class T5Ranker(ScoringRanker):
         """Export (or reuse) the checked first-step graph and open an ONNX Runtime session on it."""
         import onnxruntime as ort
 
-        from surerank.engine.backends import available_cpus
+        from surerank.engine.backends import available_cpus, cpu_session_options
         from surerank.engine.onnx_build import CALIBRATION_TEXTS
         from surerank.engine.onnx_seq2seq import first_step_graph
 
@@ -213,11 +213,8 @@ class T5Ranker(ScoringRanker):
         path, self.export = first_step_graph(Path(self._directory), self._columns, calibration, self._pad_id(),
                                              trust_remote_code=self.trust_remote_code)
         self.onnx_path = str(path)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = self._threads or available_cpus()
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(self.onnx_path, so, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(self.onnx_path, cpu_session_options(self._threads or available_cpus()),
+                                             providers=["CPUExecutionProvider"])
 
     def _vocab_id(self, option: str, token: str) -> int:
         token_id = self._tok.convert_tokens_to_ids(token)
