@@ -370,7 +370,10 @@ def test_t5_onnx_backend_refuses_what_it_cannot_run(t5_parts, t5_dir, tmp_path, 
     assert ranker.describe()["backend_choice"].startswith("auto -> torch (the ONNX graph was refused")
     assert "backend auto -> torch instead" in caplog.text
     reference = t5_formula_reference(model, tok, "monot5")
-    assert np.abs(scores_by_index(ranker.rank(Query.from_texts(QUERY, DOCS))) - reference).max() <= 1e-3
+    ranked = ranker.rank(Query.from_texts(QUERY, DOCS))
+    assert np.abs(scores_by_index(ranked) - reference).max() <= 1e-3
+    assert ranked.info["backend"] == "torch"  # the fallback travels with the result too
+    assert ranked.info["backend_choice"].startswith("auto -> torch (the ONNX graph was refused")
     with pytest.raises(InputError, match="model_obj runs on backend='torch'"):
         Reranker("t5-reranker", model_obj=model, tokenizer_obj=tok, backend="onnx")
     with pytest.raises(InputError, match="dtype: the onnx backend runs float32"):

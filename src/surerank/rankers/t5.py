@@ -308,5 +308,6 @@ class T5Ranker(ScoringRanker):
                                "of their document (item.truncation says how much)", self.name, query.id, n_cut,
                                len(query.candidates), self.max_length)
             out.append(Scores(values=values[qi], truncations=truncations[qi], cost=cost,
-                              info={"variant": self.variant, "truncated": n_cut}))
+                              info={"variant": self.variant, "truncated": n_cut, "backend": self.backend,
+                                    "backend_choice": self.backend_choice}))
         return out
