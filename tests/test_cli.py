@@ -10,7 +10,7 @@ import pytest
 
 from surerank.cli import COMMANDS
 from surerank.eval.datasets import trec_dl_paths
-from surerank.eval.formats import read_jsonl, read_run
+from surerank.formats import read_jsonl, read_run
 
 
 def surerank(*args, check=True):
@@ -100,7 +100,7 @@ def test_cranfield_retrieve_then_rerank_end_to_end(tmp_path, shared_data):
     cran = shared_data / "cranfield"
     queries = tmp_path / "queries.tsv"
     lines = []
-    from surerank.eval.formats import read_smart_queries
+    from surerank.formats import read_smart_queries
 
     for q in read_smart_queries(cran / "cran.qry")[:8]:
         lines.append(f"{q.id}\t{q.text}")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from surerank import InputError, Query, RankedList
-from surerank.eval.formats import (
+from surerank.formats import (
     lists_to_run,
     read_cranfield,
     read_jsonl,
@@ -151,7 +151,7 @@ def test_rankgpt_hit_fields_are_checked_not_defaulted(tmp_path):
 
 def test_run_file_keeps_nearly_equal_scores_apart(tmp_path):
     """.8g used to write 0.123456789 and 0.1234567891 as the same score: a tie trec_eval broke by docid."""
-    from surerank.eval.formats import read_run, write_run
+    from surerank.formats import read_run, write_run
     from surerank.types import Query, RankedList
 
     query = Query.from_texts("q", ["a", "b", "c"], id="q1")
@@ -165,7 +165,7 @@ def test_run_file_keeps_nearly_equal_scores_apart(tmp_path):
 
 def test_jsonl_keeps_other_query_fields_as_metadata(tmp_path):
     """A generation task's query-level fields (entry point, tests, database, references) reach the ranker."""
-    from surerank.eval.formats import read_jsonl
+    from surerank.formats import read_jsonl
 
     path = tmp_path / "tasks.jsonl"
     path.write_text(json.dumps({"qid": "t1", "query": "def f(x):", "entry_point": "f", "tests": ["assert f(1) == 2"],

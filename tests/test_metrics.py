@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from surerank import InputError
 from surerank.eval.datasets import trec_dl_paths
-from surerank.eval.formats import read_qrels, read_run, write_run_dict
 from surerank.eval.metrics import evaluate, paired_test, to_ir_measure
+from surerank.formats import read_qrels, read_run, write_run_dict
 
 
 def trec_eval_order(docs):
@@ -29,7 +29,7 @@ def test_cli_eval_reproduces_bm25_ndcg_and_matches_ranx(tmp_path, year, expected
     from ranx import Qrels, Run
     from ranx import evaluate as ranx_evaluate
 
-    from surerank.eval.formats import read_rankgpt_json
+    from surerank.formats import read_rankgpt_json
 
     queries_path, qrels_path = trec_dl_paths(year)
     run_path = tmp_path / f"dl{year}.bm25.run"

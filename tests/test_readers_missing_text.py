@@ -1,6 +1,6 @@
 """Issue 12, defect 3: every file reader refuses a null / missing / non-string text, and says where.
 
-One parametrised test over the readers of ``surerank.eval.formats`` and ``surerank.batch.io`` (RankGPT JSON,
+One parametrised test over the readers of ``surerank.formats`` and ``surerank.batch.io`` (RankGPT JSON,
 JSONL, Parquet pair rows and nested candidates, a TREC run with its passages and queries files in JSONL and
 TSV, a JSONL corpus, SMART documents and queries) and each text field they read (passage and query).  For
 every fault the reader raises InputError naming the file, the line (files read line by line) or the query
@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from surerank import formats
 from surerank.batch import io as batch_io
 from surerank.cli import main
 from surerank.errors import InputError
-from surerank.eval import formats
 
 FAULTS = ("null", "missing", "number", "list")
 WORD = {"null": "null", "missing": "missing", "number": "number", "list": "list"}

@@ -219,7 +219,7 @@ def test_invalid_json_is_refused_with_file_and_position(tmp_path, capsys) -> Non
 def test_calibrate_output_and_artifact_are_drawn_by_report(tmp_path, capsys) -> None:
     """`surerank calibrate`'s printed summary and its artifact are both accepted by `report --trust`."""
     from surerank.cli import main
-    from surerank.eval.formats import read_rankgpt_json
+    from surerank.formats import read_rankgpt_json
 
     rows = [{"qid": q.id, "query": q.text, "candidates": [{"id": c.id, "text": c.text} for c in q.candidates[:30]]}
             for q in read_rankgpt_json(DATA / "dl20-bm25-top100.json")[:12]]
@@ -241,7 +241,7 @@ def test_calibrate_output_and_artifact_are_drawn_by_report(tmp_path, capsys) -> 
 def test_report_from_eval_json(tmp_path, capsys) -> None:
     from surerank.cli import main
     from surerank.eval.datasets import load_trec_dl, trec_dl_paths
-    from surerank.eval.formats import write_run
+    from surerank.formats import write_run
     from surerank.registry import create
 
     queries, _ = load_trec_dl(19)

@@ -61,9 +61,9 @@ def reliability_from(probabilities: np.ndarray, labels: np.ndarray, bins: int = 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from surerank.eval.formats import write_run
     from surerank.eval.metrics import evaluate
     from surerank.eval.robustness import RobustnessConfig, run_robustness
+    from surerank.formats import write_run
     from surerank.registry import create
     from surerank.trust import coverage_curve, fit_calibrator
 

@@ -180,7 +180,7 @@ def test_cli_rerank_depth_writes_scores_whose_order_is_the_rank_order(tmp_path, 
     # the tail beyond --depth was given n - rank + 1 (90, 89, ...), above every reranked bm25 score, so
     # trec_eval and `surerank eval` read the unscored tail first
     from surerank.eval.datasets import trec_dl_paths
-    from surerank.eval.formats import read_run
+    from surerank.formats import read_run
 
     queries_path, _ = trec_dl_paths(19)
     out = tmp_path / "depth.run"

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from surerank.errors import InputError
-from surerank.eval.formats import check_text, json_error, require_text
+from surerank.formats import (
+    check_text,
+    format_from_suffix,
+    json_error,
+    read_jsonl,
+    read_query_texts,
+    read_rankgpt_json,
+    read_run,
+    require_text,
+)
 from surerank.types import Candidate, Query
 
 logger = logging.getLogger(__name__)
@@ -32,15 +41,10 @@ OUTPUT_FORMATS = ("auto", "parquet", "jsonl", "trec")
 
 
 def detect_input_format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        return "jsonl"
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith(".json"):
-        return "rankgpt"
-    if name.endswith((".run", ".trec", ".txt")):
-        return "trec"
+    """The input format ``path``'s name declares (:func:`surerank.formats.format_from_suffix`)."""
+    fmt = format_from_suffix(path)
+    if fmt in INPUT_FORMATS:
+        return fmt
     raise InputError(
         f"--input {path}: cannot tell the format from the file name; pass --input-format "
         f"({', '.join(INPUT_FORMATS[1:])})"
@@ -48,13 +52,10 @@ def detect_input_format(path: Path) -> str:
 
 
 def detect_output_format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".jsonl", ".ndjson")):
-        return "jsonl"
-    if name.endswith((".run", ".trec", ".txt")):
-        return "trec"
+    """The output format ``path``'s name declares; a compressed name is refused (the writers write plain files)."""
+    fmt = format_from_suffix(path)
+    if fmt in OUTPUT_FORMATS and not path.name.lower().endswith(".gz"):
+        return fmt
     raise InputError(
         f"--output {path}: cannot tell the format from the file name (.parquet, .jsonl, .run/.trec/.txt); "
         "pass --output-format"
@@ -76,15 +77,13 @@ def _candidate(raw: Any, where: str, position: int) -> Candidate:
 
 
 def read_jsonl_queries(path: Path) -> list[Query]:
-    """One query per line: ``{"qid", "query", "candidates": [{"id", "text", ...}]}`` (eval.formats)."""
-    from surerank.eval.formats import read_jsonl
+    """One query per line: ``{"qid", "query", "candidates": [{"id", "text", ...}]}`` (surerank.formats)."""
 
     return read_jsonl(path)
 
 
 def read_rankgpt_queries(path: Path) -> list[Query]:
-    """The TREC DL top-100 files, first-stage order kept (eval.formats)."""
-    from surerank.eval.formats import read_rankgpt_json
+    """The TREC DL top-100 files, first-stage order kept (surerank.formats)."""
 
     return read_rankgpt_json(path)
 
@@ -144,8 +143,7 @@ def read_parquet_queries(path: Path) -> Iterator[Query]:
 
 
 def read_trec_run(path: Path) -> dict[str, list[tuple[str, float]]]:
-    """A TREC run (eval.formats) as per-qid [(docid, score)], best first (score order, file order on ties)."""
-    from surerank.eval.formats import read_run
+    """A TREC run (surerank.formats) as per-qid [(docid, score)], best first (score order, file order on ties)."""
 
     return {qid: sorted(docs.items(), key=lambda hit: -hit[1]) for qid, docs in read_run(path).items()}
 
@@ -193,7 +191,6 @@ def read_passages(path: Path, wanted: set[str]) -> dict[str, str]:
 
 def read_trec_queries(run_path: Path, passages: Path | None, queries: Path | None) -> Iterator[Query]:
     """A TREC run with its passage texts and query texts, each candidate list in run order."""
-    from surerank.eval.formats import read_query_texts
 
     if passages is None or queries is None:
         raise InputError(f"--input {run_path} is a TREC run: it needs --passages and --queries files")

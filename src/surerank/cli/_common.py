@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from surerank.errors import InputError
-from surerank.eval.formats import Run, lists_to_run, read_jsonl, read_run, write_jsonl, write_run
+from surerank.formats import (
+    Run,
+    format_from_suffix,
+    lists_to_run,
+    read_jsonl,
+    read_run,
+    write_jsonl,
+    write_run,
+)
 from surerank.ranker import BaseRanker
 from surerank.types import Query, RankedList
 
@@ -57,7 +64,7 @@ def rank_with_progress(ranker: BaseRanker, queries: Sequence[Query], chunk: int 
 
 def write_lists(path: str, lists: Sequence[RankedList], tag: str) -> None:
     """Write by the output's declared format: ``.jsonl`` keeps texts and trust fields, else a TREC run."""
-    if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
+    if format_from_suffix(path) == "jsonl":
         write_jsonl(path, lists)
     else:
         write_run(path, lists, tag=tag)
@@ -65,7 +72,7 @@ def write_lists(path: str, lists: Sequence[RankedList], tag: str) -> None:
 
 def read_scored(path: str) -> Run:
     """A run from a TREC run file or from surerank's JSONL output (candidates with scores)."""
-    if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
+    if format_from_suffix(path) == "jsonl":
         queries = read_jsonl(path)
         run: Run = {}
         for q in queries:

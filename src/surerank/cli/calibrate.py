@@ -94,7 +94,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 def read_all_qrels(paths: list[Path]) -> dict[str, dict[str, int]]:
     """Merge several qrels files; one (query, document) judged differently in two files is an error."""
-    from surerank.eval.formats import read_qrels
+    from surerank.formats import read_qrels
 
     merged: dict[str, dict[str, int]] = {}
     origin: dict[str, Path] = {}
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ranked_from_run(path: Path, ranker: str) -> list:
-    from surerank.eval.formats import read_run
+    from surerank.formats import read_run
     from surerank.types import Candidate, Query, RankedList
 
     run = read_run(path)
@@ -200,6 +200,6 @@ def _describe(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_queries(path: Path) -> list:
-    from surerank.eval.formats import read_queries
+    from surerank.formats import read_queries
 
     return read_queries(path)

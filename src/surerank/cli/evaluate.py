@@ -9,8 +9,8 @@ from pathlib import Path
 
 from surerank.cli._common import echo, read_scored
 from surerank.errors import InputError
-from surerank.eval.formats import read_qrels
 from surerank.eval.metrics import DEFAULT_MEASURES, evaluate, paired_test
+from surerank.formats import read_qrels
 from surerank.trust.cli_options import trust_summary
 
 

@@ -58,7 +58,7 @@ def register(subparsers: Any) -> None:
 
 
 def resolve_qrels(specs: list[str]) -> tuple[dict[str, dict], list[str]]:
-    from surerank.eval.formats import read_qrels
+    from surerank.formats import read_qrels
 
     qrels, sources = {}, []
     for spec in specs:

@@ -14,8 +14,8 @@ from surerank.cli._common import (
     rank_with_progress,
     write_lists,
 )
-from surerank.eval.formats import lists_to_run, read_qrels, read_queries
 from surerank.eval.metrics import evaluate, evaluate_lists, paired_test
+from surerank.formats import lists_to_run, read_qrels, read_queries
 from surerank.registry import create
 from surerank.trust.cli_options import add_arguments as add_trust_arguments
 from surerank.trust.cli_options import apply as apply_trust

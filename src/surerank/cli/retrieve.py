@@ -7,8 +7,8 @@ import time
 
 from surerank.cli._common import echo, first_stage_run, parse_options
 from surerank.errors import InputError
-from surerank.eval.formats import read_corpus, read_qrels, read_query_texts, write_jsonl, write_run
 from surerank.eval.metrics import evaluate
+from surerank.formats import read_corpus, read_qrels, read_query_texts, write_jsonl, write_run
 from surerank.types import RankedList
 
 

@@ -85,7 +85,7 @@ def load_dataset(name: str, qrels_path: Path | None) -> tuple[list, dict, str]:
 
         queries, qrels = load_trec_dl(alias)
         if qrels_path is not None:
-            from surerank.eval.formats import read_qrels
+            from surerank.formats import read_qrels
 
             qrels = read_qrels(qrels_path)
         return list(queries), qrels, f"dl{alias % 100}"
@@ -95,7 +95,7 @@ def load_dataset(name: str, qrels_path: Path | None) -> tuple[list, dict, str]:
                          "nor an existing file")
     if qrels_path is None:
         raise InputError(f"--dataset {name}: a dataset file needs --qrels")
-    from surerank.eval import formats
+    from surerank import formats
 
     return list(formats.read_queries(path)), formats.read_qrels(qrels_path), path.stem
 

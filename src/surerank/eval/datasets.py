@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from surerank.errors import InputError
-from surerank.eval.formats import Qrels, read_cranfield, read_qrels, read_rankgpt_json
+from surerank.formats import Qrels, read_cranfield, read_qrels, read_rankgpt_json
 from surerank.types import Candidate, Query
 
 TREC_DL_YEARS = {"19": "dl19", "2019": "dl19", "dl19": "dl19", "20": "dl20", "2020": "dl20", "dl20": "dl20"}
