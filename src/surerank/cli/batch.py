@@ -8,18 +8,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from surerank.cli._common import parse_options
+from surerank.cli._common import DATASETS, parse_options
+from surerank.eval.datasets import dataset_file
 
 logger = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
-  surerank batch --input ../shared/data/trec-dl/dl19-bm25-top100.json --ranker embedding --output dl19.parquet
+  surerank batch --input dl19 --ranker embedding --output dl19.parquet
   surerank batch --input run.trec --passages collection.tsv --queries queries.tsv --output reranked.run \\
       --engine ray --actors 4 --cpus-per-actor 2
   surerank batch --input pairs.parquet --output out.jsonl --engine ray --ray-address ray://head:10001 \\
       --gpus-per-actor 1 --option device=cuda
 A job that died is continued by running the same command again (finished shards are kept).
-"""
+""" + DATASETS
 
 
 def register(subparsers: Any) -> None:
@@ -67,8 +68,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from surerank.batch import BatchConfig, RayOptions, run_batch
 
+    inputs = [dataset_file(p, "queries") for p in args.input]  # dl19 / dl20 stand for the TREC DL files
     config = BatchConfig(
-        inputs=args.input, output=args.output, ranker=args.ranker, ranker_options=parse_options(args.option),
+        inputs=inputs, output=args.output, ranker=args.ranker, ranker_options=parse_options(args.option),
         input_format=args.input_format, output_format=args.output_format, passages=args.passages,
         queries=args.queries, shard_pairs=args.shard_size, work_dir=args.work_dir, engine=args.engine,
         ray=RayOptions(actors=args.actors, cpus_per_actor=args.cpus_per_actor,

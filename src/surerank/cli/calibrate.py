@@ -20,20 +20,20 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from surerank.cli._common import parse_options
+from surerank.cli._common import DATASETS, parse_options
 from surerank.errors import InputError
+from surerank.eval.datasets import dataset_file
 
 logger = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
-  surerank calibrate --input ../shared/data/trec-dl/dl20-bm25-top100.json \\
-      --qrels ../shared/data/trec-dl/qrels.dl20-passage.txt --ranker embedding --method platt \\
+  surerank calibrate --input dl19 --qrels dl19 --ranker embedding --method platt \\
       --abstain u_lin --abstain-rate 0.1 --cutoff-alpha 0.2 --output embedding.trust.json
-  surerank calibrate --input dl19-bm25-top100.json --input dl20-bm25-top100.json \\
-      --qrels qrels.dl19-passage.txt --qrels qrels.dl20-passage.txt --ranker embedding --output emb.trust.json
-  surerank calibrate --run dl20.embedding.run --ranker embedding --qrels qrels.dl20-passage.txt \\
+  surerank calibrate --input dl19 --input dl20 --qrels dl19 --qrels dl20 --ranker embedding \\
+      --output emb.trust.json
+  surerank calibrate --run dl19.embedding.run --ranker embedding --qrels dl19 \\
       --method isotonic --output embedding.trust.json
-"""
+""" + DATASETS
 
 
 def register(subparsers: Any) -> None:
@@ -137,6 +137,9 @@ def _check_ids(by_file: list[tuple[Path, list[str]]], qrels: dict[str, Any], qre
 def run(args: argparse.Namespace) -> int:
     from surerank.trust.artifact import fit_trust
 
+    if args.input:  # dl19 / dl20 stand for the TREC DL files
+        args.input = [dataset_file(p, "queries") for p in args.input]
+    args.qrels = [dataset_file(p, "qrels") for p in args.qrels]
     check_options(args)
     options = parse_options(args.option)
     qrels = read_all_qrels(args.qrels)

@@ -7,8 +7,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from surerank.cli._common import echo, read_scored
+from surerank.cli._common import DATASETS, echo, read_scored
 from surerank.errors import InputError
+from surerank.eval.datasets import dataset_file
 from surerank.eval.metrics import DEFAULT_MEASURES, evaluate, paired_test
 from surerank.formats import read_qrels
 from surerank.trust.cli_options import trust_summary
@@ -22,12 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "relevant for MAP, MRR, Recall and P; tied scores are ordered by docid "
                     "(descending) as trec_eval does, and the command says how many ties a run has. "
                     "With --baseline, every run gets a paired significance test per measure against it.",
-        epilog="example:\n  surerank eval --run dl19.embedding.run --baseline dl19.bm25.run \\\n"
-               "      --qrels ../shared/data/trec-dl/qrels.dl19-passage.txt",
+        epilog="example:\n  surerank eval --run dl19.embedding.run --baseline dl19.bm25.run --qrels dl19\n" + DATASETS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--run", action="append", required=True, help="a run to evaluate (repeatable)")
-    parser.add_argument("--qrels", required=True, help="TREC qrels (or 3-column Cranfield judgments)")
+    parser.add_argument("--qrels", required=True, help="TREC qrels (or 3-column Cranfield judgments), or dl19")
     parser.add_argument("--baseline", help="run to test every --run against (paired test per query)")
     parser.add_argument("--measures", default=",".join(DEFAULT_MEASURES),
                         help="comma-separated: nDCG@k, MAP, MRR@k, R@k, P@k (default %(default)s)")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     measures = [m.strip() for m in args.measures.split(",") if m.strip()]
     if not measures:
         raise InputError("--measures is empty")
-    qrels = read_qrels(args.qrels)
+    qrels = read_qrels(dataset_file(args.qrels, "qrels"))
     names = list(args.run)
     if args.baseline and args.baseline not in names:
         names.insert(0, args.baseline)

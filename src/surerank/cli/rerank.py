@@ -7,6 +7,7 @@ import math
 import time
 
 from surerank.cli._common import (
+    DATASETS,
     add_ranker_arguments,
     echo,
     first_stage_run,
@@ -14,6 +15,7 @@ from surerank.cli._common import (
     rank_with_progress,
     write_lists,
 )
+from surerank.eval.datasets import dataset_file
 from surerank.eval.metrics import evaluate, evaluate_lists, paired_test
 from surerank.formats import lists_to_run, read_qrels, read_queries
 from surerank.registry import create
@@ -34,13 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "rerank", help="rerank a file of queries and candidates", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  surerank rerank --input ../shared/data/trec-dl/dl19-bm25-top100.json \\\n"
-               "      --qrels ../shared/data/trec-dl/qrels.dl19-passage.txt --output dl19.embedding.run",
+        epilog="example:\n  surerank rerank --input dl19 --qrels dl19 --output dl19.embedding.run\n" + DATASETS,
     )
-    parser.add_argument("--input", "-i", required=True, help="queries with candidates (.jsonl or .json)")
+    parser.add_argument("--input", "-i", required=True, help="queries with candidates (.jsonl or .json), or dl19")
     add_ranker_arguments(parser)
     parser.add_argument("--output", help="where to write the result (.jsonl, else a TREC run)")
-    parser.add_argument("--qrels", help="judgments: print metrics of the input order and of the reranked order")
+    parser.add_argument("--qrels", help="judgments (a TREC qrels file, or dl19): print metrics of the input "
+                                        "order and of the reranked order")
     parser.add_argument("--rel-level", type=int, default=2,
                         help="grade counted relevant by binary measures (TREC DL: 2, the default)")
     parser.add_argument("--depth", type=int, default=None,
@@ -54,12 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from surerank.errors import InputError
 
-    queries = read_queries(args.input)
+    queries = read_queries(dataset_file(args.input, "queries"))
     if args.max_queries is not None:
         queries = queries[: args.max_queries]
     if args.depth is not None and args.depth < 1:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
-    qrels = read_qrels(args.qrels) if args.qrels else None
+    qrels = read_qrels(dataset_file(args.qrels, "qrels")) if args.qrels else None
     ranker = create(args.ranker, **parse_options(args.option))
     config = getattr(ranker, "engine_config", None)
     if config is not None and config.precision == "auto":  # what the default precision chose, and why

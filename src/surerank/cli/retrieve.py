@@ -20,11 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Corpus: JSONL {id, text} or a SMART file (e.g. Cranfield cran.all.1400). "
                     "Queries: JSONL {qid, query}, TSV qid<TAB>query, or SMART (numbered by position). "
                     "Write .jsonl to rerank the result next with 'surerank rerank'.",
-        epilog="example (Cranfield, end to end):\n"
-               "  surerank retrieve --corpus ../shared/data/cranfield/cran.all.1400 \\\n"
-               "      --queries ../shared/data/cranfield/cran.qry --k 100 --output cran.bm25.jsonl \\\n"
-               "      --qrels ../shared/data/cranfield/cranqrel --rel-level 1\n"
-               "  surerank rerank --input cran.bm25.jsonl --qrels ../shared/data/cranfield/cranqrel --rel-level 1\n"
+        epilog="example (the Cranfield collection in ./cranfield, from ir.dcs.gla.ac.uk/resources/test_collections):\n"
+               "  surerank retrieve --corpus cranfield/cran.all.1400 \\\n"
+               "      --queries cranfield/cran.qry --k 100 --output cran.bm25.jsonl \\\n"
+               "      --qrels cranfield/cranqrel --rel-level 1\n"
+               "  surerank rerank --input cran.bm25.jsonl --qrels cranfield/cranqrel --rel-level 1\n"
                "BM25 with the corpus's statistics as a reranker (for candidates from another retriever):\n"
                "  surerank retrieve ... --save-stats cran.bm25-stats.json\n"
                "  surerank rerank --input other.jsonl --ranker bm25 -o stats=cran.bm25-stats.json",
