@@ -184,7 +184,7 @@ def test_sql_row_limit_is_reported(database):
 
 
 def test_missing_namespaces_are_refused_not_silently_weakened(monkeypatch):
-    monkeypatch.setattr(sandbox_process, "_find_tool", lambda name, as_root: ("", f"{name} is not installed"))
+    monkeypatch.setattr(sandbox_process, "find_tool", lambda name, as_root: ("", f"{name} is not installed"))
     with pytest.raises(SandboxUnavailableError, match="isolation='limits-only'") as refused:
         Sandbox()
     assert "bwrap is not installed" in str(refused.value) and "unshare is not installed" in str(refused.value)
@@ -195,7 +195,7 @@ def test_missing_namespaces_are_refused_not_silently_weakened(monkeypatch):
 
 def test_auto_prefers_bwrap_and_names_the_tool_on_every_result():
     box = _tool_or_skip("auto")
-    bwrap_path, bwrap_problem = sandbox_process._find_tool("bwrap", os.geteuid() == 0)
+    _, bwrap_problem = sandbox_process.find_tool("bwrap", os.geteuid() == 0)
     assert box.tool_used.startswith("bwrap ") if not bwrap_problem else box.tool_used == "unshare"
     assert box.run_python(GOOD).tool == box.tool_used
 
@@ -226,8 +226,8 @@ def test_a_sandbox_dies_with_its_caller(sandbox, tmp_path):
 
 def _unprivileged_python() -> str | None:
     """An interpreter an unprivileged uid can run, of this one's minor version (the venv's packages must load)."""
-    for candidate in (sandbox_process._base_executable(), shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")):
-        if candidate and sandbox_process._world_executable(candidate):
+    for candidate in (sandbox_process.base_executable(), shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")):
+        if candidate and sandbox_process.world_executable(candidate):
             version = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"],
                                      capture_output=True, text=True).stdout.strip()
             if version == str(sys.version_info[:2]):
@@ -253,7 +253,7 @@ def attack(request, tmp_path):
     if python is None or shutil.which("setpriv") is None:
         pytest.skip("no interpreter of this version that an unprivileged uid can run, or no setpriv")
     paths = _import_paths()
-    if not all(sandbox_process._world_executable(p) for p in paths):
+    if not all(sandbox_process.world_executable(p) for p in paths):
         pytest.skip(f"the suite's folders {paths} are not reachable by an unprivileged uid")
     home = tmp_path / "home"
     home.mkdir()
@@ -262,8 +262,8 @@ def attack(request, tmp_path):
     def run(name: str, **kwargs):
         done = subprocess.run(
             ["setpriv", f"--reuid={UNPRIVILEGED_UID}", f"--regid={UNPRIVILEGED_UID}", "--clear-groups", "--",
-             python, "-I", "-c", "import runpy, sys; sys.path[:0] = sys.argv[1].split(':'); "
-             "sys.argv = ['sandbox_scenarios.py', *sys.argv[2:]]; runpy.run_module('sandbox_scenarios', run_name='__main__')",
+             python, "-I", "-c", "import runpy, sys; sys.path[:0] = sys.argv[1].split(':'); sys.argv = "
+             "['sandbox_scenarios.py', *sys.argv[2:]]; runpy.run_module('sandbox_scenarios', run_name='__main__')",
              ":".join(paths), name, json.dumps(kwargs)],
             capture_output=True, text=True, timeout=120, cwd=str(home),
             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"})

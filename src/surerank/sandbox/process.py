@@ -134,7 +134,7 @@ class Sandbox:
             raise InputError(f"tool: must be 'auto', 'bwrap' or 'unshare', got {self.tool!r}")
         self._as_root = os.geteuid() == 0
         self.python = os.path.realpath(self.python or _interpreter_for(self._as_root))
-        if self._as_root and not _world_executable(self.python):
+        if self._as_root and not world_executable(self.python):
             raise SandboxUnavailableError(
                 f"python: {self.python} cannot be run by the unprivileged uid the sandbox runs as; pass python= a "
                 "world-readable interpreter such as /usr/bin/python3"
@@ -151,7 +151,7 @@ class Sandbox:
     def _choose_tool(self) -> None:
         problems: list[str] = []
         for name in (("bwrap", "unshare") if self.tool == "auto" else (self.tool,)):
-            path, problem = _find_tool(name, self._as_root)
+            path, problem = find_tool(name, self._as_root)
             if not problem:
                 problem = self._probe(name, path)
             if not problem:
@@ -378,7 +378,7 @@ def _nproc_limit(processes: int, namespaces: bool, run_uid: int | None) -> int:
     return running + processes
 
 
-def _find_tool(name: str, as_root: bool) -> tuple[str, str]:
+def find_tool(name: str, as_root: bool) -> tuple[str, str]:
     """The tool's path and '' when usable, else '' and why not."""
     if not sys.platform.startswith("linux"):
         return "", f"needs Linux, this is {sys.platform}"
@@ -397,7 +397,7 @@ def _find_tool(name: str, as_root: bool) -> tuple[str, str]:
         version = _bwrap_version(path)
         if _version_tuple(version) < MIN_BWRAP:
             found.append(f"{path} is {version or 'unreadable'}, --size needs >= 0.10")
-        elif as_root and not _world_executable(path):
+        elif as_root and not world_executable(path):
             found.append(f"{path} cannot be run by the run's unprivileged uid")
         else:
             return path, ""
@@ -439,7 +439,7 @@ def _root_for(python: str) -> _Root:
 
 def _prefixes_of(python: str) -> list[str]:
     """The installation folders of ``python`` (asked of it when it is not this interpreter)."""
-    if os.path.realpath(python) == os.path.realpath(_base_executable()):
+    if os.path.realpath(python) == os.path.realpath(base_executable()):
         return [sys.base_prefix, sys.base_exec_prefix]
     try:
         out = subprocess.run([python, "-I", "-c", "import sys; print(sys.base_prefix); print(sys.base_exec_prefix)"],
@@ -449,12 +449,12 @@ def _prefixes_of(python: str) -> list[str]:
     return out.split()
 
 
-def _base_executable() -> str:
+def base_executable() -> str:
     """The interpreter behind this one's virtual environment, if any (a venv's python is not visible inside)."""
-    return getattr(sys, "_base_executable", "") or sys.executable
+    return getattr(sys, "base_executable", "") or sys.executable
 
 
-def _world_executable(path: str) -> bool:
+def world_executable(path: str) -> bool:
     """Can a user with no special rights run ``path`` (every folder on the way traversable, the file o+x)?"""
     real = Path(os.path.realpath(path))
     try:
@@ -468,13 +468,13 @@ def _world_executable(path: str) -> bool:
 def _interpreter_for(as_root: bool) -> str:
     """This interpreter's base when the caller runs unprivileged; else the first one any uid can run."""
     if not as_root:
-        return _base_executable()
-    candidates = [_base_executable(), sys.executable,
+        return base_executable()
+    candidates = [base_executable(), sys.executable,
                   shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or ""]
     for candidate in candidates:
-        if candidate and _world_executable(candidate):
+        if candidate and world_executable(candidate):
             return candidate
-    return _base_executable()  # refused in __post_init__ with a message naming the python option
+    return base_executable()  # refused in __post_init__ with a message naming the python option
 
 
 def _feed(proc: subprocess.Popen, stdin: str) -> None:
