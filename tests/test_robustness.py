@@ -15,7 +15,7 @@ import pytest
 
 from surerank.cli import main
 from surerank.errors import InputError
-from surerank.eval.robustness import RobustnessConfig, format_table, run_robustness
+from surerank.robustness import RobustnessConfig, RobustnessResult, format_table, run_robustness
 from surerank.ranker import BaseRanker
 from surerank.types import Query, RankedList
 
@@ -52,6 +52,11 @@ def dl19():
     return cut, qrels
 
 
+def robustness(*args, **kwargs) -> dict:
+    """The run's typed result as its JSON document (what --output writes)."""
+    return run_robustness(*args, **kwargs).to_dict()
+
+
 def config(**changes) -> RobustnessConfig:
     base = {"shuffles": 3, "typo_seeds": (0, 1), "depths": (10, 20, 30), "position_list_size": 5}
     return RobustnessConfig(**{**base, **changes})
@@ -59,7 +64,7 @@ def config(**changes) -> RobustnessConfig:
 
 def test_order_blind_ranker_is_stable_and_typo_proof(dl19) -> None:
     queries, qrels = dl19
-    result = run_robustness(FirstStageScore(), queries, qrels, config(), dataset="dl19")
+    result = robustness(FirstStageScore(), queries, qrels, config(), dataset="dl19")
     json.dumps(result)  # JSON-ready
     assert result["n_queries"] == N_QUERIES
     assert result["order"]["kendall_tau_mean"] == pytest.approx(1.0)
@@ -82,7 +87,7 @@ def test_order_blind_ranker_is_stable_and_typo_proof(dl19) -> None:
 
 def test_position_bias_and_order_flips_are_detected(dl19) -> None:
     queries, qrels = dl19
-    result = run_robustness(KeepOrder(), queries, qrels, config(checks=("order", "position")))
+    result = robustness(KeepOrder(), queries, qrels, config(checks=("order", "position")))
     # keeping the input order puts the relevant passage first exactly when it was placed first
     assert result["position"]["top1_accuracy"] == [1.0, 0.0, 0.0, 0.0, 0.0]
     assert result["position"]["spread"] == 1.0
@@ -93,7 +98,7 @@ def test_position_bias_and_order_flips_are_detected(dl19) -> None:
 
 def test_trap_slice_matches_its_definition(dl19) -> None:
     queries, qrels = dl19
-    result = run_robustness(FirstStageScore(), queries, qrels, config(checks=("trap",)))
+    result = robustness(FirstStageScore(), queries, qrels, config(checks=("trap",)))
     expected = []
     for q in queries:
         judged = {c.id: qrels[q.id][c.id] for c in q.candidates if c.id in qrels[q.id]}
@@ -108,15 +113,15 @@ def test_trap_slice_matches_its_definition(dl19) -> None:
 
 def test_typos_are_the_same_on_a_second_run(dl19) -> None:
     queries, qrels = dl19
-    first = run_robustness(FirstStageScore(), queries, qrels, config(checks=("typos",)))
-    again = run_robustness(FirstStageScore(), queries, qrels, config(checks=("typos",)))
+    first = robustness(FirstStageScore(), queries, qrels, config(checks=("typos",)))
+    again = robustness(FirstStageScore(), queries, qrels, config(checks=("typos",)))
     assert first["typos"]["examples"] == again["typos"]["examples"]
     assert all(e["query"] != e["typo"] for e in first["typos"]["examples"])
 
 
 def test_typo_deltas_compare_equal_depths(dl19) -> None:
     queries, qrels = dl19
-    result = run_robustness(KeepOrder(), queries, qrels, config(checks=("typos",), typo_depth=10))
+    result = robustness(KeepOrder(), queries, qrels, config(checks=("typos",), typo_depth=10))
     assert result["typos"]["depth"] == 10
     # keeping the first-stage order at depth 10 or 30 gives the same nDCG@10, typo or not
     for figures in result["typos"]["kinds"].values():
@@ -127,11 +132,11 @@ def test_typo_deltas_compare_equal_depths(dl19) -> None:
 def test_bad_configuration_names_the_field(dl19) -> None:
     queries, qrels = dl19
     with pytest.raises(InputError, match="checks: unknown nope"):
-        run_robustness(KeepOrder(), queries, qrels, config(checks=("nope",)))
+        robustness(KeepOrder(), queries, qrels, config(checks=("nope",)))
     with pytest.raises(InputError, match="shuffles must be at least 1"):
-        run_robustness(KeepOrder(), queries, qrels, config(shuffles=0))
+        robustness(KeepOrder(), queries, qrels, config(shuffles=0))
     with pytest.raises(InputError, match="no query has both candidates and relevance judgments"):
-        run_robustness(KeepOrder(), queries, {}, config())
+        robustness(KeepOrder(), queries, {}, config())
 
 
 def test_cli_runs_bm25_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,13 +146,13 @@ def test_cli_runs_bm25_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFix
                  "--depths", "10,20", "--list-size", "4", "--output", str(out)])
     assert code == 0
     result = json.loads(out.read_text())
-    assert result["schema"] == "surerank.robustness/1" and result["ranker"] == "bm25"
+    assert (result["kind"], result["version"]) == ("surerank.robustness", 1) and result["ranker"] == "bm25"
     assert result["n_queries"] == 4 and set(result["typos"]["kinds"]) == {"swap", "keyboard"}
     assert 0.0 <= result["clean"]["nDCG@10"] <= 1.0
     assert np.isfinite(result["order"]["kendall_tau_mean"])
     printed = capsys.readouterr().out
     assert "order: top-1 flip rate" in printed and "typo keyboard" in printed
-    assert format_table([result]).splitlines()[0].split()[-1] == "bm25"
+    assert format_table([RobustnessResult.from_dict(result)]).splitlines()[0].split()[-1] == "bm25"
 
 
 def test_cli_rejects_unknown_dataset(capsys: pytest.CaptureFixture[str]) -> None:
@@ -159,8 +164,8 @@ def test_one_call_gives_the_same_figures_as_one_call_per_check(dl19) -> None:
     from surerank.registry import create
 
     queries, qrels = dl19
-    batched = run_robustness(create("bm25"), queries[:3], qrels, config(one_call=True))
-    separate = run_robustness(create("bm25"), queries[:3], qrels, config(one_call=False))
+    batched = robustness(create("bm25"), queries[:3], qrels, config(one_call=True))
+    separate = robustness(create("bm25"), queries[:3], qrels, config(one_call=False))
     for part in ("clean", "order", "position", "typos", "trap", "depth"):
         for key in batched[part]:
             if key != "seconds":

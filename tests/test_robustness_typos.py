@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from surerank.errors import InputError
-from surerank.eval.robustness import (
+from surerank.robustness import (
     KEYBOARD_NEIGHBOURS,
     TYPO_KINDS,
     content_words,

@@ -8,8 +8,9 @@ and ``path`` (the dotted field path inside the document).
 The documents (each ``{"kind": ..., "version": ..., ...}``): ``surerank.trust`` (the trust artifact,
 :mod:`surerank.trust.artifact`), ``surerank.calibration`` (what ``surerank calibrate`` prints),
 ``surerank.eval`` (``surerank eval --json``), ``surerank.trust-figures`` and ``surerank.throughput``
-(:mod:`surerank.eval.report`, written by the benchmarks); ``surerank robustness`` keeps its
-``"schema": "surerank.robustness/1"``.
+(:mod:`surerank.report.documents`, written by the benchmarks) and ``surerank.robustness`` (what
+``surerank robustness --output`` writes: :class:`surerank.robustness.RobustnessResult`, whose files of
+before version 1's header, ``"schema": "surerank.robustness/1"``, are read as version 1).
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ from typing import Any
 
 from surerank.cli._common import parse_options
 from surerank.errors import InputError
+from surerank.eval.datasets import load_trec_dl
+from surerank.formats import read_qrels, read_queries
+from surerank.registry import create
+from surerank.robustness import CHECKS, TYPO_KINDS, RobustnessConfig, format_table, run_robustness
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +23,8 @@ EXAMPLES = """examples:
   surerank robustness embedding --dataset dl19 --shuffles 3 --typo-seeds 0,1 --depth 50
   surerank robustness llm-listwise --dataset dl19 --checks position,order --max-queries 10
   surerank robustness embedding --dataset my-top100.json --qrels my.qrels --option model_path=./minilm
-The dataset is dl19 / dl20 (TREC DL passage top-100 from the shared data folder), a RankGPT JSON file or a
-JSONL file of {qid, query, candidates}; files need --qrels.
+The dataset is dl19 / dl20 (TREC DL passage top-100 and judgments; dl19 ships with surerank, dl20 is read
+from SURERANK_DATA), a RankGPT JSON file or a JSONL file of {qid, query, candidates}; files need --qrels.
 """
 
 DATASET_ALIASES = {"dl19": 19, "dl20": 20, "trec-dl-2019": 19, "trec-dl-2020": 20, "2019": 19, "2020": 20}
@@ -41,8 +45,6 @@ def name_list(text: str) -> tuple[str, ...]:
 
 
 def register(subparsers: Any) -> None:
-    from surerank.eval.robustness import CHECKS, TYPO_KINDS
-
     parser = subparsers.add_parser(
         "robustness", help="order, position, typo, lexical-trap and depth checks of a ranker",
         description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,12 +83,8 @@ def load_dataset(name: str, qrels_path: Path | None) -> tuple[list, dict, str]:
     """(queries, qrels, label) for a dataset alias or a file."""
     alias = DATASET_ALIASES.get(name.lower())
     if alias is not None and not Path(name).exists():
-        from surerank.eval.datasets import load_trec_dl
-
         queries, qrels = load_trec_dl(alias)
         if qrels_path is not None:
-            from surerank.formats import read_qrels
-
             qrels = read_qrels(qrels_path)
         return list(queries), qrels, f"dl{alias % 100}"
     path = Path(name)
@@ -95,15 +93,10 @@ def load_dataset(name: str, qrels_path: Path | None) -> tuple[list, dict, str]:
                          "nor an existing file")
     if qrels_path is None:
         raise InputError(f"--dataset {name}: a dataset file needs --qrels")
-    from surerank import formats
-
-    return list(formats.read_queries(path)), formats.read_qrels(qrels_path), path.stem
+    return list(read_queries(path)), read_qrels(qrels_path), path.stem
 
 
 def run(args: argparse.Namespace) -> int:
-    from surerank.eval.robustness import RobustnessConfig, format_table, run_robustness
-    from surerank.registry import create
-
     config = RobustnessConfig(
         checks=tuple(args.checks), depth=args.depth, shuffles=args.shuffles, order_depth=args.order_depth,
         typo_depth=args.typo_depth,
@@ -115,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
     queries, qrels, label = load_dataset(args.dataset, args.qrels)
     ranker = create(args.ranker, **parse_options(args.option))
     result = run_robustness(ranker, queries, qrels, config, dataset=label)
-    result["ranker"] = args.ranker
-    text = json.dumps(result, indent=1, sort_keys=False)
+    result.ranker = args.ranker
+    text = json.dumps(result.to_dict(), indent=1, sort_keys=False)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text + "\n", encoding="utf-8")
