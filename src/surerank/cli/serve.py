@@ -45,6 +45,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-document-tokens", type=int,
                         help="estimated tokens per document (default 8192)")
     parser.add_argument("--max-request-tokens", type=int, help="estimated tokens per request")
+    parser.add_argument("--max-json-values", type=int,
+                        help="JSON values (items, keys, scalars) in one body (default 200000)")
+    parser.add_argument("--max-header-bytes", type=int, help="bytes of request line + headers (default 16384)")
+    parser.add_argument("--header-timeout", type=float, dest="header_timeout_s",
+                        help="seconds for a client to send its request head (default 10)")
+    parser.add_argument("--body-timeout", type=float, dest="body_timeout_s",
+                        help="seconds for a client to send its body after the head (default 60)")
+    parser.add_argument("--keepalive-timeout", type=float, dest="keepalive_timeout_s",
+                        help="seconds an idle kept-alive connection stays open (default 5)")
+    parser.add_argument("--max-connections", type=int,
+                        help="concurrent connections and requests before 503 (default 1024)")
     parser.add_argument("--max-batch-tokens", type=int, help="token budget of one model batch")
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill (default 5)")
     parser.add_argument("--max-queue", type=int, dest="max_queue_requests",
@@ -95,7 +106,9 @@ def resolve_config(args: argparse.Namespace, environ: dict[str, str] | None = No
         top["api_keys"] = list(args.api_key)
     if args.no_warmup:
         top["warmup"] = False
-    limits = {k: getattr(args, k) for k in ("max_documents", "max_document_tokens", "max_request_tokens")
+    limits = {k: getattr(args, k) for k in ("max_documents", "max_document_tokens", "max_request_tokens",
+                                            "max_json_values", "max_header_bytes", "header_timeout_s",
+                                            "body_timeout_s", "keepalive_timeout_s", "max_connections")
               if getattr(args, k) is not None}
     batching = {k: getattr(args, k) for k in ("max_batch_tokens", "max_wait_ms", "max_queue_requests",
                                               "request_timeout_s") if getattr(args, k) is not None}

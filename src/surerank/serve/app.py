@@ -24,15 +24,19 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from surerank.errors import InputError, LimitExceededError, SureRankError
 from surerank.ranker import Ranker
 from surerank.serve import schemas
+from surerank.serve.body import BodyLimits, BodyRefusedError, BodyShape
+from surerank.serve.body import parse as parse_body
 from surerank.serve.config import ModelConfig, ServeConfig
-from surerank.serve.engine import BatchingEngine, OverloadedError
+from surerank.serve.engine import BatchingEngine, ClientGoneError, OverloadedError
 from surerank.serve.metrics import ServeMetrics
+from surerank.serve.protocol import RateLimitedLog
 from surerank.serve.tokens import budget_tokens, count_tokens, truncate_tokens
 from surerank.serve.trust_hook import TrustHook, TrustRequest, load_trust_hook, no_calibration
 from surerank.types import Candidate, Query, RankedList
@@ -52,11 +56,14 @@ _UNION_TAGS = frozenset(("str", "DocumentObject", "list[str]"))
 MAX_CHUNK_VARIANTS = 32  # per-request passage caps kept as ranker variants (least recently used dropped)
 
 
-class ApiError(Exception):
-    """An error with its HTTP status; the message names the field or limit at fault."""
+class ApiError(StarletteHTTPException):
+    """An error with its HTTP status; the message names the field or limit at fault.
+
+    An HTTPException, so FastAPI lets it out of body parsing (where the body guard raises it) as it is.
+    """
 
     def __init__(self, status: int, message: str, error_type: str, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
+        super().__init__(status, message, dict(headers or {}))
         self.status = status
         self.message = message
         self.error_type = error_type
@@ -346,6 +353,68 @@ def chunk_cap(model: str, ranker: Ranker, chunks: int) -> tuple[int | None, int,
     return chunks, chunks, None
 
 
+# -- the body guard -----------------------------------------------------------------------------------
+
+# objects whose keys are fixed (extra="forbid"): the guard names unknown keys before pydantic would build
+# one error per key
+_COHERE_SHAPE = BodyShape("documents", objects=True, closed={
+    (): frozenset(schemas.RerankRequest.model_fields), ("surerank",): frozenset(schemas.SureRankOptions.model_fields)})
+_TEI_SHAPE = BodyShape("texts", objects=False, closed={(): frozenset(schemas.TEIRerankRequest.model_fields)})
+BODY_SHAPES = {"/v1/rerank": _COHERE_SHAPE, "/v2/rerank": _COHERE_SHAPE, "/rerank": _TEI_SHAPE}
+CLIENT_GONE = 499  # nginx's "client closed request": what the metrics record for an answer nobody reads
+_UNSET: Any = object()
+
+
+class _GuardedRequest(Request):
+    """A request whose JSON body passes :func:`surerank.serve.body.parse` (limits checked while the body
+    is read) before FastAPI validates it."""
+
+    def __init__(self, scope: Any, receive: Any, shape: BodyShape, limits: BodyLimits) -> None:
+        super().__init__(scope, receive)
+        self.shape = shape
+        self.limits = limits
+        self.parsed: Any = _UNSET
+
+    async def json(self) -> Any:
+        if self.parsed is _UNSET:
+            body = await self.body()
+            try:
+                # a thread: a 16 MiB body takes tens of milliseconds to scan and parse
+                self.parsed = await asyncio.to_thread(parse_body, body, self.shape, self.limits)
+            except BodyRefusedError as error:
+                raise ApiError(error.status, error.message,
+                               "too_large" if error.status == 413 else "validation") from None
+        return self.parsed
+
+
+def guarded_route(config: ServeConfig) -> type[APIRoute]:
+    """The route class of the app: rerank bodies go through the body guard."""
+    limits = BodyLimits(config.limits.max_documents, config.limits.max_json_depth, config.limits.max_json_values)
+
+    class GuardedRoute(APIRoute):
+        def get_route_handler(self) -> Any:
+            handle = super().get_route_handler()
+            shape = BODY_SHAPES.get(self.path)
+            if shape is None:
+                return handle
+
+            async def guarded(request: Request) -> Response:
+                return await handle(_GuardedRequest(request.scope, request.receive, shape, limits))
+
+            return guarded
+
+    return GuardedRoute
+
+
+async def client_gone(receive: Any) -> None:
+    """Returns once the client has disconnected: after the body was read, the only message an ASGI server
+    sends is ``http.disconnect``."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
 # -- the app ------------------------------------------------------------------------------------------
 
 
@@ -360,6 +429,7 @@ class _State:
         self.draining = False
         self.drain_started: float | None = None
         self._variants: OrderedDict[tuple[str, int], Ranker] = OrderedDict()
+        self.log = RateLimitedLog(logger)
 
     def load(self, rankers: Mapping[str, Ranker] | None, hooks: Mapping[str, TrustHook] | None) -> None:
         self.rankers = dict(rankers) if rankers is not None else build_rankers(self.config)
@@ -371,7 +441,8 @@ class _State:
             if self.config.warmup:
                 ranker.rank_many([Query.from_texts("warm up", ["a short warm-up document"])])
             engine = BatchingEngine(ranker, self.config.batching, name=model.name,
-                                    on_batch=self.metrics.batch_callback(model.name))
+                                    on_batch=self.metrics.batch_callback(model.name),
+                                    on_drop=self.metrics.drop_callback(model.name))
             engine.start()
             self.engines[model.name] = engine
         self.ready = True
@@ -425,10 +496,20 @@ class _State:
             raise ApiError(503, "the server is shutting down", "unavailable", {"Retry-After": "5"})
         return name, self.engines[name]
 
-    async def rank(self, model: str, engine: BatchingEngine, prepared: Prepared,
+    async def rank(self, model: str, engine: BatchingEngine, prepared: Prepared, request: Request,
                    ranker: Ranker | None = None) -> RankedList:
+        """Queue the request; a client that disconnects while it waits is answered 499 (to nobody), and
+        its request is dropped from the queue if no batch has taken it yet."""
         try:
-            return await engine.submit(prepared.query, prepared.tokens, ranker)
+            return await engine.submit(prepared.query, prepared.tokens, ranker,
+                                       gone=lambda: client_gone(request.receive))
+        except ClientGoneError as error:
+            n = len(prepared.query.candidates)
+            what = f"dropped from the queue, {n} documents not ranked" if error.dropped else \
+                f"already in a batch, {n} documents ranked for nobody"
+            self.log.warning("client_gone", f"model {model}: a client disconnected while waiting; {what}")
+            raise ApiError(CLIENT_GONE, "the client closed the connection before the answer",
+                           "client_gone") from None
         except OverloadedError as error:
             self.metrics.shed.labels(model, str(error.status)).inc()
             headers = {"Retry-After": str(error.retry_after)}
@@ -520,6 +601,7 @@ def create_app(
         description="Rerank search results and RAG context (Cohere, Jina and TEI wire formats).",
     )
     app.state.surerank = state
+    app.router.route_class = guarded_route(config)
     keys = [k.encode() for k in config.api_keys]
 
     async def require_key(credentials: BearerCredentials) -> None:
@@ -557,8 +639,15 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        logger.error("internal error on %s: %s", request.url.path, error, exc_info=error)
-        return _error_response(500, f"internal error: {type(error).__name__}: {error}", "internal")
+        """A fault of the service, not of the request: the answer carries an id to find the logged
+        traceback, never the exception text (which may quote internals)."""
+        error_id = uuid.uuid4().hex[:16]
+        path = request.url.path if request.url.path in KNOWN_PATHS else "other"
+        state.metrics.internal_errors.labels(path).inc()
+        logger.error("internal error %s on %s: %s: %s", error_id, request.url.path, type(error).__name__, error,
+                     exc_info=error)
+        return _error_response(500, f"internal error (id {error_id}); the server log has the details",
+                               "internal", {"X-Surerank-Error-Id": error_id})
 
     responses: dict[int | str, dict[str, Any]] = {
         code: {"model": schemas.ErrorBody, "description": text}
@@ -572,7 +661,8 @@ def create_app(
             return None
         return TrustRequest(probability=options.probability, keep=options.keep, cutoff=options.cutoff)
 
-    async def cohere_like(body: schemas.RerankRequest, response: Response, version: str) -> dict[str, Any]:
+    async def cohere_like(body: schemas.RerankRequest, request: Request, response: Response,
+                          version: str) -> dict[str, Any]:
         model, engine = state.engine(body.model)
         if body.relevant_spans is not None and body.relevant_spans.mode == "enabled":
             raise InputError("relevant_spans: mode 'enabled' is not supported by surerank")
@@ -590,7 +680,7 @@ def create_app(
                                  f"off; send either max_chunks_per_doc or surerank.probability/keep/cutoff")
             variant = state.variant(model, cap) if cap is not None else None
         prepared = prepare(config, body.query, texts, "documents", body.max_tokens_per_doc)
-        ranked = await state.rank(model, engine, prepared, variant)
+        ranked = await state.rank(model, engine, prepared, request, variant)
         if trust is not None:
             ranked = hook.apply(ranked, trust)
         truncated, warnings = _truncation_notes(ranked, prepared, str(body.max_tokens_per_doc), scored_chunks)
@@ -636,23 +726,24 @@ def create_app(
               "dependencies": [Depends(require_key)]}
 
     @app.post("/v2/rerank", response_model=schemas.RerankResponse, tags=["rerank"], **common)
-    async def rerank_v2(body: schemas.RerankRequest, response: Response) -> dict[str, Any]:
+    async def rerank_v2(body: schemas.RerankRequest, request: Request, response: Response) -> dict[str, Any]:
         """Cohere v2 rerank (the official SDK's ``ClientV2.rerank`` works unchanged)."""
-        return await cohere_like(body, response, "2")
+        return await cohere_like(body, request, response, "2")
 
     @app.post("/v1/rerank", response_model=schemas.RerankResponse, tags=["rerank"], **common)
-    async def rerank_v1(body: schemas.RerankRequest, response: Response) -> dict[str, Any]:
+    async def rerank_v1(body: schemas.RerankRequest, request: Request, response: Response) -> dict[str, Any]:
         """Cohere v1 / Jina rerank."""
-        return await cohere_like(body, response, "1")
+        return await cohere_like(body, request, response, "1")
 
     @app.post("/rerank", response_model=list[schemas.TEIRank], tags=["rerank"], **common)
-    async def rerank_tei(body: schemas.TEIRerankRequest, response: Response) -> list[dict[str, Any]]:
+    async def rerank_tei(body: schemas.TEIRerankRequest, request: Request,
+                         response: Response) -> list[dict[str, Any]]:
         """Text Embeddings Inference rerank: a list of {index, score, text?}, best first."""
         model, engine = state.engine(body.model)
         cut = config.limits.max_document_tokens if body.truncate else None
         prepared = prepare(config, body.query, body.texts, "texts", cut,
                            left=body.truncation_direction.lower() == "left", cut_hint="truncate=true")
-        ranked = await state.rank(model, engine, prepared)
+        ranked = await state.rank(model, engine, prepared, request)
         truncated, _ = _truncation_notes(ranked, prepared, str(cut))
         if truncated:
             response.headers[TRUNCATED_HEADER] = ",".join(map(str, truncated))
@@ -712,6 +803,8 @@ def run(config: ServeConfig, rankers: Mapping[str, Ranker] | None = None,
     """
     import uvicorn
 
+    from surerank.serve.protocol import guarded_protocol
+
     gate = create_app(config, rankers, trust_hooks)
     state: _State = gate.state
 
@@ -739,8 +832,13 @@ def run(config: ServeConfig, rankers: Mapping[str, Ranker] | None = None,
                     super().handle_exit(self.pending_signal, None)  # re-raised after shutdown: the exit status
             return await super().on_tick(counter)
 
+    limits = config.limits
+    closed = state.metrics.connections_closed
+    protocol = guarded_protocol(limits.max_header_bytes, limits.header_timeout_s, limits.body_timeout_s,
+                                limits.max_connections, lambda reason: closed.labels(reason).inc())
     server = _Server(uvicorn.Config(
         gate, host=config.host, port=config.port, log_level=config.log_level, access_log=access_log,
-        timeout_graceful_shutdown=config.graceful_timeout_s, lifespan="on",
+        timeout_graceful_shutdown=config.graceful_timeout_s, lifespan="on", http=protocol,
+        limit_concurrency=limits.max_connections, timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]
     ))
     server.run()

@@ -35,7 +35,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-request limits; a request over one is answered 413 naming the limit, never cut silently."""
+    """What a client may send and hold.  A request over a size limit is answered 413 (422 for nesting)
+    naming the limit, never cut silently; a connection over a connection limit is answered 431 / 408 /
+    503 and closed (docs/serve.md has the table)."""
 
     max_documents: int = 1000
     max_query_chars: int = 8192
@@ -44,6 +46,15 @@ class Limits:
     max_total_chars: int = 2_000_000
     max_request_tokens: int = 500_000
     max_body_bytes: int = 16 * 1024 * 1024
+    # checked while the body is read, before anything is built from it (surerank.serve.body)
+    max_json_depth: int = 32
+    max_json_values: int = 200_000
+    # connection limits (surerank.serve.protocol; max_connections is uvicorn's limit_concurrency)
+    max_header_bytes: int = 16 * 1024
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keepalive_timeout_s: float = 5.0
+    max_connections: int = 1024
 
 
 @dataclass(frozen=True)

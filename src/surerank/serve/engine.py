@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,15 @@ from surerank.types import Query, RankedList
 logger = logging.getLogger(__name__)
 
 
+class ClientGoneError(Exception):
+    """The client disconnected while its request waited; ``dropped`` says whether it was taken out of the
+    queue (not ranked) or was already in a batch (ranked, the answer thrown away)."""
+
+    def __init__(self, dropped: bool) -> None:
+        super().__init__("the client closed the connection before the answer")
+        self.dropped = dropped
+
+
 class OverloadedError(Exception):
     """The queue is full; the client should retry after ``retry_after`` seconds."""
 
@@ -36,7 +45,7 @@ class OverloadedError(Exception):
         self.status = status
 
 
-@dataclass
+@dataclass(eq=False)  # identity: withdraw() finds this very request in the queue
 class _Work:
     query: Query
     tokens: int
@@ -71,11 +80,13 @@ class BatchingEngine:
         batching: Batching,
         name: str = "",
         on_batch: Callable[[int, int, float], None] | None = None,
+        on_drop: Callable[[str, int], None] | None = None,
     ) -> None:
         self.ranker = ranker
         self.batching = batching
         self.name = name or getattr(ranker, "name", "ranker")
         self._on_batch = on_batch
+        self._on_drop = on_drop
         self._queue: deque[_Work] = deque()
         self._queued_tokens = 0
         self._busy = 0  # requests in the batch being computed
@@ -128,9 +139,15 @@ class BatchingEngine:
 
     # -- submission (event loop side) --------------------------------------------------------------
 
-    async def submit(self, query: Query, tokens: int, ranker: Ranker | None = None) -> RankedList:
+    async def submit(self, query: Query, tokens: int, ranker: Ranker | None = None,
+                     gone: Callable[[], Awaitable[Any]] | None = None) -> RankedList:
         """Queue one query; ``ranker`` (a variant of the engine's, e.g. another passage cap) ranks it
-        instead, batched with the other requests that use the same variant."""
+        instead, batched with the other requests that use the same variant.
+
+        ``gone`` returns when the client has disconnected: the request is then taken out of the queue
+        (counted as dropped, never ranked) and :class:`ClientGoneError` raised; a request already in a
+        batch is ranked and its answer thrown away.
+        """
         loop = asyncio.get_running_loop()
         work = _Work(query=query, tokens=tokens, future=loop.create_future(), loop=loop, ranker=ranker)
         b = self.batching
@@ -148,16 +165,41 @@ class BatchingEngine:
             self._queue.append(work)
             self._queued_tokens += tokens
             self._cond.notify()
+        watcher = asyncio.ensure_future(gone()) if gone is not None else None
         try:
-            return await asyncio.wait_for(asyncio.shield(work.future), timeout=b.request_timeout_s)
-        except asyncio.TimeoutError:
-            work.future.cancel()
+            waiting: set[asyncio.Future[Any]] = {work.future} if watcher is None else {work.future, watcher}
+            await asyncio.wait(waiting, timeout=b.request_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            if work.future.done():
+                return work.future.result()
+            if watcher is not None and watcher.done():
+                raise ClientGoneError(self.withdraw(work, "client_gone"))
+            self.withdraw(work, "timeout")
             raise OverloadedError(
                 f"not answered within request_timeout_s={b.request_timeout_s:g}",
-                retry_after=self.retry_after(), status=503) from None
+                retry_after=self.retry_after(), status=503)
         except asyncio.CancelledError:
-            work.future.cancel()  # the worker skips it if it has not started yet
+            self.withdraw(work, "cancelled")
             raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    def withdraw(self, work: _Work, reason: str) -> bool:
+        """Take a request out of the queue if it is still there (True: it will not be ranked, and is
+        counted as dropped); one already in a batch is ranked and its result ignored (False)."""
+        work.future.cancel()
+        with self._cond:
+            try:
+                self._queue.remove(work)
+            except ValueError:
+                return False
+            self._queued_tokens -= work.tokens
+        if self._on_drop is not None:
+            try:
+                self._on_drop(reason, len(work.query.candidates))
+            except Exception:  # metrics must never fail a request
+                logger.exception("drop metrics callback failed")
+        return True
 
     # -- worker thread -----------------------------------------------------------------------------
 

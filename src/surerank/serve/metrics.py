@@ -28,6 +28,19 @@ class ServeMetrics:
         self.batch_seconds = Histogram(
             "surerank_batch_seconds", "model time of one batch", ["model"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.dropped_requests = Counter(
+            "surerank_requests_dropped", "queued requests taken out before their batch: the client went away "
+            "(client_gone) or request_timeout_s passed (timeout); their documents were not ranked",
+            ["model", "reason"], registry=self.registry)
+        self.dropped_documents = Counter(
+            "surerank_documents_dropped", "documents of dropped requests, not ranked", ["model", "reason"],
+            registry=self.registry)
+        self.connections_closed = Counter(
+            "surerank_connections_closed", "connections the server closed on a limit: header_too_large (431), "
+            "header_timeout / body_timeout (408), max_connections (503), keepalive_timeout (idle)",
+            ["reason"], registry=self.registry)
+        self.internal_errors = Counter("surerank_internal_errors", "500 answers (each logged with its id)",
+                                       ["path"], registry=self.registry)
         self.queue_depth = Gauge("surerank_queue_requests", "requests waiting for a batch", ["model"],
                                  registry=self.registry)
         self.queue_tokens = Gauge("surerank_queue_tokens", "estimated tokens waiting", ["model"],
@@ -46,6 +59,13 @@ class ServeMetrics:
             ranked.inc(n_documents)
 
         return on_batch
+
+    def drop_callback(self, model: str) -> Any:
+        def on_drop(reason: str, n_documents: int) -> None:
+            self.dropped_requests.labels(model, reason).inc()
+            self.dropped_documents.labels(model, reason).inc(n_documents)
+
+        return on_drop
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

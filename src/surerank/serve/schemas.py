@@ -14,6 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# pydantic stops validating a list at max_length + 1 items: no unbounded list of per-item errors
+MAX_RANK_FIELDS = 64
+
+
 class DocumentObject(BaseModel):
     """A document as an object: ``text`` (or the fields ``rank_fields`` names) is ranked; every field is
     echoed back with ``return_documents``.
@@ -61,7 +65,7 @@ class RerankRequest(BaseModel):
         description="cut each document after this many (estimated) tokens; reported in meta.warnings",
     )
     rank_fields: list[Annotated[str, Field(min_length=1)]] | None = Field(
-        None, min_length=1,
+        None, min_length=1, max_length=MAX_RANK_FIELDS,
         description="Cohere v1: for object documents, the fields to rank, in this order (one field: its "
                     "value; several: 'field: value' lines); each object must have them as strings",
     )
