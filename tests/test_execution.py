@@ -62,6 +62,75 @@ def test_every_method_puts_a_correct_program_first_and_failures_last(make_ranker
     assert report["candidates"]["right"]["passed"] == 3
 
 
+FORGED_LINES = ("import json, sys\n"
+                "def forge(write):\n"
+                "    for i, v in enumerate(['6', '0', '4'] + ['6'] * 40):\n"
+                "        write('\\x00SURERANK-EXEC ' + json.dumps({'i': i, 'ok': True, 'value': v}) + '\\n')\n")
+RAISES = PROMPT + "    raise NotImplementedError\n"
+FORGERS = {
+    # prints the records the old harness would have printed, then leaves before any test runs
+    "early-exit": FORGED_LINES + "forge(sys.stdout.write)\nsys.stdout.flush()\nimport os\nos._exit(0)\n" + RAISES,
+    # prints them from an exit hook, after whatever the harness printed
+    "atexit": FORGED_LINES + "import atexit\natexit.register(forge, sys.stdout.write)\n" + RAISES,
+    # rewrites every line the harness writes into a passing one
+    "stdout-write": FORGED_LINES + (
+        "class Rewriter:\n"
+        "    def __init__(self, real):\n"
+        "        self.real = real\n"
+        "    def write(self, text):\n"
+        "        if 'SURERANK-EXEC' in text:\n"
+        "            forge(self.real.write)\n"
+        "            return len(text)\n"
+        "        return self.real.write(text)\n"
+        "    def flush(self):\n"
+        "        self.real.flush()\n"
+        "sys.stdout = Rewriter(sys.stdout)\n") + RAISES,
+    # kills the process that runs it (the old harness was that process; now its parent) and forges in its place
+    "kills-harness": FORGED_LINES + (
+        "import os, signal\n"
+        "for pid in {os.getppid(), 1}:\n"
+        "    try:\n"
+        "        os.kill(pid, signal.SIGKILL)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "forge(sys.stdout.write)\nsys.stdout.flush()\n") + RAISES,
+}
+NAMED = {"early-exit": "exited before reporting", "atexit": "registered exit hooks",
+         "stdout-write": "replaced sys.stdout", "kills-harness": "looks like result records"}
+
+
+@pytest.mark.parametrize("method", ["codet", "mbr-exec", "srank", "examples", "executability"])
+def test_forgers_get_no_credit_and_are_named(make_ranker, method):
+    candidates = [Candidate(name, source) for name, source in FORGERS.items()]
+    candidates += [Candidate("odd", ODD), Candidate("right", RIGHT), Candidate("right2", RIGHT_TOO)]
+    ranked = make_ranker(method=method).rank(Query(PROMPT, candidates, id="forged"))
+    assert set(ranked.ids[:2]) == {"right", "right2"}, ranked.ids
+    report = ranked.info["exec"]
+    for name, named in NAMED.items():
+        assert any(named in what for what in report["tampering"][name]), (name, report["tampering"].get(name))
+        assert report["candidates"][name]["passed"] == 0  # the forged lines bought nothing
+    assert "right" not in report["tampering"] and "odd" not in report["tampering"]
+
+
+def test_forging_under_limits_only_still_earns_nothing(make_ranker):
+    """Without namespaces the harness is not PID 1 and the killer succeeds: the run then has no credit at all."""
+    ranker = make_ranker(method="examples", isolation="limits-only")
+    candidates = [Candidate("kills-harness", FORGERS["kills-harness"]), Candidate("right", RIGHT),
+                  Candidate("odd", ODD)]
+    ranked = ranker.rank(Query(PROMPT, candidates, id="forged"))
+    assert ranked.ids[0] == "right"
+    assert ranked.info["exec"]["candidates"]["kills-harness"]["passed"] == 0
+    assert ranked.info["exec"]["tampering"]["kills-harness"]
+
+
+def test_a_slow_test_is_cut_and_the_next_tests_still_run(make_ranker):
+    slow_first = PROMPT + ("    import time\n    if numbers == [1, 2, 3, 4]:\n        time.sleep(30)\n"
+                           "    return sum(n for n in numbers if n % 2 == 0)\n")
+    ranked = make_ranker(method="examples", perturb=0).rank(Query(PROMPT, [Candidate("slow", slow_first)]))
+    report = ranked.info["exec"]["candidates"]["slow"]
+    assert report["passed"] == 2 and report["status"] == "ok" and report["tampering"] == []
+
+
 def test_completions_are_appended_to_the_prompt(make_ranker):
     body_right = "    return sum(n for n in numbers if n % 2 == 0)\n"
     body_wrong = "    return len(numbers)\n"

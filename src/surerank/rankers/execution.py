@@ -27,17 +27,21 @@ broken by input order (the generator's own ranking).  Queries that fail or time 
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from surerank.errors import InputError
 from surerank.ranker import Scores, ScoringRanker
+from surerank.rankers import exec_harness
 from surerank.rankers.code_tests import CodeTest, docstring_examples, is_literal_call, perturbed_inputs
 from surerank.types import Cost, Query
 
@@ -49,81 +53,23 @@ TEST_PROMPT = (
     "`assert {entry}(...) == <expected value>` with literal arguments and a literal expected value. "
     "Answer with the assert lines only.\n\n{prompt}"
 )
-MARKER = "\x00SURERANK-EXEC "
-
-# Appended to each candidate: runs every test call under its own timer and prints one marked JSON line per test.
-# Values are compared through a canonical form (floats rounded, tuples as lists) computed in the candidate's
-# process, so nothing the candidate returns is unpickled or evaluated by the caller.
-_HARNESS = r'''
-
-def __surerank_harness():
-    import json, signal, sys
-    def canon(v, depth=0):
-        if depth > 20:
-            return repr(v)
-        if isinstance(v, bool) or v is None or isinstance(v, (int, str)):
-            return v
-        if isinstance(v, float):
-            return round(v, 6)
-        if isinstance(v, (list, tuple)):
-            return [canon(x, depth + 1) for x in v]
-        if isinstance(v, dict):
-            return {repr(k): canon(x, depth + 1) for k, x in v.items()}
-        if isinstance(v, (set, frozenset)):
-            return sorted(repr(canon(x, depth + 1)) for x in v)
-        return repr(v)
-    def on_alarm(*_):
-        raise TimeoutError("test time limit")
-    signal.signal(signal.SIGALRM, on_alarm)
-    tests = json.load(open("tests.json"))
-    env = dict(globals())
-    for i, test in enumerate(tests["calls"]):
-        signal.setitimer(signal.ITIMER_REAL, tests["seconds_per_test"])
-        try:
-            value = json.dumps(canon(eval(test, env)), sort_keys=True)
-            out = {"i": i, "ok": True, "value": value}
-        except BaseException as exc:
-            out = {"i": i, "ok": False, "error": type(exc).__name__}
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        sys.stdout.write("\x00SURERANK-EXEC " + json.dumps(out) + "\n")
-        sys.stdout.flush()
-
-__surerank_harness()
-'''
+HARNESS_SOURCE = Path(exec_harness.__file__).read_text(encoding="utf-8")  # runs as main.py in the sandbox
 
 
 def canonical_literal(source: str) -> str:
     """The harness's canonical JSON of an expected value written as a Python literal."""
-    import ast
-
-    def canon(v: Any) -> Any:
-        if isinstance(v, bool) or v is None or isinstance(v, (int, str)):
-            return v
-        if isinstance(v, float):
-            return round(v, 6)
-        if isinstance(v, (list, tuple)):
-            return [canon(x) for x in v]
-        if isinstance(v, dict):
-            return {repr(k): canon(x) for k, x in v.items()}
-        if isinstance(v, (set, frozenset)):
-            return sorted(repr(canon(x)) for x in v)
-        return repr(v)
-
-    return json.dumps(canon(ast.literal_eval(source)), sort_keys=True)
+    return json.dumps(exec_harness.canonical(ast.literal_eval(source)), sort_keys=True)
 
 
 @dataclass
 class CandidateRun:
-    """What one candidate did: its sandbox status and its output (or error) per test call."""
+    """What one candidate did: its status, its output (or error) per test call, and any tampering the harness saw."""
 
     status: str
     detail: str
     outputs: list[str | None] = field(default_factory=list)  # canonical JSON, None where the call failed
-
-    @property
-    def loaded(self) -> bool:
-        return self.status == "ok" or any(o is not None for o in self.outputs)
+    tampering: list[str] = field(default_factory=list)  # what a forger does: never credit, always named
+    loaded: bool = True
 
 
 class ExecutionRanker(ScoringRanker):
@@ -171,6 +117,8 @@ class ExecutionRanker(ScoringRanker):
             self.backend = make_backend(backend, **backend_options)
         limits = Limits(wall_seconds=wall_seconds, cpu_seconds=max(1, int(wall_seconds)),
                         memory_bytes=memory_mb * 2**20)
+        # the harness reports a load that hangs itself, before the sandbox's wall clock ends the whole run
+        self.load_seconds = max(1.0, wall_seconds - 1.0)
         options = {"max_parallel": max_parallel} if max_parallel else {}
         self.sandbox = Sandbox(limits, isolation=isolation, **options)  # type: ignore[arg-type]
 
@@ -183,8 +131,6 @@ class ExecutionRanker(ScoringRanker):
     def _entry_point(self, query: Query) -> str:
         entry = query.metadata.get("entry_point") or self.entry_point
         if entry is None:
-            import ast
-
             try:
                 functions = [n.name for n in ast.parse(query.text).body if isinstance(n, ast.FunctionDef)]
             except SyntaxError:
@@ -261,21 +207,23 @@ class ExecutionRanker(ScoringRanker):
 
         Public so that several methods can be compared on one execution (benchmarks/nbest_code.py)."""
         plans = [(query, self.tests_for(query)) for query in queries]
-        jobs: list[tuple[int, int]] = []
+        jobs: list[tuple[int, str]] = []
         programs: list[str] = []
         payloads: list[dict[str, str]] = []
         for qi, (query, tests) in enumerate(plans):
             if not tests:
                 continue
-            payload = json.dumps({"calls": [t.call for t in tests], "seconds_per_test": self.seconds_per_test})
             for candidate in query.candidates:
+                nonce = secrets.token_hex(16)  # binds the harness's records to this run
+                payload = json.dumps({"calls": [t.call for t in tests], "seconds_per_test": self.seconds_per_test,
+                                      "load_seconds": self.load_seconds, "nonce": nonce})
                 source = query.text + candidate.text if self.completion else candidate.text
-                programs.append(source + _HARNESS)
-                payloads.append({"tests.json": payload})
-            jobs.extend((qi, ci) for ci in range(len(query.candidates)))
+                programs.append(HARNESS_SOURCE)
+                payloads.append({"candidate.py": source, "tests.json": payload})
+                jobs.append((qi, nonce))
         runs: list[list[CandidateRun]] = [[] for _ in plans]
-        for (qi, _), result in zip(jobs, self.sandbox.run_many(programs, files=payloads)):
-            runs[qi].append(_parse_run(result, len(plans[qi][1])))
+        for (qi, nonce), result in zip(jobs, self.sandbox.run_many(programs, files=payloads)):
+            runs[qi].append(_parse_run(result, len(plans[qi][1]), nonce))
         return [(tests, runs[qi]) for qi, (_, tests) in enumerate(plans)]
 
     def score_runs(self, query: Query, tests: list[CodeTest], runs: list[CandidateRun],
@@ -316,11 +264,17 @@ class ExecutionRanker(ScoringRanker):
         if failed:
             logger.warning("exec, query %s: %d of %d candidates did not run cleanly (%s)", query.id, len(failed), n,
                            ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()) if k != "ok"))
+        tampering = {query.candidates[i].id: r.tampering for i, r in enumerate(runs) if r.tampering}
+        if tampering:
+            logger.warning("exec, query %s: %d of %d candidates tampered with the test harness (%s); they get no "
+                           "credit for it", query.id, len(tampering), n, "; ".join(
+                               f"{cid}: {', '.join(what)}" for cid, what in list(tampering.items())[:5]))
         info = {"exec": {
             "method": method, "tests": len(tests), "tests_with_expected": len(checked),
-            "statuses": dict(statuses), "failed": failed,
+            "statuses": dict(statuses), "failed": failed, "tampering": tampering,
             "candidates": {query.candidates[i].id: {"status": runs[i].status, "passed": int(passed[i].sum()),
-                                                    "ran": round(float(ran[i]), 4), "agree_exact": int(exact[i])}
+                                                    "ran": round(float(ran[i]), 4), "agree_exact": int(exact[i]),
+                                                    "tampering": runs[i].tampering}
                            for i in range(n)},
         }}
         return Scores(values=values, cost=cost, info=info)
@@ -328,8 +282,6 @@ class ExecutionRanker(ScoringRanker):
 
 def _user_test(assertion: str) -> CodeTest:
     """``assert f(1) == 2`` becomes a call with an expected value; a bare call is an input."""
-    import ast
-
     text = assertion.strip()
     try:
         node = ast.parse(text).body[0]
@@ -348,19 +300,34 @@ def _user_test(assertion: str) -> CodeTest:
     raise InputError(f"tests: {assertion!r} is neither 'assert CALL == VALUE' nor a call expression")
 
 
-def _parse_run(result: Any, n_tests: int) -> CandidateRun:
+def _parse_run(result: Any, n_tests: int, nonce: str) -> CandidateRun:
+    """Outputs from the harness's records only: lines behind this run's nonce on stdout, which only the harness
+    holds (exec_harness.py); the candidate's own output never reaches it."""
+    prefix = exec_harness.MARKER + nonce + " "
     outputs: list[str | None] = [None] * n_tests
+    done: dict[str, Any] | None = None
     for line in result.stdout.splitlines():
-        start = line.find(MARKER.strip())
-        if start < 0:
+        if not line.startswith(prefix):
             continue
         try:
-            record = json.loads(line[start + len(MARKER.strip()):])
-            if record.get("ok") and 0 <= int(record["i"]) < n_tests:
-                outputs[int(record["i"])] = str(record["value"])
-        except (ValueError, KeyError, TypeError):
-            continue  # a candidate printing something marker-like cannot forge a result; it just loses it
-    return CandidateRun(result.status, result.detail, outputs)
+            record = json.loads(line[len(prefix):])
+        except ValueError:
+            continue
+        if record.get("done"):
+            done = record
+        elif record.get("ok") and isinstance(record.get("i"), int) and 0 <= record["i"] < n_tests:
+            outputs[record["i"]] = str(record["value"])
+    if done is None:  # the harness did not finish: the sandbox's own status says why (timeout, memory, killed)
+        tampering = [] if result.status in ("timeout", "cpu_limit", "memory_limit") else [
+            f"the harness did not finish ({result.status}: {result.detail})"]
+        return CandidateRun(result.status if not result.ok else "error", result.detail or "the harness did not finish",
+                            outputs, tampering, loaded=any(o is not None for o in outputs))
+    tampering = [str(t) for t in done.get("tampering", [])]
+    load_error = str(done.get("load_error") or "")
+    if load_error:
+        status = "timeout" if load_error.startswith("timeout") else "error"
+        return CandidateRun(status, load_error, outputs, tampering, loaded=False)
+    return CandidateRun("ok", "", outputs, tampering)
 
 
 def _agreement(outputs: list[list[str | None]]) -> tuple[np.ndarray, np.ndarray]:
