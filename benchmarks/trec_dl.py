@@ -60,7 +60,7 @@ SHORT = {FIRST: "first-stage", "bm25": "bm25", "minilm": "MiniLM", "mpnet": "mpn
 def model_option(options: dict) -> dict:
     """all-mpnet-base-v2 comes from its split-zip packages (benchmarks/throughput.py finds it the same way)."""
     if options.get("model") == "all-mpnet-base-v2":
-        from surerank.engine.split_packages import split_package_model_dir
+        from surerank.engine.checkpoint.split_packages import split_package_model_dir
 
         return {**options, "model": str(split_package_model_dir("all-mpnet-base-v2"))}
     return options

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from surerank.engine.model_files import default_model_dir
+from surerank.engine.checkpoint.locate import default_model_dir
 
 #: tokens the tiny models' own tokenizers know; enough that DL19 text is not mostly single bytes
 TOKENIZER_VOCAB = 1000
@@ -63,7 +63,7 @@ FAMILIES: dict[str, Family] = {
     "xlm-roberta": Family(_config("XLMRobertaConfig"), "unigram",
                           {"max_position_embeddings": 514, "pad_token_id": 1, "bos_token_id": 0,
                            "eos_token_id": 2, "type_vocab_size": 1}),
-    # exported to ONNX through torch (surerank.engine.onnx_export): the hand-built graph covers BERT/RoBERTa only
+    # exported to ONNX through torch (surerank.engine.onnx.export): the hand-built graph covers BERT/RoBERTa only
     "mpnet": Family(_config("MPNetConfig"), "bpe",
                     {"max_position_embeddings": 514, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}),
     "electra": Family(_config("ElectraConfig"), "wordpiece",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from surerank.engine.model_files import default_model_dir
+from surerank.engine.checkpoint.locate import default_model_dir
 from surerank.eval.datasets import data_root, load_trec_dl
 from surerank.types import Query
 

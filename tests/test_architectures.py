@@ -70,7 +70,7 @@ CASES: list[Case] = [
     Case("bert-ce-bf16", "bert", "cross-encoder", dtype="bfloat16", backends=("onnx",)),
     Case("xlmr-mean-fp16", "xlm-roberta", "embedding", st_format="new", max_seq_length=128, dtype="float16",
          backends=("onnx",)),
-    # exported through torch.onnx on the default (ONNX) backend: surerank.engine.onnx_export
+    # exported through torch.onnx on the default (ONNX) backend: surerank.engine.onnx.export
     Case("electra-ce", "electra", "cross-encoder"),
     Case("deberta-v2-ce", "deberta-v2", "cross-encoder"),
     Case("modernbert-ce", "modernbert", "cross-encoder"),

@@ -136,8 +136,8 @@ def test_int8_fast_runs_every_projection_int8_with_the_ffn_outliers_folded_into_
 
     import onnx
 
-    from surerank.engine.onnx_build import FOLDED_CHANNELS_KEY
-    from surerank.engine.quant_search import folded_products
+    from surerank.engine.quantize.dynamic import FOLDED_CHANNELS_KEY
+    from surerank.engine.quantize.outliers import folded_products
 
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path))
     fast = surerank.Reranker("cross-encoder", model=str(model_dir), precision="int8-fast")

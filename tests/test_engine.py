@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 import surerank
 from engine_fixtures import cranfield_text
-from surerank.engine.batching import build_batch, plan_batches
-from surerank.engine.core import Engine, EngineConfig
-from surerank.engine.model_files import default_model_dir
-from surerank.engine.passages import AGGREGATES, PassagePolicy, aggregate_scores, covered
-from surerank.engine.tokenize import Sequence, TokenizerEngine, pair_sequence, single_sequence, windows
+from surerank.engine.checkpoint.locate import default_model_dir
+from surerank.engine.runtime.core import Engine, EngineConfig
+from surerank.engine.text.batching import build_batch, plan_batches
+from surerank.engine.text.passages import AGGREGATES, PassagePolicy, aggregate_scores, covered
+from surerank.engine.text.tokenize import Sequence, TokenizerEngine, pair_sequence, single_sequence, windows
 from surerank.errors import InputError
 
 lengths_st = st.lists(st.integers(min_value=1, max_value=600), min_size=0, max_size=200)
@@ -223,7 +223,7 @@ NEW_TYPES = "sentence_transformers.sentence_transformer.modules.pooling."
 @pytest.mark.parametrize("mode", list(OLD_KEYS))
 @pytest.mark.parametrize("fmt", ["old", "new"])
 def test_pooling_is_read_from_either_sentence_transformers_format(tmp_path, mode, fmt):
-    from surerank.engine.model_files import read_model_files
+    from surerank.engine.checkpoint.files import read_model_files
 
     target = _model_dir(tmp_path)
     if fmt == "old":
@@ -242,7 +242,7 @@ def test_pooling_is_read_from_either_sentence_transformers_format(tmp_path, mode
     ({"pooling_mode": "median"}, "'median'"),
 ])
 def test_a_pooling_the_engine_cannot_run_is_refused_by_name(tmp_path, pool_cfg, message):
-    from surerank.engine.model_files import read_model_files
+    from surerank.engine.checkpoint.files import read_model_files
 
     target = _model_dir(tmp_path)
     _st_files(target, pool_cfg)
@@ -251,7 +251,7 @@ def test_a_pooling_the_engine_cannot_run_is_refused_by_name(tmp_path, pool_cfg, 
 
 
 def test_a_module_the_engine_does_not_run_is_refused_by_name(tmp_path):
-    from surerank.engine.model_files import read_model_files
+    from surerank.engine.checkpoint.files import read_model_files
 
     target = _model_dir(tmp_path)
     _st_files(target, {"pooling_mode": "mean"}, modules=["Pooling", "Dense", "Normalize"])
@@ -262,7 +262,7 @@ def test_a_module_the_engine_does_not_run_is_refused_by_name(tmp_path):
 def test_max_length_comes_from_the_model_files_in_order(tmp_path):
     """sentence_bert_config.json max_seq_length, else tokenizer_config.json model_max_length (where
     sentence-transformers 6 writes it), else the position embeddings; never above the positions."""
-    from surerank.engine.model_files import read_model_files
+    from surerank.engine.checkpoint.files import read_model_files
 
     target = _model_dir(tmp_path, tokenizer_max=128)
     _st_files(target, {"pooling_mode": "cls"}, modules=["Pooling", "Normalize"], type_prefix=NEW_TYPES,
@@ -287,7 +287,7 @@ def test_max_length_comes_from_the_model_files_in_order(tmp_path):
 def test_position_offsets_per_family(tmp_path, model_type, limit):
     """RoBERTa, XLM-R, CamemBERT and MPNet count positions from padding_idx + 1: 514 embeddings take 512
     tokens (MPNet accepted 514 and raised IndexError past 512)."""
-    from surerank.engine.model_files import read_model_files
+    from surerank.engine.checkpoint.files import read_model_files
 
     positions = 512 if model_type == "bert" else 514
     target = _model_dir(tmp_path, {"model_type": model_type, "max_position_embeddings": positions,
@@ -334,20 +334,21 @@ def test_dot_similarity_is_honoured_without_normalize(tmp_path):
 def test_graphs_over_the_size_limit_keep_weights_in_external_data(tmp_path, monkeypatch):
     """fp32 models over 2 GB need ONNX external data; a tiny threshold stands in for a 2 GB model."""
     from engine_fixtures import build_tiny_cross_encoder
-    from surerank.engine import core, onnx_build
+    from surerank.engine.onnx import graph_io
+    from surerank.engine.runtime import core
 
     model_dir = build_tiny_cross_encoder(tmp_path / "ce")
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path / "cache-normal"))
     docs = ["lift is an upward force on a wing", "a cat sat on a mat", "drag opposes motion"]
     normal = surerank.Reranker("cross-encoder", model=str(model_dir), precision="fp32").rank("what is lift", docs)
-    monkeypatch.setattr(onnx_build, "EXTERNAL_DATA_BYTES", 1024)
+    monkeypatch.setattr(graph_io, "EXTERNAL_DATA_BYTES", 1024)
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path / "cache-external"))
     monkeypatch.setattr(core, "_ENGINES", {})  # engines are cached per configuration: build anew
     for precision in ("fp32", "int8"):
         ranker = surerank.Reranker("cross-encoder", model=str(model_dir), precision=precision)
         ranked = ranker.rank("what is lift", docs)
         if precision == "fp32":
-            assert onnx_build.has_external_data(Path(ranker.engine.backend.path))
+            assert graph_io.has_external_data(Path(ranker.engine.backend.path))
             np.testing.assert_allclose(ranked.scores, normal.scores, atol=1e-6)
             assert ranked.ids == normal.ids
         else:
@@ -362,12 +363,12 @@ def test_a_copy_of_a_model_reuses_its_graph_and_a_changed_config_builds_anew(tmp
     import shutil
 
     from engine_fixtures import build_tiny_cross_encoder
-    from surerank.engine import onnx_build
-    from surerank.engine.model_files import read_model_files
+    from surerank.engine import graphs
+    from surerank.engine.checkpoint.files import read_model_files
 
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path / "cache"))
     first = build_tiny_cross_encoder(tmp_path / "a" / "ce")
-    built = onnx_build.onnx_model_path(read_model_files(first), "classifier", "fp32")
+    built = graphs.built_graph(read_model_files(first), "classifier", "fp32")
     copy = tmp_path / "b" / "ce"
     shutil.copytree(first, copy)  # new path, new mtimes, same bytes
 
@@ -377,11 +378,11 @@ def test_a_copy_of_a_model_reuses_its_graph_and_a_changed_config_builds_anew(tmp
     def refuse_to_build(*args, **kwargs):
         raise BuildAskedError
 
-    monkeypatch.setattr(onnx_build, "build_encoder_graph", refuse_to_build)
-    assert onnx_build.onnx_model_path(read_model_files(copy), "classifier", "fp32") == built
+    monkeypatch.setattr(graphs, "build_encoder_graph", refuse_to_build)
+    assert graphs.built_graph(read_model_files(copy), "classifier", "fp32") == built
 
     config = json.loads((copy / "config.json").read_text())
     config["layer_norm_eps"] = config.get("layer_norm_eps", 1e-12) * 10
     (copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(BuildAskedError):  # not in the cache: the builder is asked for a new graph
-        onnx_build.onnx_model_path(read_model_files(copy), "classifier", "fp32")
+        graphs.built_graph(read_model_files(copy), "classifier", "fp32")

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from http_support import send_json
-from surerank.engine.model_files import default_model_dir, hub_weight_files
+from surerank.engine.checkpoint.locate import default_model_dir, hub_weight_files
 
 pytest.importorskip("huggingface_hub")
 

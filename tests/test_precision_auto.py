@@ -16,7 +16,8 @@ import pytest
 
 import surerank
 from engine_fixtures import build_tiny_cross_encoder, has
-from surerank.engine import core, onnx_build
+from surerank.engine.onnx import drift
+from surerank.engine.runtime import core
 from surerank.errors import InputError
 
 DOCS = ["lift is an upward force on a wing", "a cat sat on a mat", "drag opposes the motion of a body"]
@@ -49,8 +50,8 @@ def test_auto_is_fp32_for_a_model_past_the_bound(tiny_ce):
     desc = ranker.describe()
     auto = desc["precision_auto"]
     assert desc["precision"] == "fp32" and auto["choice"] == "fp32"
-    assert auto["bound"] == onnx_build.AUTO_DRIFT_BOUND and auto["drift"] > auto["bound"]
-    assert auto["measure"] == onnx_build.AUTO_MEASURE and auto["score"] == "logit" and auto["scores"] == 96
+    assert auto["bound"] == drift.AUTO_DRIFT_BOUND and auto["drift"] > auto["bound"]
+    assert auto["measure"] == drift.AUTO_MEASURE and auto["score"] == "logit" and auto["scores"] == 96
     assert desc["batch_invariant"] and "fp32_nodes" not in desc
     ranked = ranker.rank("what is lift", DOCS)
     assert ranked.info["precision"] == "fp32"
@@ -59,7 +60,7 @@ def test_auto_is_fp32_for_a_model_past_the_bound(tiny_ce):
 
 
 def test_auto_is_int8_fast_for_a_model_within_the_bound(tiny_ce, monkeypatch):
-    monkeypatch.setattr(onnx_build, "AUTO_DRIFT_BOUND", 100.0)
+    monkeypatch.setattr(drift, "AUTO_DRIFT_BOUND", 100.0)
     ranker = surerank.Reranker("cross-encoder", model=str(tiny_ce))
     desc = ranker.describe()
     assert desc["precision"] == "int8-fast"
@@ -84,12 +85,12 @@ def test_the_drift_is_measured_once_and_cached_with_the_graph(tiny_ce, monkeypat
     def no_measuring(*args, **kwargs):
         raise AssertionError("the drift was measured again")
 
-    monkeypatch.setattr(onnx_build, "measure_drift", no_measuring)
+    monkeypatch.setattr(drift, "measure_drift", no_measuring)
     monkeypatch.setattr(core, "_ENGINES", {})
     again = surerank.Reranker("cross-encoder", model=str(tiny_ce)).describe()["precision_auto"]
     assert again == first
     # another bound re-decides from the stored figure, still without measuring
-    monkeypatch.setattr(onnx_build, "AUTO_DRIFT_BOUND", first["drift"] + 1.0)
+    monkeypatch.setattr(drift, "AUTO_DRIFT_BOUND", first["drift"] + 1.0)
     monkeypatch.setattr(core, "_ENGINES", {})
     wider = surerank.Reranker("cross-encoder", model=str(tiny_ce)).describe()
     assert wider["precision"] == "int8-fast" and wider["precision_auto"]["drift"] == first["drift"]
@@ -118,7 +119,7 @@ def test_auto_on_torch_is_fp32(tiny_ce):
 def test_a_trust_artifact_fitted_under_auto_applies_under_auto(tiny_ce, monkeypatch, tmp_path):
     from surerank.trust.artifact import TrustArtifact
 
-    monkeypatch.setattr(onnx_build, "AUTO_DRIFT_BOUND", 100.0)  # auto resolves to int8-fast
+    monkeypatch.setattr(drift, "AUTO_DRIFT_BOUND", 100.0)  # auto resolves to int8-fast
     ranker = surerank.Reranker("cross-encoder", model=str(tiny_ce))
     path = tmp_path / "trust.json"
     TrustArtifact(ranker=ranker.describe()).save(path)
@@ -128,7 +129,7 @@ def test_a_trust_artifact_fitted_under_auto_applies_under_auto(tiny_ce, monkeypa
     monkeypatch.setattr(core, "_ENGINES", {})
     TrustArtifact.load(path).check_ranker(surerank.Reranker("cross-encoder", model=str(tiny_ce)).describe())
     # a model resolved to fp32 scores differently: refused, naming the precision
-    monkeypatch.setattr(onnx_build, "AUTO_DRIFT_BOUND", 0.5)
+    monkeypatch.setattr(drift, "AUTO_DRIFT_BOUND", 0.5)
     monkeypatch.setattr(core, "_ENGINES", {})
     with pytest.raises(InputError, match=r"precision: fitted 'int8-fast', now 'fp32'"):
         TrustArtifact.load(path).check_ranker(surerank.Reranker("cross-encoder", model=str(tiny_ce)).describe())

@@ -1,4 +1,4 @@
-"""The int8-fast search of exported graphs (surerank.engine.quant_search) on a random-weight ELECTRA.
+"""The int8-fast search of exported graphs (surerank.engine.quantize.search) on a random-weight ELECTRA.
 
 The gated graph must be the fp32 graph with its gates shut and the all-int8 graph with them open; the
 search must keep the most sensitive projections fp32, stay within its target as measured on the graph it
@@ -15,8 +15,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from arch_fixtures import build_model
-from surerank.engine import onnx_build, onnx_export, quant_search
-from surerank.engine.model_files import read_model_files
+from surerank.engine import graphs
+from surerank.engine.checkpoint.files import read_model_files
+from surerank.engine.onnx import calibration, drift, graph_io
+from surerank.engine.quantize import dynamic, outliers, recipes, search
 from surerank.errors import InputError
 
 
@@ -28,17 +30,17 @@ def model(tmp_path_factory):
     mp.setenv("SURERANK_CACHE", str(tmp_path_factory.mktemp("cache")))
     try:
         files = read_model_files(directory)
-        fp32 = onnx_export.exported_model_path(files, "classifier")
+        fp32 = graphs.exported_graph(files, "classifier")
     finally:
         mp.undo()
-    layer, _ = onnx_export._weight_matmuls(fp32)
-    return files, fp32, layer, onnx_export.projection_quantizer(fp32, layer)
+    layer, _ = recipes.weight_matmuls(fp32)
+    return files, fp32, layer, dynamic.projection_quantizer(fp32, layer)
 
 
 def _outputs(path, feeds, gates=None):
-    session = onnx_build._session(path, threads=1)
+    session = graph_io.open_session(path, threads=1)
     names = {i.name for i in session.get_inputs()}
-    extra = {quant_search.GATES: np.asarray(gates, np.float32)} if gates is not None else {}
+    extra = {search.GATES: np.asarray(gates, np.float32)} if gates is not None else {}
     return np.concatenate([session.run(None, {**{k: v for k, v in f.items() if k in names}, **extra})[0]
                            for f in feeds])
 
@@ -48,8 +50,8 @@ def test_the_gated_graph_is_fp32_shut_and_int8_open(model, tmp_path):
     every = tmp_path / "int8.onnx"
     quantize(every, [])
     gated = tmp_path / "gated.onnx"
-    quant_search.gated_graph(fp32, every, layer, gated)
-    feeds = onnx_build._drift_sequences(files, "classifier")[:8]
+    search.gated_graph(fp32, every, layer, gated)
+    feeds = calibration.drift_sequences(files, "classifier")[:8]
     reference, int8 = _outputs(fp32, feeds), _outputs(every, feeds)
     assert np.max(np.abs(reference - int8)) > 1e-3  # int8 moves this model: the comparison can tell them apart
     np.testing.assert_allclose(_outputs(gated, feeds, np.zeros(len(layer))), reference, rtol=0, atol=1e-5)
@@ -63,18 +65,18 @@ def test_the_gated_graph_is_fp32_shut_and_int8_open(model, tmp_path):
 
 def test_the_search_keeps_the_most_sensitive_projections_fp32_within_its_target(model, tmp_path):
     files, fp32, layer, quantize = model
-    _, everything = quant_search.greedy_fp32_projections(fp32, quantize, layer, files, "classifier", np.inf)
+    _, everything = search.greedy_fp32_projections(fp32, quantize, layer, files, "classifier", np.inf)
     alone = everything["alone"]
     assert everything["int8"] == len(layer) and sorted(alone) == sorted(layer)
     target = float(np.median(list(alone.values())))
-    keep, figures = quant_search.greedy_fp32_projections(fp32, quantize, layer, files, "classifier", target)
+    keep, figures = search.greedy_fp32_projections(fp32, quantize, layer, files, "classifier", target)
     int8 = [n for n in layer if n not in keep]
     assert 1 <= len(int8) < len(layer) and figures["int8"] == len(int8) and figures["drift"] <= target
     assert max(alone[n] for n in int8) <= min(alone[n] for n in keep)
     # the graph written with that choice moves the calibration scores as the search measured
     graph = tmp_path / "chosen.onnx"
     quantize(graph, keep)
-    measured = onnx_build.measure_drift(fp32, graph, files, "classifier")
+    measured = drift.measure_drift(fp32, graph, files, "classifier")
     assert measured["drift"] == pytest.approx(figures["drift"], rel=1e-3, abs=1e-4)
 
 
@@ -82,7 +84,7 @@ def test_nothing_within_the_target_is_refused_naming_fp32(model):
     files, fp32, layer, quantize = model
     with pytest.raises(InputError, match=r"precision: no projection .* within the drift target 0.*"
                                          r"precision='fp32'"):
-        quant_search.greedy_fp32_projections(fp32, quantize, layer, files, "classifier", 0.0)
+        search.greedy_fp32_projections(fp32, quantize, layer, files, "classifier", 0.0)
 
 
 FFN_IN = "model.electra.encoder.layer.0.intermediate.dense.MatMul"
@@ -112,23 +114,23 @@ def test_a_planted_outlier_channel_is_found(model, planted):
     import onnx
 
     files, _, layer, _ = model
-    found = quant_search.outlier_channels(planted, layer, files, "classifier")
+    found = outliers.outlier_channels(planted, layer, files, "classifier")
     graph = onnx.load(str(planted))
     ffn_input = next(n.input[0] for n in graph.graph.node if n.name == FFN_IN)
     assert found[ffn_input][0] == PLANTED
     # never more than OUTLIER_MAX_SHARE of a tensor's channels (its width: the rows of a weight reading it)
     rows = {t.name: t.dims[0] for t in graph.graph.initializer}
     width = {n.input[0]: rows[n.input[1]] for n in graph.graph.node if n.name in layer}
-    assert all(len(c) <= max(1, int(width[t] * quant_search.OUTLIER_MAX_SHARE)) for t, c in found.items())
+    assert all(len(c) <= max(1, int(width[t] * outliers.OUTLIER_MAX_SHARE)) for t, c in found.items())
 
 
 def test_splitting_outliers_off_keeps_the_fp32_outputs_and_lets_int8_keep_them_too(model, planted, tmp_path):
     files, fp32, layer, quantize = model
-    found = quant_search.outlier_channels(planted, layer, files, "classifier")
+    found = outliers.outlier_channels(planted, layer, files, "classifier")
     split = tmp_path / "split.onnx"
-    applied = quant_search.split_outlier_channels(planted, layer, found, split)
+    applied = outliers.split_outlier_channels(planted, layer, found, split)
     assert applied == found
-    feeds = onnx_build._drift_sequences(files, "classifier")[:16]
+    feeds = calibration.drift_sequences(files, "classifier")[:16]
     reference = _outputs(planted, feeds)
     np.testing.assert_allclose(_outputs(split, feeds), reference, rtol=0, atol=1e-4 * np.abs(reference).max())
     # the FFN projection reading the outlier channel, alone int8: per-tensor activation scales are set by
@@ -137,9 +139,9 @@ def test_splitting_outliers_off_keeps_the_fp32_outputs_and_lets_int8_keep_them_t
     others = [n for n in layer if n != FFN_IN]
     unplanted, plain, with_split = (tmp_path / f"{name}-int8.onnx" for name in ("unplanted", "plain", "split"))
     quantize(unplanted, others)
-    onnx_export.projection_quantizer(planted, layer)(plain, others)
-    onnx_export.projection_quantizer(split, layer)(with_split, others)
-    usual = onnx_build.measure_drift(fp32, unplanted, files, "classifier")["drift"]
-    plain_drift = onnx_build.measure_drift(planted, plain, files, "classifier")["drift"]
-    split_drift = onnx_build.measure_drift(planted, with_split, files, "classifier")["drift"]
+    dynamic.projection_quantizer(planted, layer)(plain, others)
+    dynamic.projection_quantizer(split, layer)(with_split, others)
+    usual = drift.measure_drift(fp32, unplanted, files, "classifier")["drift"]
+    plain_drift = drift.measure_drift(planted, plain, files, "classifier")["drift"]
+    split_drift = drift.measure_drift(planted, with_split, files, "classifier")["drift"]
     assert plain_drift > 2 * usual and split_drift < 1.5 * usual, (usual, plain_drift, split_drift)

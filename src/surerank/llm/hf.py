@@ -14,83 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from surerank.errors import IncompleteCheckpointError, InputError, MissingDependencyError
+from surerank.engine.checkpoint.transformers_load import dtype_option, load_complete, refuse_remote_code
+from surerank.errors import InputError, MissingDependencyError
 from surerank.llm.backend import LLMBackend, exception_cause
 from surerank.llm.cache import JudgmentCache
 from surerank.llm.templates import RerankTemplate, get_template
 from surerank.llm.types import LLMRequest, LLMResponse
 
 logger = logging.getLogger(__name__)
-
-
-def _repo_json(model: str, filename: str) -> dict[str, Any]:
-    """A JSON file of a local model folder or of a hub repository already in the local cache ({} if absent)."""
-    path: str | None = None
-    if os.path.isdir(model):
-        candidate = Path(model) / filename
-        path = str(candidate) if candidate.is_file() else None
-    else:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            found = try_to_load_from_cache(model, filename)
-            path = found if isinstance(found, str) else None
-        except Exception:  # no hub client, or not a repo id: from_pretrained reports it
-            path = None
-    if path is None:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def refuse_remote_code(model: str, trust_remote_code: bool) -> None:
-    """Refuse a model whose config.json / tokenizer_config.json has ``auto_map`` (its classes are Python code
-    in the repository) unless ``trust_remote_code`` is True, naming the option.  transformers would otherwise
-    ask ``[y/N]`` on stdin (twice, and fail in a service) or silently use a built-in class instead."""
-    if not isinstance(trust_remote_code, bool):
-        raise InputError(f"trust_remote_code: must be true or false, got {trust_remote_code!r}")
-    if trust_remote_code:
-        return
-    for filename in ("config.json", "tokenizer_config.json"):
-        auto_map = _repo_json(model, filename).get("auto_map")
-        if auto_map:
-            entries = ", ".join(f"{k} -> {v}" for k, v in dict(auto_map).items()) if isinstance(auto_map, dict) \
-                else str(auto_map)
-            raise InputError(
-                f"model: {model} runs its own Python code ({filename} auto_map: {entries}); surerank does not "
-                "run a repository's code unless asked: read it, then pass trust_remote_code=True "
-                "(-o trust_remote_code=true)")
-
-
-def load_complete(auto_class: Any, model: str, purpose: str, **options: Any) -> Any:
-    """``auto_class.from_pretrained(model, **options)``, refusing a checkpoint transformers had to complete with
-    random tensors: a base model without its untied LM head, a T5 checkpoint missing decoder layers."""
-    loaded, info = auto_class.from_pretrained(model, output_loading_info=True, **options)
-    IncompleteCheckpointError.check(model, info.get("missing_keys") or [], f"lacks tensors {purpose} needs "
-                                    f"({auto_class.__name__})")
-    return loaded
-
-
-def dtype_option(transformers: Any, torch: Any, dtype: str | None) -> dict[str, Any]:
-    """``from_pretrained``'s dtype keyword (``dtype`` since transformers 5, ``torch_dtype`` before)."""
-    if not dtype:
-        return {}
-    if not isinstance(getattr(torch, dtype, None), torch.dtype):
-        raise InputError(f"dtype: {dtype!r} is not a torch dtype (float32, bfloat16, float16)")
-    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    return {key: getattr(torch, dtype)}
 
 
 class TransformersBackend(LLMBackend):

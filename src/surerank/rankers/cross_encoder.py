@@ -3,7 +3,7 @@
 A Hugging Face sequence-classification reranker by hub id or local path: on ONNX Runtime (CPU, fp32 or
 int8) BERT, RoBERTa and XLM-R checkpoints (``cross-encoder/ms-marco-MiniLM-L-6-v2``, the bge-reranker
 family) get a graph built from the safetensors without torch, and other encoder architectures an
-exported one (:mod:`surerank.engine.onnx_export`); torch runs any of them (CPU/GPU, fp16/bf16).  Which
+exported one (:mod:`surerank.engine.onnx.export`); torch runs any of them (CPU/GPU, fp16/bf16).  Which
 architectures are checked against transformers, and how closely: ``docs/models.md``.  A checkpoint
 without a trained classification head is refused, naming the missing tensors; custom-code models need
 ``trust_remote_code=True``.  The query is tokenized once and joined to every candidate's token ids;
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from surerank.engine.core import RunStats
-from surerank.engine.ranker_base import EncoderRanker, Prepared
-from surerank.engine.tokenize import Sequence, pair_sequence
+from surerank.engine.runtime.core import RunStats
+from surerank.engine.runtime.ranker_base import EncoderRanker, Prepared
+from surerank.engine.text.tokenize import Sequence, pair_sequence
 from surerank.errors import InputError
 from surerank.ranker import Scores
 from surerank.types import Cost, Query, Truncation

@@ -6,7 +6,7 @@ queries of one call are encoded once.  Instruction-tuned models (e5, bge) take `
 ``passage_prefix`` (e.g. ``"query: "`` / ``"passage: "``); by default they are the prompts the model's
 ``config_sentence_transformers.json`` names ``query`` and ``document`` (as sentence-transformers'
 ``encode_query`` / ``encode_document`` use them).  Pooling and similarity are the model's own
-(``1_Pooling/config.json``, ``similarity_fn_name``), read by :mod:`surerank.engine.model_files`.
+(``1_Pooling/config.json``, ``similarity_fn_name``), read by :mod:`surerank.engine.checkpoint.files`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from surerank.engine.core import RunStats
-from surerank.engine.ranker_base import EncoderRanker, Prepared
-from surerank.engine.tokenize import Sequence, single_sequence
+from surerank.engine.runtime.core import RunStats
+from surerank.engine.runtime.ranker_base import EncoderRanker, Prepared
+from surerank.engine.text.tokenize import Sequence, single_sequence
 from surerank.errors import InputError
 from surerank.ranker import Scores
 from surerank.types import Cost, Query, Truncation
@@ -33,7 +33,9 @@ class EmbeddingRanker(EncoderRanker):
 
     def __init__(self, model: str | None = None, *, query_prefix: str | None = None,
                  passage_prefix: str | None = None, pooling: str | None = None, **options: Any):
-        from surerank.engine.model_files import POOLINGS, read_model_files, resolve_model_dir
+        from surerank.engine.checkpoint.families import POOLINGS
+        from surerank.engine.checkpoint.files import read_model_files
+        from surerank.engine.checkpoint.locate import resolve_model_dir
 
         if pooling not in (None, *POOLINGS):
             raise InputError(f"pooling: {pooling!r} is unknown; choose from {', '.join(POOLINGS)}")

@@ -123,7 +123,7 @@ class _EmbeddingBackend(_Backend):
         self.ranker = ranker
 
     def prepare(self, queries: list[Query], pools: list[list[str]]) -> tuple[Any, list[Cost]]:
-        from surerank.engine.tokenize import single_sequence
+        from surerank.engine.text.tokenize import single_sequence
 
         engine = self.ranker.engine
         template = engine.tokenizer.template

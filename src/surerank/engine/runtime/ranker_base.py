@@ -5,9 +5,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from surerank.engine.core import Engine, EngineConfig, RunStats, get_engine
-from surerank.engine.passages import PassagePolicy
-from surerank.engine.tokenize import Sequence
+from surerank.engine.runtime.core import Engine, EngineConfig, RunStats, get_engine
+from surerank.engine.text.passages import PassagePolicy
+from surerank.engine.text.tokenize import Sequence
 from surerank.errors import InputError
 from surerank.ranker import Scores, ScoringRanker
 from surerank.types import Query
@@ -18,7 +18,7 @@ GPU_PIPELINE_PAIRS = 32_768
 
 BACKENDS = ("onnx", "torch")
 #: "auto" (the default): on ONNX int8-fast where the model's build-time drift check passes, else fp32
-#: (surerank.engine.onnx_build.auto_precision); on torch fp32
+#: (surerank.engine.graphs.auto_precision); on torch fp32
 PRECISIONS = {"onnx": ("auto", "fp32", "int8", "int8-fast"), "torch": ("auto", "fp32", "fp16", "bf16")}
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from surerank.engine.tokenize import Sequence
+from surerank.engine.text.tokenize import Sequence
 
 
 def plan_batches(lengths: Seq[int], max_batch: int, token_budget: int) -> list[np.ndarray]:

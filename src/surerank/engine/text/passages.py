@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from surerank.engine.tokenize import windows
+from surerank.engine.text.tokenize import windows
 from surerank.errors import InputError
 from surerank.types import Truncation
 

@@ -1,0 +1,1 @@
+"""Text to model inputs: tokenisation, token-budget batches, and long documents as passages."""
