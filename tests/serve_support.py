@@ -82,6 +82,18 @@ class SlowRanker(OverlapRanker):
         return super().score(queries)
 
 
+class FailingRanker(OverlapRanker):
+    """OverlapRanker that fails like a bug would (a plain RuntimeError quoting internals) on the query
+    ``boom``: what a real fault of the service looks like to a client."""
+
+    name = "failing"
+
+    def score(self, queries: list[Query]) -> list[Scores]:
+        if any(query.text == "boom" for query in queries):
+            raise RuntimeError("secret internal detail: /opt/models/weights.bin is corrupt")
+        return super().score(queries)
+
+
 # -- a real server in a subprocess ----------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]

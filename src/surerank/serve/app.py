@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from surerank.errors import InputError, LimitExceededError, SureRankError
 from surerank.ranker import Ranker
@@ -377,7 +378,11 @@ class _GuardedRequest(Request):
 
     async def json(self) -> Any:
         if self.parsed is _UNSET:
-            body = await self.body()
+            try:
+                body = await self.body()
+            except ClientDisconnect:
+                raise ApiError(CLIENT_GONE, "the client closed the connection before its body was read",
+                               "client_gone") from None
             try:
                 # a thread: a 16 MiB body takes tens of milliseconds to scan and parse
                 self.parsed = await asyncio.to_thread(parse_body, body, self.shape, self.limits)
@@ -387,9 +392,25 @@ class _GuardedRequest(Request):
         return self.parsed
 
 
+def check_key(keys: Sequence[bytes], authorization: str | None) -> None:
+    """401 unless ``authorization`` is ``Bearer KEY`` with a configured key (none configured: open)."""
+    if not keys:
+        return
+    scheme, _, offered = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not offered.strip():
+        raise ApiError(401, "authorization: a Bearer API key is required", "unauthorized",
+                       {"WWW-Authenticate": "Bearer"})
+    token = offered.strip().encode()
+    if not any(hmac.compare_digest(token, k) for k in keys):
+        raise ApiError(401, "authorization: the API key is not valid", "unauthorized",
+                       {"WWW-Authenticate": "Bearer"})
+
+
 def guarded_route(config: ServeConfig) -> type[APIRoute]:
-    """The route class of the app: rerank bodies go through the body guard."""
+    """The route class of the app: rerank bodies go through the body guard, after the API key is checked
+    (a client without a key never gets its body read)."""
     limits = BodyLimits(config.limits.max_documents, config.limits.max_json_depth, config.limits.max_json_values)
+    keys = [k.encode() for k in config.api_keys]
 
     class GuardedRoute(APIRoute):
         def get_route_handler(self) -> Any:
@@ -399,6 +420,7 @@ def guarded_route(config: ServeConfig) -> type[APIRoute]:
                 return handle
 
             async def guarded(request: Request) -> Response:
+                check_key(keys, request.headers.get("authorization"))
                 return await handle(_GuardedRequest(request.scope, request.receive, shape, limits))
 
             return guarded
@@ -605,15 +627,12 @@ def create_app(
     keys = [k.encode() for k in config.api_keys]
 
     async def require_key(credentials: BearerCredentials) -> None:
-        if not keys:
-            return
-        if credentials is None:
-            raise ApiError(401, "authorization: a Bearer API key is required", "unauthorized",
-                           {"WWW-Authenticate": "Bearer"})
-        offered = credentials.credentials.encode()
-        if not any(hmac.compare_digest(offered, k) for k in keys):
-            raise ApiError(401, "authorization: the API key is not valid", "unauthorized",
-                           {"WWW-Authenticate": "Bearer"})
+        # the rerank routes checked the key before reading the body; this covers the others (and
+        # documents the scheme in the OpenAPI schema)
+        if keys and credentials is None:
+            check_key(keys, None)
+        if keys and credentials is not None:
+            check_key(keys, f"Bearer {credentials.credentials}")
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:

@@ -28,6 +28,7 @@ import ijson
 # a \uD800-\uDFFF escape somewhere in the raw bytes: the only way a lone surrogate gets into parsed JSON
 # (raw surrogate bytes are invalid UTF-8 and refused by the parser); a match only means "look closer"
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_FULL = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _GOT = {"null": "null", "boolean": "a boolean", "number": "a number", "string": "a string",
         "start_map": "an object", "start_array": "a list"}
@@ -190,7 +191,7 @@ def scan(body: bytes, shape: BodyShape, limits: BodyLimits) -> str | None:
 def _refuse_count(events: Any, count: int, event: str, shape: BodyShape, limits: BodyLimits) -> None:
     """Count the rest of an over-long list without building it (up to a bound of events), then refuse."""
     depth = 1 if event in _STARTS else 0  # inside the list item that crossed the limit
-    budget = 4 * limits.max_json_values
+    budget = limits.max_json_values
     exact = False
     try:
         for seen, (kind, _) in enumerate(events):
@@ -214,12 +215,10 @@ def _refuse_count(events: Any, count: int, event: str, shape: BodyShape, limits:
                            f"max_documents={limits.max_documents}")
 
 
-def check_unicode(data: Any, body: bytes) -> None:
+def check_unicode(data: Any) -> None:
     """Refuse strings (values or keys) holding lone surrogates: they cannot be encoded, so a tokenizer or
-    the response encoder would fail on them.  A walk over the parsed body, only when the raw bytes hold a
-    surrogate escape at all."""
-    if not _SURROGATE_ESCAPE.search(body):
-        return
+    the response encoder would fail on them.  A walk over the parsed body (bounded by max_json_values),
+    run only when the raw bytes hold a surrogate escape at all."""
     found: list[str] = []
     count = 0
     stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
@@ -251,11 +250,15 @@ def check_unicode(data: Any, body: bytes) -> None:
 def parse(body: bytes, shape: BodyShape, limits: BodyLimits) -> Any:
     """The body as Python objects, or :class:`BodyRefusedError`; a body that is not JSON raises
     :class:`json.JSONDecodeError` (with the position) as ``json.loads`` would."""
-    complaint = scan(body, shape, limits)
+    # yajl mangles surrogate escapes (one becomes '?', a pair of a high one and a letter one character);
+    # the scan checks structure only, so it reads them as '?' and check_unicode names them exactly
+    has_surrogates = _SURROGATE_ESCAPE.search(body) is not None
+    complaint = scan(_SURROGATE_ESCAPE_FULL.sub(rb"\\u003f", body) if has_surrogates else body, shape, limits)
     data = json.loads(body, parse_constant=_no_constant)
     if complaint is not None:  # json accepted what yajl refused: nothing past that point was checked
         raise BodyRefusedError(422, f"body: JSON decode error ({complaint})")
-    check_unicode(data, body)
+    if has_surrogates:
+        check_unicode(data)
     return data
 
 

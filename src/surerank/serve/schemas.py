@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 # pydantic stops validating a list at max_length + 1 items: no unbounded list of per-item errors
 MAX_RANK_FIELDS = 64
 
