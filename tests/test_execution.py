@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from surerank import registry
 from surerank.errors import InputError
 from surerank.rankers.code_tests import docstring_examples, perturbed_inputs
-from surerank.sandbox import SandboxUnavailableError
+from surerank.sandbox import SandboxUnavailableError, run_sql
 from surerank.types import Candidate, Query
 
 PROMPT = '''def add_evens(numbers):
@@ -199,9 +204,9 @@ def test_sql_nbest_selects_the_supported_result_and_leaves_the_database_unchange
     assert shop.read_bytes() == before  # DROP and DELETE did nothing
     report = ranked.info["sql"]
     assert report["failed"]["1"]["status"] == "timeout"  # the runaway recursive CTE was stopped
-    assert report["failed"]["0"]["status"] == "error" and report["failed"]["6"]["status"] == "error"
+    assert report["failed"]["0"]["status"] == "refused" and "change of the schema" in report["failed"]["0"]["detail"]
+    assert report["failed"]["6"] == {"status": "refused", "detail": "not allowed: DELETE orders"}
     assert report["failed"]["5"]["status"] == "error"
-    from surerank.sandbox import run_sql
     selected = nbest[int(ranked.ids[0])]
     assert sorted(run_sql(shop, selected).rows) == sorted(run_sql(shop, gold).rows)
     assert ranked.ids[0] == "3" and report["support"]["3"] == 2
@@ -261,3 +266,62 @@ def test_srank_clusters_by_outputs(make_ranker):
 def test_generate_tests_needs_a_backend(make_ranker):
     with pytest.raises(InputError, match="generate_tests"):
         make_ranker(generate_tests=3)
+
+
+def _folder_state(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+HOSTILE_SQL = {
+    "attach-create": ("ATTACH 'file:{created}?mode=rwc' AS x", "refused", "ATTACH"),
+    "attach-read": ("ATTACH '{other}' AS other", "refused", "ATTACH"),
+    "vacuum-into": ("VACUUM INTO '{copy}'", "refused", "ATTACH"),
+    "pragma-user-version": ("PRAGMA user_version = 7", "refused", "PRAGMA user_version"),
+    "pragma-journal": ("PRAGMA journal_mode = WAL", "refused", "PRAGMA journal_mode"),
+    "pragma-writable-schema": ("PRAGMA writable_schema = ON", "refused", "PRAGMA writable_schema"),
+    "pragma-paths": ("PRAGMA database_list", "refused", "PRAGMA database_list"),
+    "load-extension": ("SELECT load_extension('{other}')", "refused", "FUNCTION load_extension"),
+    "randomblob-1.5GB": ("SELECT randomblob(500000000) || randomblob(500000000) || randomblob(500000000)",
+                         "memory_limit", "too big"),
+    "doubling-cte": ("WITH RECURSIVE r(s) AS (SELECT 'x' UNION ALL SELECT s || s FROM r) SELECT length(s) FROM r",
+                     "memory_limit", "too big"),
+    "rows-past-memory": ("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 400) "
+                         "SELECT zeroblob(5000000) FROM n", "memory_limit", "memory"),
+    "endless-cte": ("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n",
+                    "timeout", "time limit"),
+}
+
+
+def test_hostile_sql_changes_nothing_reaches_no_other_file_and_never_grows_the_caller(shop, tmp_path):
+    """Each attack refused or stopped by name; the database, its folder and the rest of the disk untouched; the
+    caller's peak RSS (measured in a fresh process running the whole list) grows by less than 200 MB."""
+    other = tmp_path / "elsewhere" / "secret.sqlite"
+    other.parent.mkdir()
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE secret (v TEXT)")
+    conn.execute("INSERT INTO secret VALUES ('hunter2')")
+    conn.commit()
+    conn.close()
+    created, copy = tmp_path / "elsewhere" / "created.sqlite", Path("/tmp") / f"surerank-vacuum-{os.getpid()}.sqlite"
+    names = list(HOSTILE_SQL)
+    queries = [HOSTILE_SQL[n][0].format(created=created, other=other, copy=copy) for n in names]
+    before_db, before_other = _folder_state(shop.parent), _folder_state(other.parent)
+    script = (
+        "import json, resource, sys\n"
+        "from surerank.sandbox import SqlLimits, run_sql_many\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "results = run_sql_many(sys.argv[1], json.loads(sys.argv[2]), SqlLimits(time_limit=3.0, memory_bytes=2**27))\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(json.dumps({'grew_kb': after - before, 'results': [[r.status, r.detail, r.rows] for r in results]}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(shop), json.dumps(queries)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    for name, (status, detail, rows) in zip(names, report["results"]):
+        want_status, want_detail = HOSTILE_SQL[name][1], HOSTILE_SQL[name][2]
+        assert status == want_status and want_detail in detail and rows == [], (name, status, detail)
+    assert report["grew_kb"] < 200 * 1024
+    assert _folder_state(shop.parent) == before_db and _folder_state(other.parent) == before_other
+    assert not created.exists() and not copy.exists()
+    assert run_sql(shop, "SELECT count(*) FROM customer").rows == [(4,)]  # the database still answers

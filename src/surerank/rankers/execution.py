@@ -385,13 +385,13 @@ class SqlExecutionRanker(ScoringRanker):
         return [self._score_query(query) for query in queries]
 
     def _score_query(self, query: Query) -> Scores:
-        from surerank.sandbox import run_sql
+        from surerank.sandbox import SqlLimits, run_sql_many
 
         database = query.metadata.get("database") or self.database
         if not database:
             raise InputError(f"query {query.id!r}: database is needed (database= or query.metadata['database'])")
-        results = [run_sql(database, c.text, time_limit=self.time_limit, max_rows=self.max_rows)
-                   for c in query.candidates]
+        results = run_sql_many(database, [c.text for c in query.candidates],
+                               SqlLimits(time_limit=self.time_limit, max_rows=self.max_rows))
         keys = [self._result_key(r) if r.ok else None for r in results]
         support = Counter(k for k in keys if k is not None)
         n = len(results)
