@@ -17,9 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from surerank.errors import InputError
-from surerank.eval import report_svg as svg
 from surerank.eval.datasets import data_root
-from surerank.eval.report import RunSpec, build_report, paired_p_value
+from surerank.report import RunSpec, build_report, paired_p_value, svg
 
 DATA = data_root() / "trec-dl"
 unit = st.floats(0.0, 1.0, allow_nan=False)
@@ -55,7 +54,7 @@ def test_run_spec_parsing() -> None:
 
 
 def test_report_is_self_contained_and_sections_are_optional() -> None:
-    from surerank.eval.report import ThroughputTable, TrustFigures
+    from surerank.report import ThroughputTable, TrustFigures
 
     record = {"aggregate": {"nDCG@10": 0.5}, "per_query": {str(i): {"nDCG@10": i / 10} for i in range(10)}}
     better = {"aggregate": {"nDCG@10": 0.6},
@@ -81,7 +80,7 @@ def test_report_is_self_contained_and_sections_are_optional() -> None:
 @settings(max_examples=50, deadline=None)
 @given(pts=points)
 def test_trust_figures_round_trip(pts: list[tuple[float, float]]) -> None:
-    from surerank.eval.report import TrustFigures
+    from surerank.report import TrustFigures
 
     figures = TrustFigures()
     figures.add_curve("u_lin", "nDCG@10", [x for x, _ in pts], [y for _, y in pts])
@@ -103,7 +102,7 @@ def test_trust_figures_round_trip(pts: list[tuple[float, float]]) -> None:
     (lambda d: d.update(version=2), "version"),
 ])
 def test_trust_figures_name_the_bad_field(edit, field) -> None:
-    from surerank.eval.report import TrustFigures
+    from surerank.report import TrustFigures
 
     doc = {"kind": "surerank.trust-figures", "version": 1,
            "reliability": {"platt": {"bins": [{"low": 0, "high": 1, "observed": 0.3, "confidence": 0.2}]}},
@@ -116,7 +115,7 @@ def test_trust_figures_name_the_bad_field(edit, field) -> None:
 
 
 def test_trust_parts_of_eval_json_are_read() -> None:
-    from surerank.eval.report import figures_from_eval
+    from surerank.report import figures_from_eval
     from surerank.trust.metrics import reliability_bins
 
     bins = reliability_bins([0.05, 0.1, 0.9, 0.95], [0, 0, 1, 1], n_bins=10)  # empty bins are left out
@@ -139,7 +138,7 @@ def test_benchmark_writers_write_what_the_report_reads() -> None:
     """benchmarks/trust_dl.py's --json document (built from its sections' figures) is read back as is."""
     import importlib.util
 
-    from surerank.eval.report import TrustFigures
+    from surerank.report import TrustFigures
     from surerank.trust.metrics import reliability_bins
 
     spec = importlib.util.spec_from_file_location("trust_dl", Path(__file__).parents[1] / "benchmarks" / "trust_dl.py")

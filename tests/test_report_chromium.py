@@ -2,7 +2,7 @@
 
 The runs are real: the ``bm25`` ranker and a ``fusion`` of bm25 with the first-stage order, over a slice
 of each collection.  The trust section comes from ``surerank.trust`` (Platt probabilities fitted on DL19,
-read on DL20); robustness from ``surerank.eval.robustness``; throughput from timing the two rankers.
+read on DL20); robustness from ``surerank.robustness``; throughput from timing the two rankers.
 Chromium loads the file offline, runs its check script, and the test reads the resulting DOM: every
 section present, every plot laid out with its marks.  A screenshot PNG is written
 (to ``$SURERANK_REPORT_SCREENSHOT`` when set, else into the test's temporary folder).
@@ -62,9 +62,9 @@ def reliability_from(probabilities: np.ndarray, labels: np.ndarray, bins: int = 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from surerank.eval.metrics import evaluate
-    from surerank.eval.robustness import RobustnessConfig, run_robustness
     from surerank.formats import write_run
     from surerank.registry import create
+    from surerank.robustness import RobustnessConfig, run_robustness
     from surerank.trust import coverage_curve, fit_calibrator
 
     folder = tmp_path_factory.mktemp("report")
@@ -121,8 +121,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for name, ranker in rankers.items():
         path = folder / f"robustness-{name}.json"
         result = run_robustness(ranker, queries, qrels, config, dataset="dl19")
-        result["ranker"] = name
-        path.write_text(json.dumps(result))
+        result.ranker = name
+        path.write_text(json.dumps(result.to_dict()))
         robustness += ["--robustness", str(path)]
     (folder / "throughput.json").write_text(json.dumps({"kind": "surerank.throughput", "version": 1,
                                                        "rows": timings}))

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from surerank.eval import report_svg as svg
+from surerank.report import svg
 
 
 def _x_tick_positions(chart: str) -> list[tuple[float, str]]:

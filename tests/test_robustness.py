@@ -15,8 +15,8 @@ import pytest
 
 from surerank.cli import main
 from surerank.errors import InputError
-from surerank.robustness import RobustnessConfig, RobustnessResult, format_table, run_robustness
 from surerank.ranker import BaseRanker
+from surerank.robustness import RobustnessConfig, RobustnessResult, format_table, run_robustness
 from surerank.types import Query, RankedList
 
 N_QUERIES = 6

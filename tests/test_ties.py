@@ -20,8 +20,9 @@ import pytest
 
 from surerank.cli import main
 from surerank.eval.metrics import evaluate
-from surerank.eval.robustness import RobustnessConfig, order_check
 from surerank.ranker import BaseRanker
+from surerank.robustness import RobustnessConfig
+from surerank.robustness.checks import order_check
 from surerank.types import Candidate, Query, RankedList
 
 QRELS = {qid: {"a": 2, "z": 0, "b": 0} for qid in ("q1", "q2")}
@@ -167,12 +168,12 @@ def duplicate_queries() -> list[Query]:
 
 def test_order_check_treats_identical_texts_as_one_item() -> None:
     config = RobustnessConfig(checks=("order",), shuffles=8, seed=3)
-    result = order_check(TextScore(), duplicate_queries(), config, lambda message: None)
+    result = order_check(TextScore(), duplicate_queries(), config, lambda message: None).to_dict()
     assert result["kendall_tau_mean"] == pytest.approx(1.0) and result["kendall_tau_min"] == pytest.approx(1.0)
     assert result["top1_flip_rate"] == 0.0
     assert result["duplicate_groups"] == 2 * 4 and result["duplicate_items"] == 5 * 4
     # the grouping does not hide real order sensitivity
-    sensitive = order_check(KeepOrder(), duplicate_queries(), config, lambda message: None)
+    sensitive = order_check(KeepOrder(), duplicate_queries(), config, lambda message: None).to_dict()
     assert sensitive["kendall_tau_mean"] < 0.5 and sensitive["top1_flip_rate"] > 0.3
 
 

@@ -9,6 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from surerank.errors import InputError
+from surerank.eval.datasets import load_trec_dl
+from surerank.formats import read_qrels
+from surerank.report import (
+    EVAL_KIND,
+    RunSpec,
+    TrustFigures,
+    build_report,
+    evaluate_runs,
+    evaluation_from_json,
+    figures_from_eval,
+    load_json,
+    read_robustness,
+    read_throughput,
+    read_trust,
+    write_report,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +34,8 @@ EXAMPLES = """examples:
       --run dl20:bm25=dl20-bm25.run --run dl20:embedding=dl20-emb.run \\
       --robustness robustness-embedding.json --trust trust.json --throughput throughput.json
   surerank report --output report.html --eval-json eval.json --baseline bm25
---qrels NAME=PATH names a dataset's judgments; dl19 / dl20 alone use the shared TREC DL qrels.
+--qrels NAME=PATH names a dataset's judgments; dl19 / dl20 alone use the TREC DL qrels (dl19 ships with
+surerank, dl20 is read from SURERANK_DATA).
 --run DATASET:RANKER=PATH adds a TREC run file; significance marks compare each ranker with --baseline
 (default bm25 when present, else the first run of the dataset).
 Every JSON input names its kind and version ("kind": "surerank.eval", "surerank.trust", ...); a file of
@@ -58,8 +75,6 @@ def register(subparsers: Any) -> None:
 
 
 def resolve_qrels(specs: list[str]) -> tuple[dict[str, dict], list[str]]:
-    from surerank.formats import read_qrels
-
     qrels, sources = {}, []
     for spec in specs:
         name, sep, path = spec.partition("=")
@@ -67,8 +82,6 @@ def resolve_qrels(specs: list[str]) -> tuple[dict[str, dict], list[str]]:
             if name.lower() not in QRELS_ALIASES:
                 known = ", ".join(QRELS_ALIASES)
                 raise InputError(f"--qrels {spec!r}: expected NAME=PATH, or one of {known}")
-            from surerank.eval.datasets import load_trec_dl
-
             qrels[name.lower()] = load_trec_dl(QRELS_ALIASES[name.lower()])[1]
             sources.append(f"{name} qrels")
             continue
@@ -80,21 +93,6 @@ def resolve_qrels(specs: list[str]) -> tuple[dict[str, dict], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surerank.eval.report import (
-        EVAL_KIND,
-        RunSpec,
-        TrustFigures,
-        build_report,
-        evaluate_runs,
-        evaluation_from_json,
-        figures_from_eval,
-        load_json,
-        read_robustness,
-        read_throughput,
-        read_trust,
-        write_report,
-    )
-
     sources: list[str] = []
     evaluation: dict = {}
     trust = TrustFigures()

@@ -24,6 +24,17 @@ from surerank.robustness import (
 )
 from surerank.robustness import format_table as _typed_table
 from surerank.robustness import run_robustness as _typed_run
+from surerank.robustness.checks import (  # noqa: F401  (the checks, typed now, for old imports)
+    bm25_scores,
+    depth_check,
+    first_stage_order,
+    group_order,
+    order_check,
+    position_check,
+    text_groups,
+    trap_check,
+    typo_check,
+)
 
 SCHEMA = "surerank.robustness/1"
 

@@ -291,3 +291,6 @@ def reliability_diagram(bins: Sequence[tuple[float, float, float, float | None]]
                f'y2="{frame.y(1):.1f}" stroke="#444" stroke-dasharray="4 3"/>')
     out.append("</svg>")
     return "".join(out)
+
+
+__all__ = ["PALETTE", "Frame", "bar_chart", "colour", "delta_bars", "line_chart", "nice_ticks", "reliability_diagram"]

@@ -118,8 +118,8 @@ class OrderFigures(Figures):
     per_query: dict[str, dict[str, float | None]] = field(default_factory=dict)
     seconds: float | None = None
 
-    CHECKED: ClassVar[dict[str, str]] = {"shuffles": "int", "kendall_tau_mean": "number",
-                                         "top1_flip_rate": "number"}
+    CHECKED: ClassVar[dict[str, str]] = {"kendall_tau_mean": "number", "top1_flip_rate": "number",
+                                         "shuffles": "int"}
     OPTIONAL: ClassVar[dict[str, str]] = {"depth": "int", "duplicate_groups": "int", "duplicate_items": "int",
                                           "kendall_tau_min": "number", "n_queries": "int", "per_query": "object",
                                           "seconds": "number"}
@@ -326,19 +326,19 @@ class RobustnessResult:
     def from_dict(cls, data: Any, where: str = "robustness JSON") -> RobustnessResult:
         """Read a document field by field; errors name ``where`` (the file) and the field."""
         check_header(data, where)
+        ranker = doc.get(data, "ranker", "str", where)
+        dataset = doc.get(data, "dataset", "str", where, optional=True, default="")
+        clean = CleanFigures.read(doc.get(data, "clean", "object", where), where, "clean")
         parts = {name: reader.read(data[name], where, name) for name, reader in PARTS.items() if name in data}
         known = {f.name for f in fields(cls)} | {"kind", "version", "schema"}
         return cls(
-            ranker=doc.get(data, "ranker", "str", where),
+            ranker=ranker, dataset=dataset, clean=clean, **parts,
             ranker_config=doc.get(data, "ranker_config", "object", where, optional=True, default={}),
-            dataset=doc.get(data, "dataset", "str", where, optional=True, default=""),
             n_queries=doc.get(data, "n_queries", "int", where, optional=True, default=0),
             unjudged_queries=doc.get(data, "unjudged_queries", "list", where, optional=True, default=[]),
             config=doc.get(data, "config", "object", where, optional=True, default={}),
-            clean=CleanFigures.read(doc.get(data, "clean", "object", where), where, "clean"),
             seconds=doc.get(data, "seconds", "number", where, optional=True),
             extra={k: v for k, v in data.items() if k not in known},
-            **parts,
         )
 
 

@@ -130,8 +130,9 @@ def run_robustness(ranker: Any, queries: Sequence[Query], qrels: Qrels,
         parts = _checks(_Replayer(name, recorder.batches, answers), judged, qrels, config, bm25, say)
     else:
         parts = _checks(ranker, judged, qrels, config, bm25, say)
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}  # as JSON holds it
     return RobustnessResult(ranker=name, ranker_config=describe, dataset=dataset, n_queries=len(judged),
-                            unjudged_queries=unjudged, config=asdict(config), **parts, seconds=timer.seconds())
+                            unjudged_queries=unjudged, config=settings, **parts, seconds=timer.seconds())
 
 
 __all__ = ["run_robustness"]
