@@ -63,6 +63,25 @@ def test_drain_seconds_from_file_env_and_flag(tmp_path):
         resolve("--drain", "-1")
 
 
+def test_connection_and_body_limits_from_file_env_and_flags(tmp_path):
+    toml = tmp_path / "serve.toml"
+    toml.write_text("[limits]\nmax_header_bytes = 8192\nheader_timeout_s = 3\nmax_json_depth = 16\n")
+    defaults = ServeConfig().limits
+    assert (defaults.max_header_bytes, defaults.header_timeout_s, defaults.body_timeout_s,
+            defaults.keepalive_timeout_s, defaults.max_connections) == (16384, 10.0, 60.0, 5.0, 1024)
+    config = resolve("--config", str(toml), env={"SURERANK_BODY_TIMEOUT_S": "9", "SURERANK_MAX_JSON_VALUES": "500"})
+    limits = config.limits
+    assert (limits.max_header_bytes, limits.header_timeout_s, limits.max_json_depth) == (8192, 3.0, 16)
+    assert (limits.body_timeout_s, limits.max_json_values) == (9.0, 500)
+    limits = resolve("--config", str(toml), "--max-header-bytes", "4096", "--header-timeout", "1.5",
+                     "--body-timeout", "4", "--keepalive-timeout", "2", "--max-connections", "64",
+                     "--max-json-values", "1000").limits
+    assert (limits.max_header_bytes, limits.header_timeout_s, limits.body_timeout_s, limits.keepalive_timeout_s,
+            limits.max_connections, limits.max_json_values) == (4096, 1.5, 4.0, 2.0, 64, 1000)
+    with pytest.raises(InputError, match="header_timeout_s"):
+        resolve("--header-timeout", "0")
+
+
 def test_json_config_and_errors_name_the_key(tmp_path):
     path = tmp_path / "serve.json"
     path.write_text(json.dumps({"models": [{"name": "a", "ranker": "bm25"}], "batching": {"max_queue_requests": 3}}))

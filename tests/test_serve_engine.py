@@ -122,3 +122,59 @@ def test_drain_keeps_answering_503_for_drain_s_and_a_second_signal_ends_it(tmp_p
     finally:
         gate.touch()
         server.stop()
+
+
+def test_a_withdrawn_request_is_dropped_from_the_queue_and_counted():
+    """In-process: a request whose client is gone (or whose request_timeout_s passed) while it waits is
+    taken out of the queue and never ranked; one already in the model is ranked and its answer dropped."""
+    import asyncio
+    import threading
+
+    from surerank.serve.config import Batching
+    from surerank.serve.engine import BatchingEngine, ClientGoneError, OverloadedError
+    from surerank.types import Query
+
+    release = threading.Event()
+    ranked: list[str] = []
+
+    class Held(OverlapRanker):
+        def score(self, queries):
+            release.wait(30)
+            ranked.extend(q.text for q in queries)
+            return super().score(queries)
+
+    drops: list[tuple[str, int]] = []
+    engine = BatchingEngine(Held(), Batching(max_wait_ms=0, request_timeout_s=1.0), name="held",
+                            on_drop=lambda reason, n: drops.append((reason, n)))
+    engine.start()
+
+    async def scenario() -> None:
+        first_gone, second_gone = asyncio.Event(), asyncio.Event()
+        first = asyncio.ensure_future(engine.submit(Query.from_texts("first", DOCS), 5, gone=first_gone.wait))
+        while engine.in_flight == 0:  # the first request is in the model
+            await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(engine.submit(Query.from_texts("second", DOCS[:2]), 2,
+                                                     gone=second_gone.wait))
+        timed = asyncio.ensure_future(engine.submit(Query.from_texts("timed", DOCS[:3]), 3))
+        while engine.queue_depth < 2:
+            await asyncio.sleep(0.01)
+        second_gone.set()
+        first_gone.set()
+        for task, expected in ((second, ClientGoneError), (first, ClientGoneError), (timed, OverloadedError)):
+            try:
+                await task
+            except expected as error:
+                if isinstance(error, ClientGoneError):
+                    assert error.dropped is (task is second)
+            else:
+                raise AssertionError(f"{task} was answered")
+        release.set()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        engine.stop(timeout=10)
+    assert ranked == ["first"]  # the batch that was in the model, nothing else
+    assert sorted(drops) == [("client_gone", 2), ("timeout", 3)]
+    assert engine.queue_depth == 0 and engine.queued_tokens == 0
