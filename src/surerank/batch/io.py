@@ -22,7 +22,8 @@ from surerank.errors import InputError
 from surerank.formats import (
     check_text,
     format_from_suffix,
-    json_error,
+    json_object,
+    open_text,
     read_jsonl,
     read_query_texts,
     read_rankgpt_json,
@@ -155,19 +156,14 @@ def read_passages(path: Path, wanted: set[str]) -> dict[str, str]:
     ``text``/``contents`` (a ``title`` field is prepended, BEIR style).
     """
     out: dict[str, str] = {}
-    jsonl = path.name.lower().endswith((".jsonl", ".ndjson"))
-    with open(path, encoding="utf-8") as handle:
+    jsonl = format_from_suffix(path) == "jsonl"
+    with open_text(path) as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{line_number}"
             if jsonl:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise InputError(f"{where}: invalid JSON: {json_error(error, line=False)}") from None
-                if not isinstance(record, dict):
-                    raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                record = json_object(line, where)
                 key = next((k for k in ("id", "docid", "_id") if record.get(k) is not None), None)
                 if key is None:
                     raise InputError(f"{where}: a passage line needs an id (id/docid/_id)")

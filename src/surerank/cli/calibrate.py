@@ -20,9 +20,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import surerank
 from surerank.cli._common import DATASETS, parse_options
-from surerank.errors import InputError
+from surerank.errors import InputError, SureRankError
 from surerank.eval.datasets import dataset_file
+from surerank.formats import read_qrels, read_queries, read_run
+from surerank.registry import create
+from surerank.trust.artifact import fit_trust
+from surerank.types import Candidate, Query, RankedList
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +99,6 @@ def check_options(args: argparse.Namespace) -> None:
 
 def read_all_qrels(paths: list[Path]) -> dict[str, dict[str, int]]:
     """Merge several qrels files; one (query, document) judged differently in two files is an error."""
-    from surerank.formats import read_qrels
-
     merged: dict[str, dict[str, int]] = {}
     origin: dict[str, Path] = {}
     for path in paths:
@@ -135,8 +138,6 @@ def _check_ids(by_file: list[tuple[Path, list[str]]], qrels: dict[str, Any], qre
 
 
 def run(args: argparse.Namespace) -> int:
-    from surerank.trust.artifact import fit_trust
-
     if args.input:  # dl19 / dl20 stand for the TREC DL files
         args.input = [dataset_file(p, "queries") for p in args.input]
     args.qrels = [dataset_file(p, "qrels") for p in args.qrels]
@@ -150,8 +151,6 @@ def run(args: argparse.Namespace) -> int:
         description = _describe(args.ranker, options)
         sources = [str(p) for p in args.run]
     else:
-        import surerank
-
         queries_by_file = [(path, _read_queries(path)) for path in args.input]
         _check_ids([(p, [q.id for q in qs]) for p, qs in queries_by_file], qrels, args.qrels)
         ranker = surerank.Reranker(args.ranker, **options)
@@ -174,9 +173,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ranked_from_run(path: Path, ranker: str) -> list:
-    from surerank.formats import read_run
-    from surerank.types import Candidate, Query, RankedList
-
     run = read_run(path)
     lists = []
     for qid, docs in run.items():
@@ -191,9 +187,6 @@ def _describe(name: str, options: dict[str, Any]) -> dict[str, Any]:
     Building the ranker loads its model but scores nothing; when it cannot be built here (a missing
     extra), the name and options are recorded instead, with a warning that rerank may refuse them.
     """
-    from surerank.errors import SureRankError
-    from surerank.registry import create
-
     try:
         return dict(create(name, **options).describe())
     except (SureRankError, ImportError, OSError) as error:
@@ -203,6 +196,4 @@ def _describe(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_queries(path: Path) -> list:
-    from surerank.formats import read_queries
-
     return read_queries(path)

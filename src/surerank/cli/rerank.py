@@ -15,6 +15,7 @@ from surerank.cli._common import (
     rank_with_progress,
     write_lists,
 )
+from surerank.errors import InputError
 from surerank.eval.datasets import dataset_file
 from surerank.eval.metrics import evaluate, evaluate_lists, paired_test
 from surerank.formats import lists_to_run, read_qrels, read_queries
@@ -22,6 +23,7 @@ from surerank.registry import create
 from surerank.trust.cli_options import add_arguments as add_trust_arguments
 from surerank.trust.cli_options import apply as apply_trust
 from surerank.trust.cli_options import check as check_trust
+from surerank.types import Query, RankedList
 
 DESCRIPTION = """Rerank the candidates of every query in a file.
 
@@ -54,8 +56,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surerank.errors import InputError
-
     queries = read_queries(dataset_file(args.input, "queries"))
     if args.max_queries is not None:
         queries = queries[: args.max_queries]
@@ -75,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
     if args.depth is None:
         lists = rank_with_progress(ranker, queries)
     else:
-        from surerank.types import Query, RankedList
-
         heads = [Query(text=q.text, candidates=q.candidates[: args.depth], id=q.id, metadata=q.metadata)
                  for q in queries]
         lists = []

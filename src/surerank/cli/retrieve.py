@@ -8,7 +8,7 @@ import time
 from surerank.cli._common import echo, first_stage_run, parse_options
 from surerank.errors import InputError
 from surerank.eval.metrics import evaluate
-from surerank.formats import read_corpus, read_qrels, read_query_texts, write_jsonl, write_run
+from surerank.formats import format_from_suffix, read_corpus, read_qrels, read_query_texts, write_jsonl, write_run
 from surerank.types import RankedList
 
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
          f"in {time.perf_counter() - start:.1f} s")
     lists = [RankedList.from_scores(q, [c.metadata["bm25_score"] for c in q.candidates], ranker="bm25")
              for q in retrieved]
-    if args.output.endswith((".jsonl", ".ndjson")):
+    if format_from_suffix(args.output) == "jsonl":
         write_jsonl(args.output, lists)
     else:
         write_run(args.output, lists, tag="bm25")

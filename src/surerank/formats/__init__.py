@@ -10,7 +10,7 @@
 Every parse error names the file and the line; nothing is silently skipped.  Reading needs no model.
 """
 
-from surerank.formats.common import AtomicFile, check_text, json_error, require_text
+from surerank.formats.common import AtomicFile, check_text, json_error, json_object, open_text, require_text
 from surerank.formats.queries import (
     ranked_list_record,
     read_corpus,
@@ -25,8 +25,29 @@ from surerank.formats.suffix import SUFFIX_FORMATS, format_from_suffix
 from surerank.formats.trec import Qrels, Run, lists_to_run, read_qrels, read_run, write_run, write_run_dict
 
 __all__ = [
-    "SUFFIX_FORMATS", "AtomicFile", "Qrels", "Run", "check_text", "format_from_suffix", "json_error",
-    "lists_to_run", "ranked_list_record", "read_corpus", "read_cranfield", "read_jsonl", "read_qrels",
-    "read_queries", "read_query_texts", "read_rankgpt_json", "read_run", "read_smart_documents",
-    "read_smart_queries", "require_text", "write_jsonl", "write_run", "write_run_dict",
+    "SUFFIX_FORMATS",
+    "AtomicFile",
+    "Qrels",
+    "Run",
+    "check_text",
+    "format_from_suffix",
+    "json_error",
+    "json_object",
+    "lists_to_run",
+    "open_text",
+    "ranked_list_record",
+    "read_corpus",
+    "read_cranfield",
+    "read_jsonl",
+    "read_qrels",
+    "read_queries",
+    "read_query_texts",
+    "read_rankgpt_json",
+    "read_run",
+    "read_smart_documents",
+    "read_smart_queries",
+    "require_text",
+    "write_jsonl",
+    "write_run",
+    "write_run_dict",
 ]

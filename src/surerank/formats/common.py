@@ -76,6 +76,17 @@ def json_error(error: json.JSONDecodeError, line: bool = True) -> str:
     return f"{message} at {where}"
 
 
+def json_object(line: str, where: str, expected: str = "a JSON object") -> dict[str, Any]:
+    """One JSONL line as a dict; invalid JSON, or a JSON value that is not an object, names ``where``."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{where}: invalid JSON: {json_error(error, line=False)}") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: expected {expected}, got {type(record).__name__}")
+    return record
+
+
 def text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) of every non-blank line."""
     with open_text(path) as handle:
@@ -104,5 +115,5 @@ class AtomicFile:
             self.tmp.unlink(missing_ok=True)
 
 
-__all__ = ["AtomicFile", "check_text", "describe_value", "existing", "json_error", "open_text", "require_text",
-           "text_lines"]
+__all__ = ["AtomicFile", "check_text", "describe_value", "existing", "json_error", "json_object", "open_text",
+           "require_text", "text_lines"]

@@ -22,6 +22,7 @@ from surerank.formats.common import (
     describe_value,
     existing,
     json_error,
+    json_object,
     open_text,
     require_text,
     text_lines,
@@ -85,12 +86,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Query]:
     queries = []
     for number, line in text_lines(p):
         where = f"{p}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{where}: invalid JSON: {json_error(error, line=False)}") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        record = json_object(line, where)
         text = require_text(record, where, "query")
         raw = record.get("candidates", [])
         if not isinstance(raw, list):
@@ -173,12 +169,7 @@ def read_corpus(path: str | os.PathLike[str]) -> list[Candidate]:
     docs = []
     for number, line in text_lines(p):
         where = f"{p}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{where}: invalid JSON: {json_error(error, line=False)}") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{where}: expected a JSON object {{'id', 'text'}}, got {type(record).__name__}")
+        record = json_object(line, where, "a JSON object {'id', 'text'}")
         doc_id = record.get("id", record.get("docid"))
         if doc_id is None:
             raise InputError(f"{where}: a corpus line needs a field 'id' (or 'docid'), not null")
