@@ -24,7 +24,7 @@ from typing import Any
 from surerank.engine.checkpoint.cache import cache_dir
 from surerank.engine.checkpoint.families import POOLINGS, handled_by_builder
 from surerank.engine.checkpoint.files import ModelFiles
-from surerank.engine.onnx import drift
+from surerank.engine.onnx import drift  # AUTO_DRIFT_BOUND, measure_drift: read at call time (tests set them)
 from surerank.engine.onnx.build import BUILDER_VERSION, build_encoder_graph
 from surerank.engine.onnx.drift import int8_drift, parity_line
 from surerank.engine.onnx.export import export_checked, export_stem

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from surerank.engine.checkpoint.files import ModelFiles
-from surerank.engine.onnx import drift
+from surerank.engine.onnx import drift  # AUTO_DRIFT_BOUND: read at call time (tests set it)
 from surerank.engine.onnx.graph_io import save_graph
 from surerank.engine.quantize.dynamic import (
     FOLDED_CHANNELS_KEY,
