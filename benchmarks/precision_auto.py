@@ -73,19 +73,19 @@ def ndcg_table(tmp: Path) -> None:
     import surerank
     from surerank.engine.checkpoint.files import read_model_files
     from surerank.engine.checkpoint.locate import default_model_dir
-    from surerank.engine.graphs import built_graph as onnx_model_path
+    from surerank.engine.graphs import built_graph
     from surerank.engine.onnx.drift import measure_drift
-    from surerank.engine.quantize.recipes import quantize_graph as quantize_int8
+    from surerank.engine.quantize.recipes import quantize_graph
     from surerank.eval.datasets import load_trec_dl
     from surerank.eval.formats import lists_to_run
     from surerank.eval.metrics import evaluate
 
     files = read_model_files(default_model_dir())
-    fp32 = onnx_model_path(files, "mean", "fp32")
-    graphs = {"fp32": fp32, "int8-fast (auto's choice)": onnx_model_path(files, "mean", "int8-fast"),
-              "int8": onnx_model_path(files, "mean", "int8")}
+    fp32 = built_graph(files, "mean", "fp32")
+    graphs = {"fp32": fp32, "int8-fast (auto's choice)": built_graph(files, "mean", "int8-fast"),
+              "int8": built_graph(files, "mean", "int8")}
     graphs["every MatMul int8"] = tmp / "pc-all.onnx"
-    quantize_int8(fp32, graphs["every MatMul int8"], "pc-all", files, "mean")
+    quantize_graph(fp32, graphs["every MatMul int8"], "pc-all", files, "mean")
     graphs["every MatMul int8, per-tensor weights"] = tmp / "pt-all.onnx"
     per_tensor_all(fp32, graphs["every MatMul int8, per-tensor weights"])
     data = {y: load_trec_dl(y) for y in ("19", "20")}
