@@ -409,3 +409,15 @@ def test_a_real_fault_is_a_500_with_an_id_and_no_exception_text(slow):
     assert _wait_for(lambda: f"internal error {error_id}" in server.output())
     assert "weights.bin is corrupt" in server.output()  # the log has the details
     assert metric(server.url, "surerank_internal_errors_total", path="/v2/rerank") == 1
+
+
+def test_the_library_refuses_a_lone_surrogate_naming_the_document():
+    """Outside the service too: an InputError naming the text, not a tokenizer's TypeError."""
+    from surerank.errors import InputError
+    from surerank.types import Query
+
+    with pytest.raises(InputError, match=r"documents\[1\] \(id '1'\): not valid Unicode \(a lone surrogate \\ud800"):
+        Query.from_texts("q", ["fine", "bad \ud800"])
+    with pytest.raises(InputError, match="the query text: not valid Unicode"):
+        Query.from_texts("q\udfff", ["fine"])
+    assert Query.from_texts("café", ["\U0001f600"]).candidates[0].text == "\U0001f600"

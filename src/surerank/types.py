@@ -34,8 +34,10 @@ class Query:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidates", tuple(self.candidates))
+        _check_unicode(self.text, f"query {self.id!r}: the query text")
         seen: dict[str, int] = {}
         for position, candidate in enumerate(self.candidates):
+            _check_unicode(candidate.text, f"query {self.id!r}: documents[{position}] (id {candidate.id!r})")
             if candidate.id in seen:
                 raise InputError(
                     f"query {self.id!r}: duplicate candidate id {candidate.id!r} at positions "
@@ -52,6 +54,17 @@ class Query:
         Strings get their position as id, so results can always be mapped back to the input.
         """
         return cls(text=text, candidates=tuple(as_candidates(documents)), id=id)
+
+
+def _check_unicode(text: Any, where: str) -> None:
+    """A lone surrogate (``"\\ud800"``, which JSON and Python strings can hold) cannot be encoded, so a
+    tokenizer would fail on it with a TypeError far from the input: refuse it here, naming the text."""
+    if isinstance(text, str) and not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InputError(f"{where}: not valid Unicode (a lone surrogate \\u{ord(text[error.start]):04x} at "
+                             f"character {error.start})") from None
 
 
 def as_candidates(documents: Iterable[str | Candidate | Mapping[str, Any]]) -> Iterator[Candidate]:

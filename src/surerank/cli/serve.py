@@ -129,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(json.dumps(config.public_dict(), indent=2, default=str))  # noqa: T201 - CLI output
         return 0
-    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
+    # httptools: the HTTP parser the connection limits are built on (surerank.serve.protocol); ijson: the
+    # body guard's tokenizer (surerank.serve.body); both come with surerank[serve]
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client", "httptools", "ijson")
+               if importlib.util.find_spec(m) is None]
     if missing:
         raise InputError(f"serve needs {', '.join(missing)}: pip install 'surerank[serve]'")
     from surerank.serve.app import build_rankers, build_trust_hooks

@@ -647,7 +647,9 @@ def create_app(
     async def _surerank_error(request: Request, error: SureRankError) -> JSONResponse:
         if isinstance(error, LimitExceededError):
             return _error_response(413, str(error), "too_large")
-        return _error_response(422, str(error), "validation")
+        if isinstance(error, InputError):  # about what the client sent: its message names the field
+            return _error_response(422, str(error), "validation")
+        return await _unexpected(request, error)  # a missing dependency, a broken model: the service's fault
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
