@@ -128,6 +128,14 @@ def test_forging_under_limits_only_still_earns_nothing(make_ranker):
     assert ranked.info["exec"]["tampering"]["kills-harness"]
 
 
+@pytest.mark.parametrize("sandbox_tool", ["bwrap", "unshare"])
+def test_each_result_names_the_sandbox_and_both_tools_select_alike(make_ranker, sandbox_tool):
+    ranked = make_ranker(method="examples", sandbox_tool=sandbox_tool).rank(
+        Query(PROMPT, [Candidate("odd", ODD), Candidate("broken", BROKEN), Candidate("right", RIGHT)]))
+    assert ranked.ids == ["right", "odd", "broken"]
+    assert ranked.info["exec"]["sandbox"].startswith(f"namespaces ({sandbox_tool}")
+
+
 def test_a_slow_test_is_cut_and_the_next_tests_still_run(make_ranker):
     slow_first = PROMPT + ("    import time\n    if numbers == [1, 2, 3, 4]:\n        time.sleep(30)\n"
                            "    return sum(n for n in numbers if n % 2 == 0)\n")

@@ -143,6 +143,14 @@ def test_stdin_and_extra_files_reach_the_program(sandbox):
     assert result.ok and result.stdout.strip() == "v!"
 
 
+def test_undecodable_text_or_oversized_files_fail_the_program_not_the_sandbox(sandbox):
+    lone = sandbox.run_python("print('\ud800')")
+    big = sandbox.run_python(GOOD, files={"data.txt": "x" * (sandbox.limits.work_bytes + 1)})
+    assert lone.status == "error" and "SyntaxError" in lone.stderr
+    assert big.status == "error" and "cannot write the program's files" in big.detail
+    assert sandbox.run_python(GOOD).ok  # the next run is unaffected
+
+
 def test_limits_are_validated():
     with pytest.raises(InputError, match=r"limits\.wall_seconds"):
         Limits(wall_seconds=0)

@@ -88,6 +88,7 @@ class ExecutionRanker(ScoringRanker):
         wall_seconds: float = 10.0,
         memory_mb: int = 512,
         isolation: str = "namespaces",
+        sandbox_tool: str = "auto",
         max_parallel: int | None = None,
         generate_tests: int = 0,
         backend: Any = None,
@@ -120,7 +121,7 @@ class ExecutionRanker(ScoringRanker):
         # the harness reports a load that hangs itself, before the sandbox's wall clock ends the whole run
         self.load_seconds = max(1.0, wall_seconds - 1.0)
         options = {"max_parallel": max_parallel} if max_parallel else {}
-        self.sandbox = Sandbox(limits, isolation=isolation, **options)  # type: ignore[arg-type]
+        self.sandbox = Sandbox(limits, isolation=isolation, tool=sandbox_tool, **options)  # type: ignore[arg-type]
 
     def describe(self) -> dict[str, Any]:
         return {"ranker": self.name, "method": self.method, "completion": self.completion, "perturb": self.perturb,
@@ -272,6 +273,7 @@ class ExecutionRanker(ScoringRanker):
         info = {"exec": {
             "method": method, "tests": len(tests), "tests_with_expected": len(checked),
             "statuses": dict(statuses), "failed": failed, "tampering": tampering,
+            "sandbox": f"{self.sandbox.isolation} ({self.sandbox.tool_used or 'no tool'})",
             "candidates": {query.candidates[i].id: {"status": runs[i].status, "passed": int(passed[i].sum()),
                                                     "ran": round(float(ran[i]), 4), "agree_exact": int(exact[i]),
                                                     "tampering": runs[i].tampering}

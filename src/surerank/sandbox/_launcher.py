@@ -175,9 +175,14 @@ def run_inside(spec_fd: int, status_fd: int) -> None:
     if spec["build_root"]:
         build_root(spec)
     workdir = spec["workdir"]
-    for name, content in spec["files"].items():
-        with open(os.path.join(workdir, name), "w", encoding="utf-8", errors="surrogateescape") as fh:
-            fh.write(content)
+    try:
+        for name, content in spec["files"].items():  # a lone surrogate is written as is: the program's own fault
+            with open(os.path.join(workdir, name), "w", encoding="utf-8", errors="surrogatepass") as fh:
+                fh.write(content)
+    except OSError as exc:  # larger than the working directory: this program's failure, not the sandbox's
+        os.write(status_fd, b"ready\n")
+        sys.stderr.write(f"cannot write the program's files into {workdir}: {exc}\n")
+        os._exit(126)
     if spec.get("as_uid") is not None:
         os.chmod(workdir, 0o700)
         for path in [workdir, *(os.path.join(workdir, name) for name in spec["files"])]:
