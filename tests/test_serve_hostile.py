@@ -301,19 +301,26 @@ def test_slow_heads_and_slow_bodies_are_closed(server, baseline):
     body = _connect(server)
     body.sendall(b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
                  b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"query\": ")
+    kept = _connect(server)  # a kept-alive connection: one request answered, the next one's head stalls
+    kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\n")
     start = time.monotonic()
     with Probe(server) as probe:
         for sock in heads[:5]:  # keep dribbling: bytes arriving do not reset the deadline
             sock.sendall(b"X-A: b\r\n")
         answers = [_answer(sock, 10) for sock in [*heads, body]]
+        kept.settimeout(10)
+        second = b""
+        while chunk := kept.recv(65536):
+            second += chunk
     elapsed = time.monotonic() - start
-    for sock in [*heads, body]:
+    for sock in [*heads, body, kept]:
         sock.close()
     assert all(answer == (408, True) for answer in answers), answers
+    assert second.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 408 " in second, second
     assert elapsed < HEADER_TIMEOUT_S + 8.0
     probe.check(max_growth_mib=16)
     assert metric(server.url, "surerank_connections_closed_total", reason="header_timeout") - \
-        closed_before["header_timeout"] >= 20
+        closed_before["header_timeout"] >= 21
     assert metric(server.url, "surerank_connections_closed_total", reason="body_timeout") - \
         closed_before["body_timeout"] == 1
     assert_normal(server, baseline)

@@ -86,8 +86,9 @@ def guarded_protocol(max_header_bytes: int, header_timeout_s: float, body_timeou
             self.cancel_timers()
             if self.transport is None or self.transport.is_closing():
                 return
-            cycle = self.cycle
-            if status is not None and (cycle is None or not cycle.response_started):
+            cycle = self.cycle  # the request being read, or (in the head phase) the previous one
+            writable = cycle is None or cycle.response_complete or not cycle.response_started
+            if status is not None and writable:
                 self.transport.write(error_bytes(status, message, "too_large" if status == 431 else "timeout"))
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True  # the app, if it waits for the body, sees http.disconnect
