@@ -187,13 +187,14 @@ class BatchingEngine:
     def withdraw(self, work: _Work, reason: str) -> bool:
         """Take a request out of the queue if it is still there (True: it will not be ranked, and is
         counted as dropped); one already in a batch is ranked and its result ignored (False)."""
-        work.future.cancel()
-        with self._cond:
+        with self._cond:  # under the lock the worker takes batches with: queued or in a batch, not both
             try:
                 self._queue.remove(work)
             except ValueError:
+                work.future.cancel()  # in a batch (or answered): the result is thrown away
                 return False
             self._queued_tokens -= work.tokens
+        work.future.cancel()
         if self._on_drop is not None:
             try:
                 self._on_drop(reason, len(work.query.candidates))

@@ -30,7 +30,8 @@ class ServeMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.dropped_requests = Counter(
             "surerank_requests_dropped", "queued requests taken out before their batch: the client went away "
-            "(client_gone) or request_timeout_s passed (timeout); their documents were not ranked",
+            "(client_gone), request_timeout_s passed (timeout) or the server cancelled the handler (cancelled, "
+            "e.g. at shutdown); their documents were not ranked",
             ["model", "reason"], registry=self.registry)
         self.dropped_documents = Counter(
             "surerank_documents_dropped", "documents of dropped requests, not ranked", ["model", "reason"],
