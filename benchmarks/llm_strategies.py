@@ -3,7 +3,7 @@
 The judge is built from the DL19 judgments: a passage's utility is its grade (0-3) plus Gaussian noise of
 ``--noise`` grades, drawn afresh for every prompt (as a temperature-0 model reacts differently to each
 window), optionally with a position bias.  It answers the real prompts through the real parsing and
-aggregation code (:class:`surerank.llm.judge.JudgeBackend`), so the figures measure the *strategies*:
+aggregation code (:class:`surerank.testing.judge.JudgeBackend`), so the figures measure the *strategies*:
 how much of the judge's knowledge each turns into nDCG@10, at what cost.  The anchor is the BM25 order
 itself (nDCG@10 0.5058 on DL19) and the sliding window (RankGPT's strategy), measured in the same run.
 
@@ -23,8 +23,8 @@ import time
 from surerank import Reranker
 from surerank.eval.datasets import load_trec_dl
 from surerank.eval.metrics import evaluate, paired_test, run_from_order
-from surerank.llm.judge import Judge, JudgeBackend
 from surerank.llm.prompts import clip, one_line
+from surerank.testing.judge import Judge, JudgeBackend
 from surerank.types import Query
 
 STRATEGIES: list[tuple[str, str, dict]] = [

@@ -1,6 +1,6 @@
 """The fault suite of the LLM rankers (issue 12, defect 4 and must-show 2).
 
-A stand-in OpenAI-compatible server on loopback (:class:`surerank.llm.judge.StandInServer`) injects one fault
+A stand-in OpenAI-compatible server on loopback (:class:`surerank.testing.llm_server.StandInServer`) injects one fault
 into every third request (or into every request), and all seven LLM methods run against it over real HTTP.
 For each fault and method: the list comes back complete (every candidate id once); the fault is counted in
 ``info`` and the cost trace under its cause; nothing is silent (exactly one warning for the list, naming the
@@ -19,8 +19,9 @@ import time
 import pytest
 
 from surerank import Query, Reranker
-from surerank.llm.judge import StandInServer, word_overlap
 from surerank.llm.openai import OpenAICompatibleBackend
+from surerank.testing.judge import word_overlap
+from surerank.testing.llm_server import StandInServer
 from test_llm_http import DOCS as HTTP_DOCS
 from test_llm_http import QUERY
 

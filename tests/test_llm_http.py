@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from surerank import Query, Reranker
-from surerank.llm.judge import StandInServer, word_overlap
 from surerank.llm.openai import OpenAICompatibleBackend
 from surerank.rankers.llm_base import LLMBackendError
+from surerank.testing.judge import word_overlap
+from surerank.testing.llm_server import StandInServer
 
 QUERY = "solar panel efficiency in cold winter weather"
 DOCS = [

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from surerank import Query, Reranker
 from surerank.errors import InputError
-from surerank.llm.judge import Judge, JudgeBackend
 from surerank.rankers.llm_jointrank import _connected, block_design
 from surerank.rankers.llm_listwise import window_starts
 from surerank.rankers.llm_pairwise import sample_pairs
+from surerank.testing.judge import Judge, JudgeBackend
 
 
 @settings(max_examples=200, deadline=None)

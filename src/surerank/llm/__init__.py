@@ -20,7 +20,7 @@ _BACKEND_CLASSES = {
     "openai": "surerank.llm.openai:OpenAICompatibleBackend",
     "llama-cpp": "surerank.llm.llama_cpp:LlamaCppBackend",
     "transformers": "surerank.llm.hf:TransformersBackend",
-    "judge": "surerank.llm.judge:JudgeBackend",
+    "judge": "surerank.testing.judge:JudgeBackend",
 }
 BACKENDS = tuple(_BACKEND_CLASSES)
 

@@ -1,7 +1,7 @@
 """Prompt templates for every LLM ranking method, in one place.
 
 Each passage sits on one line (whitespace collapsed) behind a stable marker (``Passage:``, ``Passage A:``,
-``[C]``), so answers map back unambiguously and the deterministic stand-in judge (:mod:`surerank.llm.judge`)
+``[C]``), so answers map back unambiguously and the deterministic stand-in judge (:mod:`surerank.testing.judge`)
 can read the prompts it is sent.  Passages are cut to ``max_words`` words; the cut is reported, never silent.
 """
 
