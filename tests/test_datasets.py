@@ -61,3 +61,12 @@ def test_a_file_named_like_a_dataset_wins(tmp_path, monkeypatch: pytest.MonkeyPa
     (tmp_path / "dl19").write_text("1 0 a 1\n")
     assert datasets.dataset_file("dl19", "qrels").resolve() == (tmp_path / "dl19").resolve()
     assert datasets.dataset_file("my.qrels", "qrels").name == "my.qrels"
+
+
+def test_commands_take_dl19_for_its_files(no_data_folder, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from surerank.cli import main
+
+    run = tmp_path / "bm25.run"
+    assert main(["rerank", "--input", "dl19", "--ranker", "first-stage", "--output", str(run)]) == 0
+    assert main(["eval", "--run", str(run), "--qrels", "dl19"]) == 0
+    assert "0.5058" in capsys.readouterr().out
