@@ -30,6 +30,7 @@ from surerank.formats import (
     read_run,
     require_text,
 )
+from surerank.storage import durable_replace, fsync_file
 from surerank.types import Candidate, Query
 
 logger = logging.getLogger(__name__)
@@ -269,9 +270,8 @@ def write_output(table: Any, path: Path, fmt: str, tag: str) -> None:
                     handle.write(f"{qid} Q0 {docid} {rank} {score!r} {tag}\n")
         else:
             raise InputError(f"--output-format {fmt!r}: expected one of {', '.join(OUTPUT_FORMATS[1:])}")
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        fsync_file(tmp)
+        durable_replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -30,13 +30,12 @@ from surerank.batch.manifest import (
     Manifest,
     ShardRecord,
     describe_difference,
-    durable_replace,
-    fsync_file,
     input_fingerprint,
     sha256_file,
 )
 from surerank.batch.shards import ShardFailedError, plan_shards, queries_to_table, result_schema, seconds_of
 from surerank.errors import InputError, SureRankError
+from surerank.storage import durable_replace, fsync_file
 
 logger = logging.getLogger(__name__)
 

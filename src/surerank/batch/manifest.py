@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from surerank.errors import InputError
+from surerank.storage import atomic_path
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -30,32 +31,10 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write, fsync, then rename over the target: readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    durable_replace(tmp, path)
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a file written by another library (pyarrow) to disk before it is renamed into place."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def durable_replace(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` (already fsynced) over ``path`` and fsync the folder, so the rename survives a crash."""
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write, fsync, then rename over the target: readers see the old or the new file, never half.  The temporary
+    file is named ``.NAME.tmp-PID``, the name a restart looks for (job.py)."""
+    with atomic_path(path, temp=path.with_name(f".{path.name}.tmp-{os.getpid()}")) as tmp:
+        tmp.write_bytes(data)
 
 
 def input_fingerprint(paths: list[Path]) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from surerank.errors import InputError
 from surerank.eval.datasets import dataset_file
 from surerank.eval.metrics import DEFAULT_MEASURES, evaluate, paired_test
 from surerank.formats import read_qrels
+from surerank.storage import atomic_write_json
 from surerank.trust.cli_options import trust_summary
 
 
@@ -79,9 +79,8 @@ def run(args: argparse.Namespace) -> int:
         if (trust := trust_summary(name, qrels, args.rel_level, echo)) is not None:
             report[name]["trust"] = trust
     if args.json:
-        Path(args.json).write_text(json.dumps({"kind": "surerank.eval", "version": 1,  # surerank report reads it
-                                               "qrels": args.qrels, "measures": measures,
-                                               "rel_level": args.rel_level, "baseline": args.baseline,
-                                               "runs": report}, indent=1))
+        atomic_write_json(args.json, {"kind": "surerank.eval", "version": 1,  # surerank report reads it
+                                      "qrels": args.qrels, "measures": measures, "rel_level": args.rel_level,
+                                      "baseline": args.baseline, "runs": report}, indent=1)
         echo(f"wrote {args.json}")
     return 0

@@ -15,6 +15,7 @@ from surerank.eval.datasets import load_trec_dl
 from surerank.formats import read_qrels, read_queries
 from surerank.registry import create
 from surerank.robustness import CHECKS, TYPO_KINDS, RobustnessConfig, format_table, run_robustness
+from surerank.storage import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
     result.ranker = args.ranker
     text = json.dumps(result.to_dict(), indent=1, sort_keys=False)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+        atomic_write_text(args.output, text + "\n")
         logger.info("wrote %s", args.output)
     sys.stdout.write((text if args.json else format_table([result])) + "\n")
     return 0

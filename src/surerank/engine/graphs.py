@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from surerank.engine.onnx.export import export_checked, export_stem
 from surerank.engine.onnx.graph_io import save_graph
 from surerank.engine.quantize.recipes import PRECISION_RECIPES, quantize_graph
 from surerank.errors import InputError
+from surerank.storage import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +122,8 @@ def _quantize_checked(fp32: Path, int8: Path, precision: str, recipe: str, files
     try:
         search = quantize_graph(fp32, int8, recipe, files, head, origin="exported")
     except InputError as exc:  # the search found nothing within its target: remembered, as a refusal
-        check.write_text(json.dumps({"precision": precision, "recipe": recipe, "accepted": False,
-                                     "refused": str(exc)}, indent=2) + "\n")
+        atomic_write_json(check, {"precision": precision, "recipe": recipe, "accepted": False,
+                                  "refused": str(exc)}, indent=2)
         raise
     rec = {"precision": precision, "recipe": recipe, **int8_drift(fp32, int8, files, head)}
     if search:
@@ -132,7 +132,7 @@ def _quantize_checked(fp32: Path, int8: Path, precision: str, recipe: str, files
     if not rec["accepted"]:
         for f in (int8, int8.with_name(int8.name + ".data")):
             f.unlink(missing_ok=True)
-    check.write_text(json.dumps(rec, indent=2) + "\n")
+    atomic_write_json(check, rec, indent=2)
 
 
 def export_record(graph: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -185,10 +185,7 @@ def _recorded_drift(record_path: Path, stamp: dict[str, Any]) -> dict[str, Any] 
 
 
 def _write_auto_record(record_path: Path, record: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=record_path.parent, suffix=".auto.json.tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle, indent=1)
-    os.replace(tmp, record_path)
+    atomic_write_json(record_path, record, indent=1)
 
 
 def auto_precision(files: ModelFiles, head: str, *, trust_remote_code: bool = False) -> dict[str, Any]:

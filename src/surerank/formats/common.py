@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from surerank.errors import InputError
+from surerank.storage import atomic_open
 
 
 def existing(path: str | os.PathLike[str], what: str) -> Path:
@@ -95,24 +96,8 @@ def text_lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield number, line
 
 
-class AtomicFile:
-    """Write to a temporary file and rename, so a crash never leaves half a result file."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
-
-    def __enter__(self) -> Any:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = self.tmp.open("w", encoding="utf-8")
-        return self.handle
-
-    def __exit__(self, exc_type: Any, *rest: Any) -> None:
-        self.handle.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+# Write to a temporary file and rename, so a crash never leaves half a result file (surerank.storage's rule).
+AtomicFile = atomic_open
 
 
 __all__ = ["AtomicFile", "check_text", "describe_value", "existing", "json_error", "json_object", "open_text",

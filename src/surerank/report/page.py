@@ -16,6 +16,7 @@ from surerank.report.robustness_section import robustness as robustness_html
 from surerank.report.sections import cutoffs, effectiveness, reliability, risk_coverage
 from surerank.report.sections import throughput as throughput_html
 from surerank.robustness import RobustnessResult
+from surerank.storage import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,7 @@ def build_report(*, evaluation: Evaluation | None = None, trust: TrustFigures | 
 
 def write_report(path: str | Path, html: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
+    atomic_write_text(path, html)
     logger.info("report written to %s (%d bytes)", path, len(html))
     return path
 

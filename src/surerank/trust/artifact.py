@@ -27,6 +27,7 @@ import numpy as np
 
 from surerank import documents as schema
 from surerank.errors import InputError
+from surerank.storage import atomic_write_json
 from surerank.trust.abstention import CONFIDENCES, DATA_DRIVEN, Abstainer, coverage_curve
 from surerank.trust.calibration import CALIBRATORS, Calibrator, calibrator_from_dict, fit_calibrator
 from surerank.trust.conformal import CORRECTIONS, KINDS, METHODS, NO_RELEVANT, SCOPES, ConformalCutoff
@@ -103,7 +104,7 @@ class TrustArtifact:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        atomic_write_json(path, self.to_dict(), indent=2, allow_nan=False)
         return path
 
     def summary(self, artifact: str = "") -> FitSummary:

@@ -11,7 +11,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from surerank.engine.checkpoint.families import (
     SIMILARITIES,
 )
 from surerank.errors import InputError, MissingDependencyError
+from surerank.storage import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -157,10 +157,7 @@ def _file_sha256(path: Path) -> str:
     digest = _SHA256[key] = h.hexdigest()
     if record is not None:
         try:  # atomic: a concurrent reader sees the whole hash or none
-            record.parent.mkdir(parents=True, exist_ok=True)
-            temp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
-            temp.write_text(digest)
-            os.replace(temp, record)
+            atomic_write_text(record, digest)
         except OSError as error:  # a read-only cache only costs a re-read next time
             logger.debug("could not record the sha256 of %s in %s: %s", path, record, error)
     return digest

@@ -3,16 +3,15 @@ JSON records kept beside graphs, and the one CPU session factory every graph is 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from surerank.engine.checkpoint.files import ModelFiles
+from surerank.storage import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -111,21 +110,15 @@ def save_graph(model: Any, path: Path) -> None:
     references by that name."""
     import onnx
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".onnx.tmp") as tmp:
         if over_size_limit(model):
-            location = Path(tmp).name.replace(".onnx.tmp", ".onnx.data")
+            location = tmp.name.replace(".onnx.tmp", ".onnx.data")
             logger.info("ONNX graph %s: %.2f GB of weights, kept in the external data file %s", path.name,
                         initializer_bytes(model) / 1e9, location)
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=location, size_threshold=1024)
         else:
-            onnx.save_model(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            onnx.save_model(model, str(tmp))
 
 
 def save_beside(model: Any, path: Path, external: bool) -> None:
@@ -165,11 +158,9 @@ def set_properties(path: Path, properties: dict[str, str]) -> None:
     onnx.save_model(model, str(path))
 
 
-def write_record(record: Path, rec: dict[str, Any], scratch: Path) -> None:
-    """Write a graph's JSON record through a file in ``scratch`` (same file system): readers see all or none."""
-    temp = scratch / record.name
-    temp.write_text(json.dumps(rec, indent=2) + "\n")
-    os.replace(temp, record)
+def write_record(record: Path, rec: dict[str, Any]) -> None:
+    """Write a graph's JSON record atomically: readers see all or none."""
+    atomic_write_json(record, rec, indent=2)
 
 
 def install_checked(candidate: Path, graph: Path, rec: dict[str, Any], record: Path, properties: dict[str, str]
@@ -181,4 +172,4 @@ def install_checked(candidate: Path, graph: Path, rec: dict[str, Any], record: P
     if data.is_file():
         os.replace(data, graph.with_name(graph.name + ".data"))
     os.replace(candidate, graph)
-    write_record(record, rec, candidate.parent)
+    write_record(record, rec)

@@ -137,7 +137,7 @@ def _export_checked(directory: Path, token_ids: list[int], calibration: list[lis
                 f"model: the ONNX graph of {directory.name}'s first decoder step disagrees with the torch forward "
                 f"pass: max |Δ logit| {worst:.3g} > {figures['bound']:.0e} on calibration pairs; it is not used "
                 "-- run this model with backend='torch'")
-            write_record(record, rec, Path(tmp))
+            write_record(record, rec)
             raise ExportParityError(rec["refused"])
         install_checked(candidate, graph, rec, record, stamp(rec))
     logger.info("exported ONNX graph %s: %s", graph, parity_line(rec))
