@@ -428,3 +428,14 @@ def test_the_library_refuses_a_lone_surrogate_naming_the_document():
     with pytest.raises(InputError, match="the query text: not valid Unicode"):
         Query.from_texts("q\udfff", ["fine"])
     assert Query.from_texts("café", ["\U0001f600"]).candidates[0].text == "\U0001f600"
+
+
+def test_numbers_past_64_bits_are_json_and_past_a_double_are_422(server):
+    """yajl (the guard's tokenizer) refuses both; JSON allows the first, and no JSON answer carries inf."""
+    big = {"query": "q", "return_documents": True, "documents": [{"text": "a", "n": 2**70, "f": -(2**64)}]}
+    echoed = httpx.post(f"{server.url}/v2/rerank", json=big, headers=AUTH, timeout=30)
+    assert echoed.status_code == 200, echoed.text
+    assert echoed.json()["results"][0]["document"] == big["documents"][0]
+    huge = httpx.post(f"{server.url}/v2/rerank", headers=AUTH, timeout=30,
+                      content=b'{"query":"q","return_documents":true,"documents":[{"text":"a","f":1e999}]}')
+    assert huge.status_code == 422 and "1e999 is out of range" in huge.json()["message"], huge.text

@@ -18,6 +18,7 @@ can fail only in a bounded number of places, and the parsed body costs at most a
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ import ijson
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE_ESCAPE_FULL = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# a number token (not one inside a \uXXXX escape or a word): yajl refuses integers past 64 bits and floats
+# past a double, which JSON allows; for a second scan after such a refusal every number becomes 0
+_NUMBER = re.compile(rb"(?<![0-9A-Za-z\\.])-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _GOT = {"null": "null", "boolean": "a boolean", "number": "a number", "string": "a string",
         "start_map": "an object", "start_array": "a list"}
 _STARTS = frozenset(("start_map", "start_array"))
@@ -253,8 +257,11 @@ def parse(body: bytes, shape: BodyShape, limits: BodyLimits) -> Any:
     # yajl mangles surrogate escapes (one becomes '?', a pair of a high one and a letter one character);
     # the scan checks structure only, so it reads them as '?' and check_unicode names them exactly
     has_surrogates = _SURROGATE_ESCAPE.search(body) is not None
-    complaint = scan(_SURROGATE_ESCAPE_FULL.sub(rb"\\u003f", body) if has_surrogates else body, shape, limits)
-    data = json.loads(body, parse_constant=_no_constant)
+    scanned = _SURROGATE_ESCAPE_FULL.sub(rb"\\u003f", body) if has_surrogates else body
+    complaint = scan(scanned, shape, limits)
+    if complaint is not None and "overflow" in complaint:  # a big number: the scan checks structure only
+        complaint = scan(_NUMBER.sub(b"0", scanned), shape, limits)
+    data = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
     if complaint is not None:  # json accepted what yajl refused: nothing past that point was checked
         raise BodyRefusedError(422, f"body: JSON decode error ({complaint})")
     if has_surrogates:
@@ -264,3 +271,11 @@ def parse(body: bytes, shape: BodyShape, limits: BodyLimits) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise BodyRefusedError(422, f"body: {name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """JSON numbers past a double (``1e999``) would parse as inf, which no JSON answer can carry back."""
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise BodyRefusedError(422, f"body: the number {text[:40]} is out of range (over 1.8e308)")
+    return value
