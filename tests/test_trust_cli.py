@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -78,11 +79,23 @@ def test_calibrate_from_a_run_file_then_apply_and_score(tmp_path, capsys):
         cli_options.apply(args, lists, create("bm25", k1=0.5).describe())
 
 
-def test_cli_option_names_agree_with_the_library():
-    from surerank.trust import abstention, cutoffs
+@pytest.mark.parametrize(("text", "field", "message"), [
+    ("median", "--cutoff", "--cutoff: 'median' is not one of conformal"),
+    ("gap:2", "surerank.cutoff", "surerank.cutoff: method 'gap' takes no parameter"),
+    ("zscore:x", "--cutoff", "not a number"),
+    ("threshold:1.5", "--cutoff", "parameter 1.5 of 'threshold' is out of range (0 to 1)"),
+    ("zscore:-1", "surerank.cutoff", "out of range (0 or more)"),
+    ("mass:nan", "--cutoff", "out of range"),
+])
+def test_one_cutoff_reader_names_the_field_and_checks_the_range(text, field, message):
+    """The command line and the service read a cutoff through the same function (it once checked ranges
+    for the service only)."""
+    from surerank.trust.cutoffs import parse_cutoff
 
-    assert cli_options.REFERENCE_FREE == abstention.REFERENCE_FREE
-    assert cli_options.ADAPTIVE == cutoffs.METHODS
+    with pytest.raises(InputError, match=re.escape(message)):
+        parse_cutoff(text, field)
+    assert parse_cutoff(" ZScore:1.5", field) == ("zscore", 1.5)
+    assert parse_cutoff("conformal", field) == ("conformal", None)
 
 
 def test_adaptive_and_abstain_options_without_artifact():

@@ -4,7 +4,6 @@ clipping with reported truncation, error policy, and the dry-run cost estimate."
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -195,6 +194,3 @@ class LLMRanker(BaseRanker):
                 "max_calls": self.budget.max_calls, "max_total_tokens": self.budget.max_tokens,
                 **self.options()}
 
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))

@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect
 
 from surerank.errors import InputError, LimitExceededError, SureRankError
 from surerank.ranker import Ranker
+from surerank.scores import sigmoid
 from surerank.serve import schemas
 from surerank.serve.body import BodyLimits, BodyRefusedError, BodyShape
 from surerank.serve.body import parse as parse_body
@@ -295,13 +296,6 @@ def _finite(value: float, warnings: list[str], index: int) -> float:
         return value
     warnings.append(f"documents[{index}]: the ranker gave a non-finite score ({value}); sent as -1e30")
     return -1e30
-
-
-def _sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
 
 
 def _truncation_notes(ranked: RankedList, prepared: Prepared, cut_name: str,
@@ -776,7 +770,7 @@ def create_app(
         for item in ranked.items:
             score = _finite(item.score, warnings, item.index)
             rank: dict[str, Any] = {"index": item.index,
-                                    "score": score if body.raw_scores else _sigmoid(score)}
+                                    "score": score if body.raw_scores else sigmoid(score)}
             if body.return_text:
                 rank["text"] = body.texts[item.index]
             out.append(rank)

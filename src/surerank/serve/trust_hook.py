@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from surerank.errors import InputError
+from surerank.trust.cutoffs import NEEDS_PROBABILITY, PARAMETER_NAMES, parse_cutoff
 from surerank.types import RankedList
 
-ADAPTIVE = ("gap", "zscore", "elbow", "mass", "threshold")
-NEEDS_PROBABILITY = ("mass", "threshold")
-_PARAMETER = {"zscore": "z", "mass": "mass", "threshold": "threshold"}
 
 
 @dataclass(frozen=True)
@@ -35,25 +33,6 @@ class TrustHook(Protocol):
 
     def apply(self, ranked: RankedList, request: TrustRequest) -> RankedList:
         """Fill probabilities, keep flags, abstention and the cutoff; never reorder the list."""
-
-
-def _parse_cutoff(text: str) -> tuple[str, float | None]:
-    method, _, parameter = text.partition(":")
-    method = method.strip().lower()
-    if method != "conformal" and method not in ADAPTIVE:
-        raise InputError(f"surerank.cutoff: {text!r} is not one of conformal, {', '.join(ADAPTIVE)} "
-                         "(optionally method:parameter, e.g. threshold:0.7)")
-    if not parameter:
-        return method, None
-    if method not in _PARAMETER:
-        raise InputError(f"surerank.cutoff: method {method!r} takes no parameter")
-    try:
-        value = float(parameter)
-    except ValueError:
-        raise InputError(f"surerank.cutoff: parameter {parameter!r} of {method!r} is not a number") from None
-    if value != value or value < 0 or (method in NEEDS_PROBABILITY and value > 1):
-        raise InputError(f"surerank.cutoff: parameter {value} of {method!r} is out of range")
-    return method, value
 
 
 class ArtifactTrustHook:
@@ -77,7 +56,7 @@ class ArtifactTrustHook:
                 raise self._missing("keep", "a fitted cutoff; name a reference-free one in surerank.cutoff "
                                             "(gap, zscore, elbow)")
             return
-        method, _ = _parse_cutoff(request.cutoff)
+        method, _ = parse_cutoff(request.cutoff, "surerank.cutoff")
         if method == "conformal" and (self.artifact is None or self.artifact.cutoff is None):
             raise self._missing("cutoff", "a fitted conformal cutoff")
         if method in NEEDS_PROBABILITY and not calibration:
@@ -88,7 +67,7 @@ class ArtifactTrustHook:
         artifact = self.artifact
         lists = [ranked]
         wants_keep = request.keep or request.cutoff is not None
-        method = _parse_cutoff(request.cutoff)[0] if request.cutoff is not None else "conformal"
+        method = parse_cutoff(request.cutoff, "surerank.cutoff")[0] if request.cutoff is not None else "conformal"
         needs_probability = wants_keep and (method in NEEDS_PROBABILITY or (
             method == "conformal" and artifact is not None and artifact.cutoff is not None
             and artifact.cutoff.use == "probability"))
@@ -98,7 +77,7 @@ class ArtifactTrustHook:
         if wants_keep and artifact is not None and artifact.abstention is not None:
             artifact.abstention.apply(lists)
         if wants_keep:
-            method, value = _parse_cutoff(request.cutoff or "conformal")
+            method, value = parse_cutoff(request.cutoff or "conformal", "surerank.cutoff")
             if method == "conformal":
                 artifact.cutoff.apply(lists)
             else:
@@ -106,7 +85,7 @@ class ArtifactTrustHook:
 
                 options: dict[str, Any] = {"method": method}
                 if value is not None:
-                    options[_PARAMETER[method]] = value
+                    options[PARAMETER_NAMES[method]] = value
                 AdaptiveCutoff(**options).apply(lists)
         if not request.probability:
             for item in ranked.items:  # computed only for the cutoff; the client did not ask for it

@@ -14,12 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from surerank.errors import InputError
+from surerank.trust.abstention import REFERENCE_FREE
+from surerank.trust.cutoffs import METHODS as ADAPTIVE
+from surerank.trust.cutoffs import PARAMETER_NAMES, parse_cutoff
 from surerank.types import RankedList
-
-# spelled out here so that building the command line imports no numpy/scipy (tests check they agree)
-REFERENCE_FREE = ("max", "std", "gap")
-ADAPTIVE = ("gap", "zscore", "elbow", "mass", "threshold")
-_PARAMETER = {"zscore": "z", "mass": "mass", "threshold": "threshold"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,21 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"abstain when a reference-free confidence ({', '.join(REFERENCE_FREE)}) "
                             "of the top-10 scores is below THRESHOLD, e.g. max:0.4 "
                             "(default: the artifact's rule, if any)")
-
-
-def parse_cutoff(text: str) -> tuple[str, float | None]:
-    method, _, value = text.partition(":")
-    method = method.strip().lower()
-    if method != "conformal" and method not in ADAPTIVE:
-        raise InputError(f"--cutoff: {text!r} is not conformal or one of {', '.join(ADAPTIVE)}")
-    if not value:
-        return method, None
-    if method not in _PARAMETER:
-        raise InputError(f"--cutoff: method {method!r} takes no value")
-    try:
-        return method, float(value)
-    except ValueError:
-        raise InputError(f"--cutoff: value {value!r} of {method!r} is not a number") from None
 
 
 def parse_abstain(text: str) -> tuple[str, float]:
@@ -85,7 +68,7 @@ def check(args: argparse.Namespace, ranker_description: Mapping[str, Any] | None
         parse_abstain(args.abstain)
     cutoff = getattr(args, "cutoff", None)
     if cutoff is not None:
-        method, _ = parse_cutoff(cutoff)
+        method, _ = parse_cutoff(cutoff, "--cutoff")
         if method == "conformal" and (artifact is None or artifact.cutoff is None):
             raise InputError("--cutoff conformal: needs --trust with an artifact fitted with --cutoff-alpha")
         if method in ("mass", "threshold") and (artifact is None or artifact.calibration is None):
@@ -119,13 +102,13 @@ def apply(args: argparse.Namespace, lists: Sequence[RankedList],
     if cutoff is None and artifact is not None and artifact.cutoff is not None:
         cutoff = "conformal"
     if cutoff is not None:
-        method, value = parse_cutoff(cutoff)
+        method, value = parse_cutoff(cutoff, "--cutoff")
         if method == "conformal":
             artifact.cutoff.apply(lists)  # check() made sure it is there
         else:
             options: dict[str, Any] = {"method": method, "k_min": args.k_min, "k_max": args.k_max}
             if value is not None:
-                options[_PARAMETER[method]] = value
+                options[PARAMETER_NAMES[method]] = value
             from surerank.trust.cutoffs import AdaptiveCutoff
 
             AdaptiveCutoff(**options).apply(lists)

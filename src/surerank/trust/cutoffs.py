@@ -27,6 +27,33 @@ from surerank.types import RankedList
 
 METHODS = ("gap", "zscore", "elbow", "mass", "threshold")
 NEEDS_PROBABILITY = ("mass", "threshold")
+# the keyword argument of AdaptiveCutoff that the parameter in "method:parameter" sets
+PARAMETER_NAMES = {"zscore": "z", "mass": "mass", "threshold": "threshold"}
+
+
+def parse_cutoff(text: str, field: str = "cutoff") -> tuple[str, float | None]:
+    """Read ``conformal`` or ``METHOD[:PARAMETER]`` (e.g. ``zscore:1.5``), naming ``field`` in every refusal.
+
+    The one reader of a cutoff spelled as text, for the command line (``--cutoff``) and the service
+    (``surerank.cutoff``); the parameter is checked against its range here, not when the cutoff is fitted.
+    """
+    method, _, parameter = text.partition(":")
+    method = method.strip().lower()
+    if method != "conformal" and method not in METHODS:
+        raise InputError(f"{field}: {text!r} is not one of conformal, {', '.join(METHODS)} "
+                         "(optionally method:parameter, e.g. threshold:0.7)")
+    if not parameter:
+        return method, None
+    if method not in PARAMETER_NAMES:
+        raise InputError(f"{field}: method {method!r} takes no parameter")
+    try:
+        value = float(parameter)
+    except ValueError:
+        raise InputError(f"{field}: parameter {parameter!r} of {method!r} is not a number") from None
+    if value != value or value < 0 or (method in NEEDS_PROBABILITY and value > 1):
+        raise InputError(f"{field}: parameter {value} of {method!r} is out of range "
+                         f"({'0 to 1' if method in NEEDS_PROBABILITY else '0 or more'})")
+    return method, value
 
 
 def _bounds(n: int, k_min: int, k_max: int | None) -> tuple[int, int]:
