@@ -40,7 +40,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 @pytest.fixture(scope="module")
 def cluster():
-    from surerank.batch.engines import ray_runtime_env
+    from surerank.batch.ray_runner import ray_runtime_env
 
     if ray.is_initialized():  # left over from another module: start our own, known-size cluster
         ray.shutdown()

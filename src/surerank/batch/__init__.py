@@ -4,9 +4,10 @@
 Ray is imported only when ``engine="ray"``.
 """
 
-from surerank.batch.engines import RankerConfig, RayOptions
 from surerank.batch.job import BatchConfig, BatchResult, merge_shards, run_batch
+from surerank.batch.local_runner import RankerConfig
 from surerank.batch.manifest import Manifest, ShardRecord
+from surerank.batch.ray_runner import RayOptions
 
 __all__ = ["BatchConfig", "BatchResult", "Manifest", "RankerConfig", "RayOptions", "ShardRecord",
            "merge_shards", "run_batch"]

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from surerank.batch.engines import RankerConfig, RayOptions, run_local, run_ray
 from surerank.batch.io import detect_output_format, read_queries, write_output
+from surerank.batch.local_runner import RankerConfig, run_local
 from surerank.batch.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -33,9 +33,11 @@ from surerank.batch.manifest import (
     input_fingerprint,
     sha256_file,
 )
+from surerank.batch.ray_runner import RayOptions, run_ray
 from surerank.batch.shards import ShardFailedError, plan_shards, queries_to_table, result_schema, seconds_of
 from surerank.errors import InputError, SureRankError
 from surerank.storage import durable_replace, fsync_file
+from surerank.types import Query
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +93,6 @@ def run_batch(
     config: BatchConfig, on_shard_done: Callable[[ShardRecord], None] | None = None
 ) -> BatchResult:
     """Run (or continue) a batch job; ``on_shard_done`` is called after each shard is durably recorded."""
-    import pyarrow.parquet as pq
-
     if config.engine not in ("local", "ray"):
         raise InputError(f"--engine {config.engine!r}: expected 'local' or 'ray'")
     output_format = (detect_output_format(config.output) if config.output_format == "auto"
@@ -109,7 +109,54 @@ def run_batch(
     if not queries:
         raise InputError(f"--input {', '.join(map(str, config.inputs))}: no queries found")
     planned = plan_shards(queries, config.shard_pairs)
-    fresh = Manifest(
+    fresh = _planned_manifest(config, fingerprinted, queries, planned)
+
+    removed = _discard_previous_job(manifest_path, work_dir) if config.overwrite else []
+    manifest = fresh if config.overwrite else _resumed_manifest(manifest_path, fresh)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    temp_removed = _remove_temp_files(work_dir, config.output)
+    summary = {"output": config.output, "manifest": manifest_path, "queries": manifest.totals["queries"],
+               "pairs": manifest.totals["pairs"], "shards": len(manifest.shards), "removed": removed,
+               "temp_removed": temp_removed}
+
+    if manifest is not fresh and _output_is_complete(manifest, config.output):
+        logger.info("%s is already complete (manifest %s); nothing to do", config.output, manifest_path)
+        if config.clean:
+            _remove_shard_files(manifest, work_dir)
+        return BatchResult(**summary, shards_skipped=len(manifest.shards), shards_ranked=0, seconds_ranking=0.0,
+                           pairs_ranked=0)
+    _recheck_done_shards(manifest, work_dir)
+    pending = manifest.pending()
+    skipped = len(manifest.shards) - len(pending)
+    manifest.output = {}
+    manifest.save(manifest_path)
+    logger.info("%d queries, %d pairs in %d shards: %d already done, %d to rank (engine %s)",
+                manifest.totals["queries"], manifest.totals["pairs"], len(manifest.shards), skipped,
+                len(pending), config.engine)
+
+    tables = [(record.id, queries_to_table(planned[record.id], record.id)) for record in pending]
+    pairs_to_rank = sum(record.pairs for record in pending)
+    writer = ShardWriter(manifest, manifest_path, _progress(pairs_to_rank, config.progress), on_shard_done)
+    started = time.perf_counter()
+    _rank_pending(config, tables, writer)
+    seconds = time.perf_counter() - started
+
+    expected = {(q.id, c.id) for q in queries for c in q.candidates}
+    merged = merge_shards(manifest, work_dir, config.keep_text, expected)
+    write_output(merged, config.output, output_format, config.tag or f"surerank-{config.ranker}")
+    manifest.output = {"path": str(config.output), "format": output_format, "rows": merged.num_rows,
+                       "sha256": sha256_file(config.output), "status": "complete"}
+    manifest.save(manifest_path)
+    if config.clean:
+        _remove_shard_files(manifest, work_dir)
+    return BatchResult(**summary, shards_skipped=skipped, shards_ranked=len(pending), seconds_ranking=seconds,
+                       pairs_ranked=pairs_to_rank)
+
+
+def _planned_manifest(config: BatchConfig, fingerprinted: list[Path], queries: list[Query],
+                      planned: list[list[Query]]) -> Manifest:
+    """The manifest of this job as if nothing were done yet: what a previous one must match to resume."""
+    return Manifest(
         input={**input_fingerprint(fingerprinted), "format": config.input_format},
         ranker=_normalised({"name": config.ranker, "options": config.ranker_options}),
         settings=_normalised({"shard_pairs": config.shard_pairs, "keep_text": config.keep_text}),
@@ -119,59 +166,57 @@ def run_batch(
         totals={"queries": len(queries), "pairs": sum(len(q.candidates) for q in queries)},
     )
 
-    manifest = fresh
-    removed: list[str] = []
-    if config.overwrite:
-        removed = _discard_previous_job(manifest_path, work_dir)
-    elif manifest_path.exists():
-        old = Manifest.load(manifest_path)
-        if _normalised(old.job_key()) != _normalised(fresh.job_key()):
-            raise InputError(
-                f"{manifest_path} belongs to a different job (differs in: "
-                f"{describe_difference(_normalised(old.job_key()), _normalised(fresh.job_key()))}); "
-                "pass --overwrite to discard it, or choose another --work-dir"
-            )
-        manifest = old
-        manifest.input = fresh.input  # same fingerprint; keep the current paths
-    work_dir.mkdir(parents=True, exist_ok=True)
-    temp_removed = _remove_temp_files(work_dir, config.output)
 
-    finished = manifest.output if manifest is not fresh else {}
-    if (finished.get("status") == "complete" and config.output.exists()
-            and finished.get("path") == str(config.output) and sha256_file(config.output) == finished.get("sha256")):
-        logger.info("%s is already complete (manifest %s); nothing to do", config.output, manifest_path)
-        if config.clean:
-            _remove_shard_files(manifest, work_dir)
-        return BatchResult(
-            output=config.output, manifest=manifest_path, queries=manifest.totals["queries"],
-            pairs=manifest.totals["pairs"], shards=len(manifest.shards), shards_skipped=len(manifest.shards),
-            shards_ranked=0, seconds_ranking=0.0, pairs_ranked=0, removed=removed, temp_removed=temp_removed,
+def _resumed_manifest(manifest_path: Path, fresh: Manifest) -> Manifest:
+    """The previous job's manifest when it is this job (resume), ``fresh`` when there is none; else refused."""
+    if not manifest_path.exists():
+        return fresh
+    old = Manifest.load(manifest_path)
+    if _normalised(old.job_key()) != _normalised(fresh.job_key()):
+        raise InputError(
+            f"{manifest_path} belongs to a different job (differs in: "
+            f"{describe_difference(_normalised(old.job_key()), _normalised(fresh.job_key()))}); "
+            "pass --overwrite to discard it, or choose another --work-dir"
         )
+    old.input = fresh.input  # same fingerprint; keep the current paths
+    return old
+
+
+def _output_is_complete(manifest: Manifest, output: Path) -> bool:
+    finished = manifest.output
+    return (finished.get("status") == "complete" and output.exists() and finished.get("path") == str(output)
+            and sha256_file(output) == finished.get("sha256"))
+
+
+def _recheck_done_shards(manifest: Manifest, work_dir: Path) -> None:
+    """A shard recorded as done is kept only while its file has the recorded rows and SHA-256."""
     for record in manifest.done():
         path = work_dir / record.file
         if not path.exists() or record.rows != record.pairs or sha256_file(path) != record.sha256:
             logger.warning("shard %d: file missing or changed since it was recorded; ranking it again",
                            record.id)
             record.status, record.rows, record.sha256 = "pending", None, None
-    pending = manifest.pending()
-    skipped = len(manifest.shards) - len(pending)
-    manifest.output = {}
-    manifest.save(manifest_path)
-    logger.info("%d queries, %d pairs in %d shards: %d already done, %d to rank (engine %s)",
-                manifest.totals["queries"], manifest.totals["pairs"], len(manifest.shards), skipped,
-                len(pending), config.engine)
 
-    by_id = {record.id: record for record in manifest.shards}
-    tables = [(record.id, queries_to_table(planned[record.id], record.id)) for record in pending]
-    pairs_to_rank = sum(record.pairs for record in pending)
-    progress = _progress(pairs_to_rank, config.progress)
-    started = time.perf_counter()
 
-    def on_result(shard_id: int, table: Any) -> None:
-        record = by_id[shard_id]
+class ShardWriter:
+    """Writes each ranked shard durably (file on disk before the rename, then the manifest says done)."""
+
+    def __init__(self, manifest: Manifest, manifest_path: Path, progress: Any,
+                 on_shard_done: Callable[[ShardRecord], None] | None) -> None:
+        self.manifest = manifest
+        self.manifest_path = manifest_path
+        self.work_dir = manifest_path.parent
+        self.progress = progress
+        self.on_shard_done = on_shard_done
+        self.by_id = {record.id: record for record in manifest.shards}
+
+    def __call__(self, shard_id: int, table: Any) -> None:
+        import pyarrow.parquet as pq
+
+        record = self.by_id[shard_id]
         if table.num_rows != record.pairs:
             raise SureRankError(f"shard {shard_id}: ranked {table.num_rows} rows, expected {record.pairs}")
-        path = work_dir / record.file
+        path = self.work_dir / record.file
         tmp = path.with_name(f".{path.name}.tmp-shard")
         pq.write_table(table.sort_by([("shard", "ascending")]), tmp)
         fsync_file(tmp)  # the data must be on disk before the rename and the manifest say it is done
@@ -179,46 +224,33 @@ def run_batch(
         record.status, record.rows, record.sha256 = "done", table.num_rows, sha256_file(path)
         seconds = seconds_of(table)  # measured where the ranker ran, not the gap between results
         record.seconds = None if seconds is None else round(seconds, 4)
-        manifest.save(manifest_path)
-        progress.update(record.pairs)
+        self.manifest.save(self.manifest_path)
+        self.progress.update(record.pairs)
         logger.info("shard %d done: %d pairs", shard_id, record.pairs)
-        if on_shard_done is not None:
-            on_shard_done(record)
+        if self.on_shard_done is not None:
+            self.on_shard_done(record)
 
+
+def _rank_pending(config: BatchConfig, tables: list[tuple[int, Any]], writer: ShardWriter) -> None:
+    """Rank the pending shards with the chosen runner; a failure says how many shards are kept."""
     ranker = RankerConfig(config.ranker, config.ranker_options)
     for shard_id, _ in [t for t in tables if t[1].num_rows == 0]:  # queries without candidates only
-        on_result(shard_id, result_schema(config.keep_text).empty_table())
+        writer(shard_id, result_schema(config.keep_text).empty_table())
     tables = [t for t in tables if t[1].num_rows]
     try:
         if config.engine == "local":
-            run_local(tables, ranker, config.keep_text, on_result)
+            run_local(tables, ranker, config.keep_text, writer)
         else:
-            run_ray(tables, ranker, config.keep_text, on_result, config.ray)
+            run_ray(tables, ranker, config.keep_text, writer, config.ray)
     except ShardFailedError as error:
-        done = len(manifest.done())
+        done = len(writer.manifest.done())
         raise ShardFailedError(
-            f"{error}. The {done} of {len(manifest.shards)} shards done so far are kept in {manifest_path}; "
-            "fix the cause and run the same command again to resume", error.shard, error.qid, error.docid,
+            f"{error}. The {done} of {len(writer.manifest.shards)} shards done so far are kept in "
+            f"{writer.manifest_path}; fix the cause and run the same command again to resume",
+            error.shard, error.qid, error.docid,
         ) from error
     finally:
-        progress.close()
-    seconds = time.perf_counter() - started
-
-    expected = {(q.id, c.id) for q in queries for c in q.candidates}
-    merged = merge_shards(manifest, work_dir, config.keep_text, expected)
-    tag = config.tag or f"surerank-{config.ranker}"
-    write_output(merged, config.output, output_format, tag)
-    manifest.output = {"path": str(config.output), "format": output_format, "rows": merged.num_rows,
-                       "sha256": sha256_file(config.output), "status": "complete"}
-    manifest.save(manifest_path)
-    if config.clean:
-        _remove_shard_files(manifest, work_dir)
-    return BatchResult(
-        output=config.output, manifest=manifest_path, queries=manifest.totals["queries"],
-        pairs=manifest.totals["pairs"], shards=len(manifest.shards), shards_skipped=skipped,
-        shards_ranked=len(pending), seconds_ranking=seconds, pairs_ranked=pairs_to_rank, removed=removed,
-        temp_removed=temp_removed,
-    )
+        writer.progress.close()
 
 
 def merge_shards(
