@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-
 from surerank.rankers.execution import ExecutionRanker
+
 from surerank.trust.calibration import fit_calibrator
-from surerank.trust.metrics import expected_calibration_error
+from surerank.trust.calibration_metrics import expected_calibration_error
 from surerank.types import Candidate, Query
 
 METHODS = ("executability", "examples", "mbr-exec", "codet")

@@ -32,10 +32,10 @@ from surerank.trust.abstention import (
     reference_free,
 )
 from surerank.trust.calibration import CALIBRATORS, fit_calibrator
+from surerank.trust.calibration_metrics import calibration_report, reliability_bins
 from surerank.trust.conformal import crc_index, ltt_index, threshold_losses, topk_losses
 from surerank.trust.cutoffs import AdaptiveCutoff
 from surerank.trust.labels import LabelledList, calibration_pairs, ndcg_from_qrels
-from surerank.trust.metrics import calibration_report, reliability_bins
 from surerank.types import Query, RankedList
 
 REL = 2

@@ -116,7 +116,7 @@ def test_trust_figures_name_the_bad_field(edit, field) -> None:
 
 def test_trust_parts_of_eval_json_are_read() -> None:
     from surerank.report import figures_from_eval
-    from surerank.trust.metrics import reliability_bins
+    from surerank.trust.calibration_metrics import reliability_bins
 
     bins = reliability_bins([0.05, 0.1, 0.9, 0.95], [0, 0, 1, 1], n_bins=10)  # empty bins are left out
     trust = {"calibration": {"ece": 0.07, "brier": 0.01, "reliability": bins},
@@ -139,7 +139,7 @@ def test_benchmark_writers_write_what_the_report_reads() -> None:
     import importlib.util
 
     from surerank.report import TrustFigures
-    from surerank.trust.metrics import reliability_bins
+    from surerank.trust.calibration_metrics import reliability_bins
 
     spec = importlib.util.spec_from_file_location("trust_dl", Path(__file__).parents[1] / "benchmarks" / "trust_dl.py")
     trust_dl = importlib.util.module_from_spec(spec)

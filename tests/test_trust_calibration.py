@@ -14,8 +14,8 @@ from surerank.errors import InputError
 from surerank.eval.datasets import data_root
 from surerank.trust import TrustArtifact, calibration_report, fit_trust
 from surerank.trust.calibration import CALIBRATORS, fit_calibrator
+from surerank.trust.calibration_metrics import brier_score, expected_calibration_error, log_loss
 from surerank.trust.labels import calibration_pairs, label_lists, ndcg_from_qrels
-from surerank.trust.metrics import brier_score, expected_calibration_error, log_loss
 from surerank.types import Candidate, Query, RankedList
 
 DATA = data_root() / "trec-dl"  # $SURERANK_DATA, else ../shared/data

@@ -13,7 +13,7 @@ import pytest
 from surerank.errors import InputError
 from surerank.eval.datasets import data_root
 from surerank.trust import TrustArtifact, cli_options
-from surerank.trust.report import read_ranked_jsonl, trust_metrics
+from surerank.trust.output_metrics import read_ranked_jsonl, trust_metrics
 from surerank.types import Query, RankedList
 
 DATA = data_root() / "trec-dl"  # $SURERANK_DATA, else ../shared/data

@@ -17,10 +17,10 @@ from surerank.trust.calibration import (
     TemperatureCalibrator,
     fit_calibrator,
 )
+from surerank.trust.calibration_metrics import brier_score, calibration_report, expected_calibration_error, log_loss
 from surerank.trust.conformal import ConformalCutoff
 from surerank.trust.cutoffs import AdaptiveCutoff
 from surerank.trust.labels import LabelledList, calibration_pairs, label_lists
-from surerank.trust.metrics import brier_score, calibration_report, expected_calibration_error, log_loss
 
 __all__ = [
     "Abstainer", "AdaptiveCutoff", "Calibrator", "ConformalCutoff", "FitSummary", "IsotonicCalibrator",

@@ -30,10 +30,10 @@ from surerank.errors import InputError
 from surerank.storage import atomic_write_json
 from surerank.trust.abstention import CONFIDENCES, DATA_DRIVEN, Abstainer, coverage_curve
 from surerank.trust.calibration import CALIBRATORS, Calibrator, calibrator_from_dict, fit_calibrator
+from surerank.trust.calibration_metrics import calibration_report, reliability_bins
 from surerank.trust.conformal import CORRECTIONS, KINDS, METHODS, NO_RELEVANT, SCOPES, ConformalCutoff
 from surerank.trust.fingerprint import describe_difference, differences, score_fingerprint
 from surerank.trust.labels import Qrels, calibration_pairs, label_lists, ndcg_from_qrels
-from surerank.trust.metrics import calibration_report, reliability_bins
 from surerank.types import RankedList
 
 logger = logging.getLogger(__name__)

@@ -123,7 +123,7 @@ def trust_summary(path: str, qrels: Mapping[str, Mapping[str, int]], relevance_l
     """
     if not str(path).endswith((".jsonl", ".ndjson")):
         return None
-    from surerank.trust.report import read_ranked_jsonl, trust_metrics
+    from surerank.trust.output_metrics import read_ranked_jsonl, trust_metrics
 
     metrics = trust_metrics(read_ranked_jsonl(path), qrels, relevance_level)
     parts = [k for k in ("calibration", "cutoff", "abstention") if k in metrics]
