@@ -13,7 +13,7 @@ import pytest
 
 from surerank import registry
 from surerank.errors import InputError
-from surerank.rankers.code_tests import docstring_examples, perturbed_inputs
+from surerank.rankers.generated.code_tests import docstring_examples, perturbed_inputs
 from surerank.sandbox import SandboxUnavailableError, run_sql
 from surerank.types import Candidate, Query
 

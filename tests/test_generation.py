@@ -17,13 +17,8 @@ from hypothesis import strategies as st
 
 from surerank import Reranker
 from surerank.errors import InputError
-from surerank.rankers.utilities import (
-    bleu_utility,
-    canonical_number,
-    chrf_utility,
-    normalise_answer,
-    token_f1,
-)
+from surerank.rankers.generated.answers import canonical_number, normalise_answer
+from surerank.rankers.generated.similarity import bleu_utility, chrf_utility, token_f1
 from surerank.types import Candidate, Query
 
 sacrebleu = pytest.importorskip("sacrebleu")
@@ -244,7 +239,7 @@ def test_embedding_cosine_aggregate_equals_pairwise_mean():
 
 
 def test_one_candidate_without_itself_as_reference_is_counted_and_warned(caplog):
-    with caplog.at_level(logging.WARNING, logger="surerank.rankers.mbr"):
+    with caplog.at_level(logging.WARNING, logger="surerank.rankers.generated.mbr"):
         ranked = Reranker("mbr", utility="chrf", include_self=False).rank("src", ["only one"])
     assert ranked.info["mbr"]["no_reference"] == 1 and ranked.items[0].score == 0.0
     assert sum("no reference" in r.getMessage() for r in caplog.records) == 1
@@ -304,7 +299,7 @@ def test_number_normalisation_edge_cases():
 
 def test_vote_share_numbers_normalised_and_no_answer_last(caplog):
     texts = ["... so the answer is 1,000.", "the answer is 1000.0", "answer is 1e3", "the answer is 7", "no idea"]
-    with caplog.at_level(logging.WARNING, logger="surerank.rankers.vote"):
+    with caplog.at_level(logging.WARNING, logger="surerank.rankers.generated.vote"):
         ranked = Reranker("vote", extract=r"answer is\s+(\S+)").rank("q", texts)
     assert [i.index for i in ranked.items] == [0, 1, 2, 3, 4]
     assert ranked.scores == pytest.approx([0.6, 0.6, 0.6, 0.2, 0.0])

@@ -7,7 +7,7 @@ import pytest
 
 from surerank import Query, Reranker
 from surerank.llm.openai import OpenAICompatibleBackend
-from surerank.rankers.llm_base import LLMBackendError
+from surerank.rankers.llm.base import LLMBackendError
 from surerank.testing.judge import word_overlap
 from surerank.testing.llm_server import StandInServer
 

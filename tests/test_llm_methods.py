@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from surerank import Query, Reranker
 from surerank.errors import InputError
-from surerank.rankers.llm_jointrank import _connected, block_design
-from surerank.rankers.llm_listwise import window_starts
-from surerank.rankers.llm_pairwise import sample_pairs
+from surerank.rankers.llm.jointrank import _connected, block_design
+from surerank.rankers.llm.listwise import window_starts
+from surerank.rankers.llm.pairwise import sample_pairs
 from surerank.testing.judge import Judge, JudgeBackend
 
 

@@ -230,7 +230,7 @@ def test_custom_code_model_is_refused_without_trust_remote_code(custom_code_dir,
     assert "auto_map" in str(caught.value) and "modeling_custom.CustomForCausalLM" in str(caught.value)
     with pytest.raises(InputError, match="trust_remote_code=True"):
         Reranker("llm-pointwise", backend="transformers", model=str(custom_code_dir), template="qwen3-reranker")
-    from surerank.rankers.t5 import T5Ranker
+    from surerank.rankers.encoders.t5 import T5Ranker
 
     with pytest.raises(InputError, match="trust_remote_code=True"):
         T5Ranker(str(custom_code_dir))

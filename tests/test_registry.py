@@ -34,7 +34,7 @@ def test_listing_the_registry_imports_no_backend():
 
     all_specs()
     get_spec("embedding")
-    assert "onnxruntime" not in sys.modules or "surerank.rankers.embedding" in sys.modules
+    assert "onnxruntime" not in sys.modules or "surerank.rankers.encoders.embedding" in sys.modules
 
 
 def test_bm25_ranks_the_matching_passage_first():

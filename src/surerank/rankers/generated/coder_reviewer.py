@@ -19,7 +19,7 @@ import numpy as np
 from surerank.errors import InputError
 from surerank.llm import Session
 from surerank.llm.session import BudgetExhaustedError
-from surerank.rankers.llm_base import LLMRanker
+from surerank.rankers.llm.base import LLMRanker
 from surerank.types import Query, Truncation
 
 MODES = ("coder-reviewer", "coder", "reviewer")

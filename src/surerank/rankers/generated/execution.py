@@ -41,8 +41,8 @@ import numpy as np
 
 from surerank.errors import InputError
 from surerank.ranker import Scores, ScoringRanker
-from surerank.rankers import exec_harness
-from surerank.rankers.code_tests import CodeTest, docstring_examples, is_literal_call, perturbed_inputs
+from surerank.rankers.generated import exec_harness
+from surerank.rankers.generated.code_tests import CodeTest, docstring_examples, is_literal_call, perturbed_inputs
 from surerank.types import Cost, Query
 
 logger = logging.getLogger(__name__)

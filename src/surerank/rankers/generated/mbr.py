@@ -6,8 +6,8 @@ themselves (default) or a separate sample set in ``query.metadata["references"]`
 the others agree with most comes first.  ``Reranker("mbr", utility="chrf")``.
 
 Utilities (``utility=``): ``"chrf"``, ``"chrf++"``, ``"bleu"`` (sacreBLEU, the ``generation`` extra), ``"exact"``,
-``"normalised"`` (answers compared after :func:`~surerank.rankers.utilities.normalise_answer`), ``"f1"`` (token F1),
-``"embedding"`` (cosine of surerank's ``embedding`` ranker encoder, each distinct text embedded once),
+``"normalised"`` (answers compared after :func:`~surerank.rankers.generated.answers.normalise_answer`), ``"f1"``
+(token F1), ``"embedding"`` (cosine of surerank's ``embedding`` ranker encoder, each distinct text embedded once),
 ``"ranker:NAME"`` or a ranker object (that ranker's score of the hypothesis with the reference as the query), or a
 callable ``u(hyp, ref) -> float``.  ``utility_options`` go to the utility (sacreBLEU options, the embedding
 model, the ranker's options).
@@ -37,7 +37,7 @@ import numpy as np
 
 from surerank.errors import InputError
 from surerank.ranker import BaseRanker, Scores, ScoringRanker
-from surerank.rankers.utilities import STRING_UTILITIES, Utility, callable_utility, string_utility
+from surerank.rankers.generated.similarity import STRING_UTILITIES, Utility, callable_utility, string_utility
 from surerank.types import Candidate, Cost, Query
 
 logger = logging.getLogger(__name__)

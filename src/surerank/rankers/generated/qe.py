@@ -25,7 +25,7 @@ import numpy as np
 
 from surerank.errors import InputError
 from surerank.ranker import BaseRanker
-from surerank.rankers.mbr import RankerRef, make_ranker
+from surerank.rankers.generated.mbr import RankerRef, make_ranker
 from surerank.types import Cost, Query, RankedList
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class QERanker(BaseRanker):
                 raise InputError(f"weights: {missing} are not features of this ranker ({', '.join(self.features)})")
         self.mbr_ranker: BaseRanker | None = None
         if "mbr" in self.features:
-            from surerank.rankers.mbr import MBRRanker
+            from surerank.rankers.generated.mbr import MBRRanker
 
             self.mbr_ranker = MBRRanker(**self.mbr_options)
         self.fit_report: dict[str, Any] = saved.get("fit", {})

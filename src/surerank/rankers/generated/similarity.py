@@ -1,4 +1,4 @@
-"""Utilities and answer normalisers for selecting among generated candidates (``mbr``, ``qe``, ``vote``).
+"""Utilities for selecting among generated candidates (``mbr``, ``qe``): how close a hypothesis is to a reference.
 
 A utility says how good a hypothesis is if a reference were right: ``u(hyp, ref) -> float``, higher is better.
 Each one here is split into ``features(texts)`` — the per-text work done once (n-gram counts, token bags,
@@ -7,22 +7,21 @@ sets, not N² of them.  chrF and BLEU are sacreBLEU's own statistics and formula
 ``sacrebleu``'s ``sentence_score``); chrF also has ``aggregate`` (Vamvas & Sennrich 2024): the mean of the
 references' n-gram counts as one reference, so expected chrF costs N pair scores instead of N².
 
-The normalisers (:func:`normalise_answer`, :func:`canonical_number`) are those the ``vote`` ranker votes with and the
-``normalised`` / ``f1`` utilities compare with, so the three agree on what "the same answer" means.
+The ``normalised`` and ``f1`` utilities compare answers by :func:`~surerank.rankers.generated.answers.normalise_answer`,
+the key the ``vote`` ranker votes with, so the three agree on what "the same answer" means.
 """
 
 from __future__ import annotations
 
-import re
-import string
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 from typing import Any
 
+import numpy as np
+
 from surerank.errors import InputError, MissingDependencyError
+from surerank.rankers.generated.answers import normalise_answer
 
 Features = list[Any]
 
@@ -40,99 +39,6 @@ class Utility:
     pair: Callable[[Any, Any], float]
     symmetric: bool = False
     aggregate: Callable[[Features], Any] | None = None
-
-
-# ------------------------------------------------------------------------------------------------ answers
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-_CURRENCY = "$€£¥"
-_PUNCTUATION = set(string.punctuation) | {"“", "”", "‘", "’", "–", "—", "…"}
-_MAX_PLAIN_EXPONENT = 60  # beyond this a number is written in scientific form (1e999999 must stay short)
-
-
-def canonical_number(text: str) -> str | None:
-    """One spelling per number: ``"1,000"``, ``"1000.0"``, ``"1e3"``, ``"$1,000"`` and ``" 1000 "`` give ``"1000"``.
-
-    Returns None when the text is not a single number.  Thousands separators are accepted only in their
-    grouped form (``1,000,000``), so ``"1,5"`` is not read as a number.  A trailing ``%`` or a leading currency
-    sign is dropped (``"50%"`` and ``"50"`` vote together).
-    """
-    s = unicodedata.normalize("NFKC", text).strip().rstrip(".")
-    if s.endswith("%"):
-        s = s[:-1].rstrip()
-    sign = ""
-    if s and s[0] in "+-":
-        sign, s = s[0], s[1:].lstrip()
-    if s[:1] and s[0] in _CURRENCY:
-        s = s[1:].lstrip()
-    s = sign + s
-    if _THOUSANDS.match(s):
-        s = s.replace(",", "")
-    if not _NUMBER.match(s):
-        return None
-    # enough precision for every digit given, and no exponent limit: two different numbers never collide
-    context = Context(prec=max(28, len(s)), Emax=MAX_EMAX, Emin=MIN_EMIN)
-    try:
-        value = Decimal(s).normalize(context)
-    except InvalidOperation:  # pragma: no cover - the pattern admits only valid literals
-        return None
-    if value.is_zero():
-        return "0"
-    if abs(value.adjusted()) > _MAX_PLAIN_EXPONENT:
-        return f"{value:e}"
-    return format(value, "f")
-
-
-def normalise_answer(text: str, *, case: bool = True, whitespace: bool = True, punctuation: bool = True,
-                     articles: bool = False, numbers: bool = True) -> str:
-    """The key answers are compared by: a number's canonical form, else the text folded as asked.
-
-    ``case``: casefold; ``whitespace``: collapse runs and strip; ``punctuation``: drop punctuation characters;
-    ``articles``: drop English a/an/the (SQuAD's answer normalisation); ``numbers``: a text that is one number in
-    any spelling becomes :func:`canonical_number`'s form.
-    """
-    if numbers:
-        number = canonical_number(text)
-        if number is not None:
-            return number
-    s = unicodedata.normalize("NFKC", text)
-    if case:
-        s = s.casefold()
-    if punctuation:
-        s = "".join(ch if ch not in _PUNCTUATION else " " for ch in s)
-    if articles:
-        s = _ARTICLES.sub(" ", s)
-    if whitespace:
-        s = " ".join(s.split())
-    if numbers and s != text:  # "The answer: 1,000." -> after folding a lone number may remain
-        number = canonical_number(s)
-        if number is not None:
-            return number
-    return s
-
-
-def regex_extractor(pattern: str, occurrence: str = "last") -> Callable[[str], str | None]:
-    """An answer extractor from a regular expression: group 1 if the pattern has a group, else the whole match.
-
-    ``occurrence``: ``"last"`` (chain-of-thought answers come at the end) or ``"first"``.  None when no match.
-    """
-    if occurrence not in ("last", "first"):
-        raise InputError(f"extract occurrence: must be 'last' or 'first', got {occurrence!r}")
-    try:
-        compiled = re.compile(pattern)
-    except re.error as error:
-        raise InputError(f"extract: invalid regular expression {pattern!r}: {error}") from None
-
-    def extract(text: str) -> str | None:
-        matches = list(compiled.finditer(text))
-        if not matches:
-            return None
-        match = matches[-1] if occurrence == "last" else matches[0]
-        return match.group(1) if compiled.groups else match.group(0)
-
-    return extract
 
 
 # ------------------------------------------------------------------------------------------------ pair scores
@@ -162,8 +68,6 @@ def _bag_f1(hyp: Counter, ref: Counter) -> float:
 
 def cosine_matrix(hyp_vectors: Any, ref_vectors: Any) -> Any:
     """Cosine of unit-normalised row vectors (``H @ R.T``)."""
-    import numpy as np
-
     return np.asarray(hyp_vectors, dtype=np.float64) @ np.asarray(ref_vectors, dtype=np.float64).T
 
 

@@ -3,9 +3,9 @@
 A query's candidates are N generations (chains of thought, short answers); each one's answer is extracted
 (``extract=``: a regular expression — group 1 if it has one, else the match, the last occurrence by default — or a
 callable ``text -> answer | None``; default: the whole text), normalised with
-:func:`~surerank.rankers.utilities.normalise_answer` (numbers ``"1,000"`` / ``"1000.0"`` / ``"1e3"`` as one, case,
-whitespace, punctuation; each switchable) and counted.  A candidate's score is its answer's **vote share** (votes /
-N), so a calibrator can map it to a probability of being right.
+:func:`~surerank.rankers.generated.answers.normalise_answer` (numbers ``"1,000"`` / ``"1000.0"`` / ``"1e3"`` as
+one, case, whitespace, punctuation; each switchable) and counted.  A candidate's score is its answer's **vote
+share** (votes / N), so a calibrator can map it to a probability of being right.
 
 Order: answers by vote share; answers with equal shares are ordered by a second feature — the best
 ``logprob_field`` value (candidate metadata, e.g. the sequence log-probability) among their candidates when every
@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from surerank.errors import InputError
 from surerank.ranker import BaseRanker
-from surerank.rankers.utilities import normalise_answer, regex_extractor
+from surerank.rankers.generated.answers import normalise_answer, regex_extractor
 from surerank.types import Cost, Query, RankedItem, RankedList
 
 logger = logging.getLogger(__name__)

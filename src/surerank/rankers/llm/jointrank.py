@@ -16,8 +16,8 @@ from surerank.aggregate import AGGREGATORS, aggregate, rankings_to_wins
 from surerank.errors import InputError
 from surerank.llm import Session
 from surerank.llm.session import BudgetExhaustedError
-from surerank.rankers.llm_base import LLMRanker
-from surerank.rankers.llm_listwise import rank_windows
+from surerank.rankers.llm.base import LLMRanker
+from surerank.rankers.llm.listwise import rank_windows
 from surerank.types import Query
 
 

@@ -13,7 +13,7 @@ from surerank.llm import prompts as tpl
 from surerank.llm.parse import parse_grade, parse_yes_no
 from surerank.llm.session import BudgetExhaustedError
 from surerank.llm.templates import RerankTemplate, get_template, template_request
-from surerank.rankers.llm_base import LLMRanker, answer_label_scores
+from surerank.rankers.llm.base import LLMRanker, answer_label_scores
 from surerank.types import Query, Truncation
 
 

@@ -18,7 +18,7 @@ from surerank.llm import LLMRequest, Session
 from surerank.llm import prompts as tpl
 from surerank.llm.parse import parse_choice
 from surerank.llm.session import BudgetExhaustedError
-from surerank.rankers.llm_base import LLMRanker, answer_label_scores
+from surerank.rankers.llm.base import LLMRanker, answer_label_scores
 from surerank.types import Query
 
 
