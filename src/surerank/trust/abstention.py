@@ -62,6 +62,13 @@ def reference_free(score_lists: Sequence[ArrayLike], method: str, k: int = 10) -
     raise InputError(f"confidence: reference-free methods are {REFERENCE_FREE}, got {method!r}")
 
 
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column means, scales (a constant column gets 1, not 0) and the standardised features."""
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    return mean, scale, (x - mean) / scale
+
+
 @dataclass
 class LinearConfidence:
     """u_lin: ridge regression, sorted top-K scores → quality metric (features standardised)."""
@@ -76,9 +83,7 @@ class LinearConfidence:
 
     def fit(self, score_lists: Sequence[ArrayLike], metric: ArrayLike) -> LinearConfidence:
         x, y = _design(score_lists, metric, self.k)
-        self.mean, self.scale = x.mean(axis=0), x.std(axis=0)
-        self.scale[self.scale == 0] = 1.0
-        z = (x - self.mean) / self.scale
+        self.mean, self.scale, z = _standardise(x)
         y_mean = y.mean()
         gram = z.T @ z + self.alpha * np.eye(z.shape[1])
         self.coef = np.linalg.solve(gram, z.T @ (y - y_mean))
@@ -117,9 +122,7 @@ class LogisticConfidence:
             y = (y >= self.target).astype(float)
         if y.min() < 0 or y.max() > 1:
             raise InputError("u_log: the metric must lie in [0, 1] (or give a target to binarise it)")
-        self.mean, self.scale = x.mean(axis=0), x.std(axis=0)
-        self.scale[self.scale == 0] = 1.0
-        z = (x - self.mean) / self.scale
+        self.mean, self.scale, z = _standardise(x)
         alpha = self.alpha
 
         def loss(w: np.ndarray) -> tuple[float, np.ndarray]:

@@ -8,7 +8,6 @@ rate, nAUC and the coverage curve."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from surerank.errors import InputError
+from surerank.formats.common import json_object, text_lines
 from surerank.trust.abstention import coverage_curve, nauc
 from surerank.trust.calibration_metrics import calibration_report, reliability_bins
 from surerank.trust.labels import Qrels, calibration_pairs, label_lists, ndcg_from_qrels
@@ -55,17 +55,10 @@ def read_ranked_jsonl(path: str | Path) -> list[RankedList]:
     """Read a ``rerank --output x.jsonl`` file back into ranked lists (errors name the line)."""
     p = Path(path)
     out = []
-    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
+    for number, line in text_lines(p):
+        record = json_object(line, f"{p}:{number}")
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{p}:{number + 1}: invalid JSON: {error.msg}") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{p}:{number + 1}: expected a JSON object")
-        try:
-            out.append(from_record(record, number))
+            out.append(from_record(record, number - 1))
         except InputError as error:
             raise InputError(f"{p}: {error}") from None
     return out
