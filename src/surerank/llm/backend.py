@@ -49,6 +49,18 @@ def map_label_logprobs(top: Mapping[str, float] | None, labels: Sequence[str]) -
     return {label: math.log(p) for label, p in mass.items() if p > 0}
 
 
+def continuation_start(prefix_tokens: Sequence[int], full_tokens: Sequence[int]) -> int:
+    """Where the continuation's tokens begin in the tokens of prefix + continuation.
+
+    Tokenising the two texts together can merge tokens across the boundary, so this is the length of the
+    prefix the two token lists share, and at least 1 (the first token has no prediction to score).
+    """
+    k = 0
+    while k < min(len(prefix_tokens), len(full_tokens)) and prefix_tokens[k] == full_tokens[k]:
+        k += 1
+    return max(1, k)
+
+
 def exception_cause(exc: BaseException) -> str:
     """A short cause for an unexpected exception: ``timeout``, ``connection``, else the snake-cased type."""
     if isinstance(exc, CallFailedError):

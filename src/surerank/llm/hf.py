@@ -22,7 +22,7 @@ from typing import Any
 
 from surerank.engine.checkpoint.transformers_load import dtype_option, load_complete, refuse_remote_code
 from surerank.errors import InputError, MissingDependencyError
-from surerank.llm.backend import LLMBackend, exception_cause
+from surerank.llm.backend import LLMBackend, continuation_start, exception_cause
 from surerank.llm.cache import JudgmentCache
 from surerank.llm.templates import RerankTemplate, get_template
 from surerank.llm.types import LLMRequest, LLMResponse
@@ -263,10 +263,7 @@ class TransformersBackend(LLMBackend):
         if len(full) > self.max_length:
             return LLMResponse(error=f"{len(full)} tokens do not fit max_length={self.max_length}",
                                cause="context_overflow")
-        k = 0
-        while k < min(len(prefix_ids), len(full)) and prefix_ids[k] == full[k]:
-            k += 1
-        k = max(1, k)
+        k = continuation_start(prefix_ids, full)
         # a tokenizer that appends an end marker ([SEP], </s>) puts it after the prefix too: skip it
         end = len(full)
         while end > k and full[end - 1] in set(getattr(self._tok, "all_special_ids", [])):

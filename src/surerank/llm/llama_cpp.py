@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from surerank.errors import InputError, MissingDependencyError
-from surerank.llm.backend import LLMBackend
+from surerank.llm.backend import LLMBackend, continuation_start
 from surerank.llm.cache import JudgmentCache
 from surerank.llm.templates import RerankTemplate, get_template
 from surerank.llm.types import LLMRequest, LLMResponse
@@ -256,10 +256,7 @@ class LlamaCppBackend(LLMBackend):
             if len(full) > self.n_ctx:
                 return LLMResponse(error=f"{len(full)} tokens do not fit n_ctx={self.n_ctx}",
                                    cause="context_overflow")
-            k = 0
-            while k < min(len(prefix_tokens), len(full)) and prefix_tokens[k] == full[k]:
-                k += 1
-            k = max(1, k)
+            k = continuation_start(prefix_tokens, full)
             total = 0.0
             logits = self._eval_last_logits(full[:k])
             for position in range(k, len(full)):

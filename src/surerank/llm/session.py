@@ -113,12 +113,7 @@ class Session:
         else raise :class:`BudgetExhaustedError` (the method then stops and keeps its current order)."""
         if not requests:
             return []
-        fit = self.allowance(requests)
-        if fit < len(requests):
-            self.budget_exhausted = True
-            if not partial or fit == 0:
-                raise BudgetExhaustedError
-            requests = requests[:fit]
+        requests = requests[:self._fitting(requests, partial)]
         start = time.perf_counter()
         responses = self.backend.generate(requests)
         self._account(responses, time.perf_counter() - start)
@@ -126,17 +121,20 @@ class Session:
 
     def score_continuations(self, pairs: Sequence[tuple[str, str]], partial: bool = True) -> list[LLMResponse]:
         """One round of log P(continuation | prefix) calls (query likelihood)."""
-        requests = [LLMRequest(prompt=p + c, max_tokens=1) for p, c in pairs]
-        fit = self.allowance(requests)
-        if fit < len(pairs):
-            self.budget_exhausted = True
-            if not partial or fit == 0:
-                raise BudgetExhaustedError
-            pairs = pairs[:fit]
+        pairs = pairs[:self._fitting([LLMRequest(prompt=p + c, max_tokens=1) for p, c in pairs], partial)]
         start = time.perf_counter()
         responses = self.backend.continuation_logprobs(pairs)
         self._account(responses, time.perf_counter() - start)
         return responses
+
+    def _fitting(self, requests: Sequence[LLMRequest], partial: bool) -> int:
+        """How many of the requests to send: all that fit the budget; fewer than all only with ``partial``."""
+        fit = self.allowance(requests)
+        if fit < len(requests):
+            self.budget_exhausted = True
+            if not partial or fit == 0:
+                raise BudgetExhaustedError
+        return fit
 
     def _account(self, responses: Sequence[LLMResponse], elapsed: float) -> None:
         sent = [r for r in responses if not r.cached]
