@@ -131,7 +131,7 @@ def test_a_withdrawn_request_is_dropped_from_the_queue_and_counted():
     import threading
 
     from surerank.serve.config import Batching
-    from surerank.serve.engine import BatchingEngine, ClientGoneError, OverloadedError
+    from surerank.serve.scheduler import BatchingEngine, ClientGoneError, OverloadedError
     from surerank.types import Query
 
     release = threading.Event()

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import logging
 import os
+import sys
 from dataclasses import replace
 from typing import Any
 
 from surerank.errors import InputError
+from surerank.serve.config import (
+    ServeConfig,
+    apply_model_option,
+    config_from_env,
+    config_from_mapping,
+    parse_model_spec,
+    read_config_file,
+    validate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +34,27 @@ EPILOG = """examples:
 every setting also reads SURERANK_<NAME> (SURERANK_PORT, SURERANK_MODELS=a=embedding,b=bm25,
 SURERANK_MAX_DOCUMENTS, SURERANK_MAX_WAIT_MS, ...) and a config file (--config or SURERANK_CONFIG).
 """
+
+# the flags that set a field of config.limits / config.batching: (flag, field, type, help), in --help order
+LIMIT_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--max-documents", "max_documents", int, "documents per request (default 1000)"),
+    ("--max-document-tokens", "max_document_tokens", int, "estimated tokens per document (default 8192)"),
+    ("--max-request-tokens", "max_request_tokens", int, "estimated tokens per request"),
+    ("--max-json-values", "max_json_values", int, "JSON values (items, keys, scalars) in one body (default 200000)"),
+    ("--max-header-bytes", "max_header_bytes", int, "bytes of request line + headers (default 16384)"),
+    ("--header-timeout", "header_timeout_s", float, "seconds for a client to send its request head (default 10)"),
+    ("--body-timeout", "body_timeout_s", float, "seconds for a client to send its body after the head (default 60)"),
+    ("--keepalive-timeout", "keepalive_timeout_s", float,
+     "seconds an idle kept-alive connection stays open (default 5)"),
+    ("--max-connections", "max_connections", int, "concurrent connections and requests before 503 (default 1024)"),
+)
+BATCHING_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--max-batch-tokens", "max_batch_tokens", int, "token budget of one model batch"),
+    ("--max-wait-ms", "max_wait_ms", float, "longest wait for a batch to fill (default 5)"),
+    ("--max-queue", "max_queue_requests", int, "waiting requests before shedding with 429 (default 256)"),
+    ("--request-timeout", "request_timeout_s", float,
+     "seconds a request may wait for its answer before 503 (default 120)"),
+)
 
 
 def register(subparsers: Any) -> None:
@@ -41,27 +74,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--port", type=int, help="TCP port (default 8080)")
     parser.add_argument("--api-key", action="append", default=None, metavar="KEY",
                         help="require Authorization: Bearer KEY (repeatable; prefer SURERANK_API_KEYS)")
-    parser.add_argument("--max-documents", type=int, help="documents per request (default 1000)")
-    parser.add_argument("--max-document-tokens", type=int,
-                        help="estimated tokens per document (default 8192)")
-    parser.add_argument("--max-request-tokens", type=int, help="estimated tokens per request")
-    parser.add_argument("--max-json-values", type=int,
-                        help="JSON values (items, keys, scalars) in one body (default 200000)")
-    parser.add_argument("--max-header-bytes", type=int, help="bytes of request line + headers (default 16384)")
-    parser.add_argument("--header-timeout", type=float, dest="header_timeout_s",
-                        help="seconds for a client to send its request head (default 10)")
-    parser.add_argument("--body-timeout", type=float, dest="body_timeout_s",
-                        help="seconds for a client to send its body after the head (default 60)")
-    parser.add_argument("--keepalive-timeout", type=float, dest="keepalive_timeout_s",
-                        help="seconds an idle kept-alive connection stays open (default 5)")
-    parser.add_argument("--max-connections", type=int,
-                        help="concurrent connections and requests before 503 (default 1024)")
-    parser.add_argument("--max-batch-tokens", type=int, help="token budget of one model batch")
-    parser.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill (default 5)")
-    parser.add_argument("--max-queue", type=int, dest="max_queue_requests",
-                        help="waiting requests before shedding with 429 (default 256)")
-    parser.add_argument("--request-timeout", type=float, dest="request_timeout_s",
-                        help="seconds a request may wait for its answer before 503 (default 120)")
+    for flag, name, kind, text in (*LIMIT_FLAGS, *BATCHING_FLAGS):
+        parser.add_argument(flag, type=kind, dest=name, help=text)
     parser.add_argument("--graceful-timeout", type=float, dest="graceful_timeout_s",
                         help="seconds to finish in-flight requests on shutdown (default 30)")
     parser.add_argument("--drain", type=float, dest="drain_s",
@@ -73,18 +87,13 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def resolve_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Any:
-    """Defaults < config file < SURERANK_* environment < flags."""
-    from surerank.serve.config import (
-        ServeConfig,
-        apply_model_option,
-        config_from_env,
-        config_from_mapping,
-        parse_model_spec,
-        read_config_file,
-        validate,
-    )
+def _given(args: argparse.Namespace, flags: tuple[tuple[str, str, type, str], ...]) -> dict[str, Any]:
+    """The fields of ``flags`` set on the command line."""
+    return {name: getattr(args, name) for _, name, _, _ in flags if getattr(args, name) is not None}
 
+
+def resolve_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ServeConfig:
+    """Defaults < config file < SURERANK_* environment < flags."""
     environ = dict(os.environ if environ is None else environ)
     config = ServeConfig()
     path = args.config or environ.get("SURERANK_CONFIG")
@@ -106,15 +115,9 @@ def resolve_config(args: argparse.Namespace, environ: dict[str, str] | None = No
         top["api_keys"] = list(args.api_key)
     if args.no_warmup:
         top["warmup"] = False
-    limits = {k: getattr(args, k) for k in ("max_documents", "max_document_tokens", "max_request_tokens",
-                                            "max_json_values", "max_header_bytes", "header_timeout_s",
-                                            "body_timeout_s", "keepalive_timeout_s", "max_connections")
-              if getattr(args, k) is not None}
-    batching = {k: getattr(args, k) for k in ("max_batch_tokens", "max_wait_ms", "max_queue_requests",
-                                              "request_timeout_s") if getattr(args, k) is not None}
-    if limits:
+    if limits := _given(args, LIMIT_FLAGS):
         top["limits"] = limits
-    if batching:
+    if batching := _given(args, BATCHING_FLAGS):
         top["batching"] = batching
     if top:
         config = config_from_mapping(top, config)
@@ -122,12 +125,10 @@ def resolve_config(args: argparse.Namespace, environ: dict[str, str] | None = No
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib.util
-    import json
-
+    """Check the web dependencies, build the models (before the port opens), then serve."""
     config = resolve_config(args)
     if args.check:
-        print(json.dumps(config.public_dict(), indent=2, default=str))  # noqa: T201 - CLI output
+        sys.stdout.write(json.dumps(config.public_dict(), indent=2, default=str) + "\n")  # the command's answer
         return 0
     # httptools: the HTTP parser the connection limits are built on (surerank.serve.protocol); ijson: the
     # body guard's tokenizer (surerank.serve.body); both come with surerank[serve]
@@ -135,8 +136,9 @@ def run(args: argparse.Namespace) -> int:
                if importlib.util.find_spec(m) is None]
     if missing:
         raise InputError(f"serve needs {', '.join(missing)}: pip install 'surerank[serve]'")
-    from surerank.serve.app import build_rankers, build_trust_hooks
-    from surerank.serve.app import run as serve
+    # the web stack (FastAPI, uvicorn) loads only to serve: `surerank --help` and --check stay light
+    from surerank.serve.server import run as serve
+    from surerank.serve.state import build_rankers, build_trust_hooks
 
     # before binding the port, so a bad model or artifact fails fast with a clear message
     rankers = build_rankers(config)

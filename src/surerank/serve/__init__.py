@@ -6,13 +6,14 @@ load httpx, the adapters their frameworks (``surerank.serve.integrations.langcha
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from surerank.serve.config import Batching, Limits, ModelConfig, ServeConfig
 
 _LAZY = {
     "create_app": "surerank.serve.app",
-    "run": "surerank.serve.app",
+    "run": "surerank.serve.server",
     "SureRankClient": "surerank.serve.client",
     "AsyncSureRankClient": "surerank.serve.client",
     "ServeError": "surerank.serve.client",
@@ -21,8 +22,6 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'surerank.serve' has no attribute {name!r}")
 

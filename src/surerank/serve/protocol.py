@@ -4,7 +4,8 @@ the body.
 uvicorn's httptools protocol keeps whatever header bytes a client sends until the head is complete, and
 never times out a connection that is still sending its head or body (its keep-alive timer runs only
 between requests), so a client could hold memory (a 64 MiB header line) or a connection slot forever
-(slowloris).  :func:`guarded_protocol` subclasses that protocol, the one ``uvicorn[standard]`` runs, with:
+(slowloris).  :func:`guarded_protocol` mixes :class:`ConnectionGuard` into that protocol (the one
+``uvicorn[standard]`` runs):
 
 - ``max_header_bytes``: bytes of request line + headers; past it 431 and the connection is closed;
 - ``header_timeout_s``: from the connection (or the first byte of the next request) to the end of the
@@ -25,6 +26,8 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+
+from surerank.serve.errors import error_body
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +56,7 @@ class RateLimitedLog:
 
 def error_bytes(status: int, message: str, error_type: str) -> bytes:
     """A whole HTTP/1.1 response in the service's error shape, closing the connection."""
-    body = json.dumps({"message": message, "detail": message, "error": message,
-                       "error_type": error_type}).encode()
+    body = json.dumps(error_body(message, error_type)).encode()
     return b"".join([
         b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b"")),
         b"content-type: application/json\r\n",
@@ -64,101 +66,120 @@ def error_bytes(status: int, message: str, error_type: str) -> bytes:
     ])
 
 
+class ConnectionGuard:
+    """The limits above, mixed into uvicorn's httptools protocol by :func:`guarded_protocol`, which sets the
+    class attributes; every other attribute used here is the protocol's own."""
+
+    max_header_bytes: int
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int
+    on_limit_close: Callable[[str], None]  # counts each close by reason
+    limit_log: RateLimitedLog
+    # the protocol's own attributes
+    transport: Any
+    cycle: Any
+    client: Any
+    loop: asyncio.AbstractEventLoop
+    connections: Any
+    tasks: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_bytes = 0
+        self.in_head = True
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.body_timer: asyncio.TimerHandle | None = None
+
+    # -- limits ------------------------------------------------------------------------------
+
+    def refuse(self, status: int | None, reason: str, message: str) -> None:
+        """Answer ``status`` (None: nothing, an answer was sent already), close, count, log."""
+        self.cancel_timers()
+        if self.transport is None or self.transport.is_closing():
+            return
+        cycle = self.cycle  # the request being read, or (in the head phase) the previous one
+        writable = cycle is None or cycle.response_complete or not cycle.response_started
+        if status is not None and writable:
+            self.transport.write(error_bytes(status, message, "too_large" if status == 431 else "timeout"))
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the app, if it waits for the body, sees http.disconnect
+            cycle.message_event.set()
+        self.transport.close()
+        self.on_limit_close(reason)
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        self.limit_log.warning(reason, f"closed the connection of {client}: {message}")
+
+    def head_expired(self) -> None:
+        self.head_timer = None
+        self.refuse(408, "header_timeout",
+                    f"request head not received within header_timeout_s={self.header_timeout_s:g}")
+
+    def body_expired(self) -> None:
+        self.body_timer = None
+        answered = self.cycle is not None and self.cycle.response_started
+        self.refuse(None if answered else 408, "body_timeout",
+                    f"request body not received within body_timeout_s={self.body_timeout_s:g}")
+
+    def cancel_timers(self) -> None:
+        for timer in (self.head_timer, self.body_timer):
+            if timer is not None:
+                timer.cancel()
+        self.head_timer = self.body_timer = None
+
+    # -- uvicorn's protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self.head_timer = self.loop.call_later(self.header_timeout_s, self.head_expired)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.cancel_timers()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        if self.in_head:
+            self.head_bytes += len(data)
+        super().data_received(data)  # type: ignore[misc]
+        if self.in_head and self.head_bytes > self.max_header_bytes:
+            self.refuse(431, "header_too_large",
+                        f"request head over the limit max_header_bytes={self.max_header_bytes}")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()  # type: ignore[misc]
+        if self.head_timer is None:  # the next request on a kept-alive connection
+            self.head_timer = self.loop.call_later(self.header_timeout_s, self.head_expired)
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+        self.body_timer = self.loop.call_later(self.body_timeout_s, self.body_expired)
+        if len(self.connections) >= self.max_connections or len(self.tasks) >= self.max_connections:
+            self.on_limit_close("max_connections")  # uvicorn answers 503 itself (limit_concurrency) and logs it
+        super().on_headers_complete()  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()  # type: ignore[misc]
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+        self.in_head = True
+        self.head_bytes = 0
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.transport.is_closing():
+            self.on_limit_close("keepalive_timeout")
+        super().timeout_keep_alive_handler()  # type: ignore[misc]
+
+
 def guarded_protocol(max_header_bytes: int, header_timeout_s: float, body_timeout_s: float,
                      max_connections: int, on_close: Callable[[str], None]) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol with the limits above; ``on_close(reason)`` counts each close."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # the serve extra, loaded to serve
 
-    log = RateLimitedLog(logger)
-
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.head_bytes = 0
-            self.in_head = True
-            self.head_timer: asyncio.TimerHandle | None = None
-            self.body_timer: asyncio.TimerHandle | None = None
-
-        # -- limits ------------------------------------------------------------------------------
-
-        def refuse(self, status: int | None, reason: str, message: str) -> None:
-            """Answer ``status`` (None: nothing, an answer was sent already), close, count, log."""
-            self.cancel_timers()
-            if self.transport is None or self.transport.is_closing():
-                return
-            cycle = self.cycle  # the request being read, or (in the head phase) the previous one
-            writable = cycle is None or cycle.response_complete or not cycle.response_started
-            if status is not None and writable:
-                self.transport.write(error_bytes(status, message, "too_large" if status == 431 else "timeout"))
-            if cycle is not None and not cycle.response_complete:
-                cycle.disconnected = True  # the app, if it waits for the body, sees http.disconnect
-                cycle.message_event.set()
-            self.transport.close()
-            on_close(reason)
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
-            log.warning(reason, f"closed the connection of {client}: {message}")
-
-        def head_expired(self) -> None:
-            self.head_timer = None
-            self.refuse(408, "header_timeout",
-                        f"request head not received within header_timeout_s={header_timeout_s:g}")
-
-        def body_expired(self) -> None:
-            self.body_timer = None
-            answered = self.cycle is not None and self.cycle.response_started
-            self.refuse(None if answered else 408, "body_timeout",
-                        f"request body not received within body_timeout_s={body_timeout_s:g}")
-
-        def cancel_timers(self) -> None:
-            for timer in (self.head_timer, self.body_timer):
-                if timer is not None:
-                    timer.cancel()
-            self.head_timer = self.body_timer = None
-
-        # -- uvicorn's protocol ------------------------------------------------------------------
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self.head_timer = self.loop.call_later(header_timeout_s, self.head_expired)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self.cancel_timers()
-            super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            if self.in_head:
-                self.head_bytes += len(data)
-            super().data_received(data)
-            if self.in_head and self.head_bytes > max_header_bytes:
-                self.refuse(431, "header_too_large",
-                            f"request head over the limit max_header_bytes={max_header_bytes}")
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            if self.head_timer is None:  # the next request on a kept-alive connection
-                self.head_timer = self.loop.call_later(header_timeout_s, self.head_expired)
-
-        def on_headers_complete(self) -> None:
-            self.in_head = False
-            if self.head_timer is not None:
-                self.head_timer.cancel()
-                self.head_timer = None
-            self.body_timer = self.loop.call_later(body_timeout_s, self.body_expired)
-            if len(self.connections) >= max_connections or len(self.tasks) >= max_connections:
-                on_close("max_connections")  # uvicorn answers 503 itself (limit_concurrency) and logs it
-            super().on_headers_complete()
-
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            if self.body_timer is not None:
-                self.body_timer.cancel()
-                self.body_timer = None
-            self.in_head = True
-            self.head_bytes = 0
-
-        def timeout_keep_alive_handler(self) -> None:
-            if not self.transport.is_closing():
-                on_close("keepalive_timeout")
-            super().timeout_keep_alive_handler()
-
-    return GuardedHttpToolsProtocol
+    limits = {"max_header_bytes": max_header_bytes, "header_timeout_s": header_timeout_s,
+              "body_timeout_s": body_timeout_s, "max_connections": max_connections,
+              "on_limit_close": staticmethod(on_close), "limit_log": RateLimitedLog(logger)}
+    return type("GuardedHttpToolsProtocol", (ConnectionGuard, HttpToolsProtocol), limits)

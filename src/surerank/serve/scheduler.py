@@ -5,6 +5,8 @@ Requests wait in a bounded queue; one worker thread per served model takes as ma
 result back to the event loop.  Model work never runs on the event loop, so health checks, metrics and
 load shedding keep answering while a batch computes.  A full queue sheds new requests at once
 (:class:`OverloadedError`, answered 429 + Retry-After) instead of letting latency grow without bound.
+
+Named scheduler, not engine: :mod:`surerank.engine` is the ONNX model engine the rankers run on.
 """
 
 from __future__ import annotations

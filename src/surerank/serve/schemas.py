@@ -3,8 +3,8 @@
 Unknown request fields are refused (422 naming the field) rather than ignored, so nothing a client asks
 for is silently dropped; the few fields that other APIs define and surerank accepts without acting on
 are listed and documented (``priority``).  Cohere v1's ``rank_fields`` and ``max_chunks_per_doc`` are
-accepted with Cohere's meaning (checked per request in :mod:`surerank.serve.app`, where the served model
-is known).
+accepted with Cohere's meaning (checked per request in :mod:`surerank.serve.routes.cohere`, where the
+served model is known).
 """
 
 from __future__ import annotations

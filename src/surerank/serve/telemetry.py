@@ -1,14 +1,28 @@
-"""Prometheus metrics of one app instance (its own registry, so several apps can live in one process)."""
+"""Prometheus metrics of one app instance (its own registry, so several apps can live in one process).
+
+Named telemetry, not metrics: :mod:`surerank.eval.metrics` holds the ranking metrics (nDCG, MRR).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# the paths requests are counted under; any other is "other", so a scan of random URLs cannot grow the label set
+KNOWN_PATHS = frozenset(
+    ("/v1/rerank", "/v2/rerank", "/rerank", "/v1/models", "/health", "/ready", "/metrics", "/openapi.json", "/docs"))
+
+
+def path_label(path: str) -> str:
+    """The ``path`` label of a request's metrics."""
+    return path if path in KNOWN_PATHS else "other"
 
 
 class ServeMetrics:
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    """Every counter, histogram and gauge the service exports under ``/metrics``."""
 
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("surerank_http_requests", "HTTP requests answered",
                                 ["path", "status"], registry=self.registry)
@@ -47,7 +61,8 @@ class ServeMetrics:
         self.queue_tokens = Gauge("surerank_queue_tokens", "estimated tokens waiting", ["model"],
                                   registry=self.registry)
 
-    def batch_callback(self, model: str) -> Any:
+    def batch_callback(self, model: str) -> Callable[[int, int, float], None]:
+        """What the scheduler of ``model`` calls after each batch (children resolved once, not per batch)."""
         requests = self.batch_requests.labels(model)
         documents = self.batch_documents.labels(model)
         seconds = self.batch_seconds.labels(model)
@@ -61,7 +76,8 @@ class ServeMetrics:
 
         return on_batch
 
-    def drop_callback(self, model: str) -> Any:
+    def drop_callback(self, model: str) -> Callable[[str, int], None]:
+        """What the scheduler of ``model`` calls for each request taken out of its queue unranked."""
         def on_drop(reason: str, n_documents: int) -> None:
             self.dropped_requests.labels(model, reason).inc()
             self.dropped_documents.labels(model, reason).inc(n_documents)
@@ -69,6 +85,5 @@ class ServeMetrics:
         return on_drop
 
     def render(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
+        """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from surerank.errors import InputError
+from surerank.trust import AdaptiveCutoff, TrustArtifact
 from surerank.trust.cutoffs import NEEDS_PROBABILITY, PARAMETER_NAMES, parse_cutoff
 from surerank.types import RankedList
 
 
-
 @dataclass(frozen=True)
 class TrustRequest:
+    """What one request asks of its model's trust layer (the ``surerank`` options that need it)."""
+
     probability: bool = False
     keep: bool = False
     cutoff: str | None = None  # "conformal", or an adaptive method, optionally "method:parameter"
@@ -67,7 +69,7 @@ class ArtifactTrustHook:
         artifact = self.artifact
         lists = [ranked]
         wants_keep = request.keep or request.cutoff is not None
-        method = parse_cutoff(request.cutoff, "surerank.cutoff")[0] if request.cutoff is not None else "conformal"
+        method, value = parse_cutoff(request.cutoff or "conformal", "surerank.cutoff")
         needs_probability = wants_keep and (method in NEEDS_PROBABILITY or (
             method == "conformal" and artifact is not None and artifact.cutoff is not None
             and artifact.cutoff.use == "probability"))
@@ -77,12 +79,9 @@ class ArtifactTrustHook:
         if wants_keep and artifact is not None and artifact.abstention is not None:
             artifact.abstention.apply(lists)
         if wants_keep:
-            method, value = parse_cutoff(request.cutoff or "conformal", "surerank.cutoff")
             if method == "conformal":
                 artifact.cutoff.apply(lists)
             else:
-                from surerank.trust import AdaptiveCutoff
-
                 options: dict[str, Any] = {"method": method}
                 if value is not None:
                     options[PARAMETER_NAMES[method]] = value
@@ -95,8 +94,6 @@ class ArtifactTrustHook:
 
 def load_trust_hook(model: str, path: str, ranker_description: Mapping[str, Any] | None = None) -> TrustHook:
     """A hook backed by a ``surerank.trust`` artifact; refuses an artifact fitted for another ranker."""
-    from surerank.trust import TrustArtifact
-
     artifact = TrustArtifact.load(path)
     if ranker_description is not None:
         artifact.check_ranker(ranker_description, strict=True)
@@ -104,4 +101,5 @@ def load_trust_hook(model: str, path: str, ranker_description: Mapping[str, Any]
 
 
 def no_calibration(model: str) -> TrustHook:
+    """The hook of a model served without an artifact: only the reference-free cutoffs."""
     return ArtifactTrustHook(model, None)
