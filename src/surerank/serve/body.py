@@ -109,6 +109,69 @@ def _path(frames: list[_Frame]) -> list[Any]:
     return [f.position for f in frames]
 
 
+class _BadItems:
+    """Items of the wrong shape: the first :data:`NAMED` named, the rest counted (one refusal for them all)."""
+
+    __slots__ = ("count", "messages")
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.count = 0
+
+    def add(self, where: str, expected: str, event: str) -> None:
+        self.count += 1
+        if len(self.messages) < NAMED:
+            self.messages.append(f"{where}: expected {expected}, got {_GOT[event]}")
+
+
+def _close(frames: list[_Frame], bad: _BadItems, shape: BodyShape) -> None:
+    """At the end of an object or list: refuse its unknown keys, or (the document list) its bad items."""
+    done = frames.pop()
+    if done.unknown_count:
+        prefix = f"{format_path(_path(frames))}." if frames else ""
+        names = ", ".join(prefix + name for name in done.unknown)
+        more = (f" and {done.unknown_count - len(done.unknown)} more"
+                if done.unknown_count > len(done.unknown) else "")
+        raise BodyRefusedError(422, f"{names}{more}: Extra inputs are not permitted")
+    if done.is_list and bad.count:
+        raise BodyRefusedError(422, _listing(bad.messages, bad.count, done.position + 1, shape.list_field))
+
+
+def _unknown_key(top: _Frame, name: str) -> None:
+    """A key that an object with fixed keys does not have: counted, and the first few named."""
+    top.unknown_count += 1
+    if len(top.unknown) < NAMED:
+        top.unknown.append(name)
+
+
+def _open(frames: list[_Frame], event: str, shape: BodyShape, limits: BodyLimits, closed_depth: int) -> _Frame:
+    """The frame of an object or list starting here: its fixed keys, whether it is the document list or a
+    document; nesting past ``max_json_depth`` is refused."""
+    if len(frames) >= limits.max_json_depth:
+        raise BodyRefusedError(422, f"{format_path(_path(frames))}: nested deeper than the limit "
+                               f"max_json_depth={limits.max_json_depth}")
+    array = event == "start_array"
+    parent = frames[-1] if frames else None
+    known = None
+    if not array and len(frames) <= closed_depth:
+        key = tuple(_path(frames))
+        known = shape.closed.get(key) if all(isinstance(k, str) for k in key) else None
+    is_list = (array and len(frames) == 1 and parent is not None and not parent.array
+               and parent.position == shape.list_field)
+    is_document = not array and parent is not None and parent.is_list
+    return _Frame(array, known, is_list, is_document)
+
+
+def _not_unicode(frames: list[_Frame]) -> BodyRefusedError:
+    """yajl turns some lone surrogate escapes into bytes that are not UTF-8: the refusal names the container."""
+    parts = _path(frames)
+    if frames and frames[-1].array:
+        parts[-1] += 1  # the item being read when the tokenizer failed
+    where = format_path([p for p in parts if p is not None])
+    return BodyRefusedError(422, f"{where}: a string is not valid Unicode (a lone surrogate escape such as "
+                            f"\\ud800)")
+
+
 def scan(body: bytes, shape: BodyShape, limits: BodyLimits) -> str | None:
     """Stream ``body`` once and refuse it (:class:`BodyRefusedError`) at the first limit it crosses.
 
@@ -117,34 +180,23 @@ def scan(body: bytes, shape: BodyShape, limits: BodyLimits) -> str | None:
     """
     frames: list[_Frame] = []
     values = 0
-    bad: list[str] = []
-    bad_count = 0
+    bad = _BadItems()
     closed_depth = max((len(path) for path in shape.closed), default=-1)
     events = ijson.basic_parse(body, use_float=True)
     try:
         for event, value in events:
             if event in _ENDS:
-                done = frames.pop()
-                if done.unknown_count:
-                    prefix = f"{format_path(_path(frames))}." if frames else ""
-                    names = ", ".join(prefix + name for name in done.unknown)
-                    more = (f" and {done.unknown_count - len(done.unknown)} more"
-                            if done.unknown_count > len(done.unknown) else "")
-                    raise BodyRefusedError(422, f"{names}{more}: Extra inputs are not permitted")
-                if done.is_list and bad_count:
-                    raise BodyRefusedError(422, _listing(bad, bad_count, done.position + 1, shape.list_field))
+                _close(frames, bad, shape)
                 continue
             values += 1
             if values > limits.max_json_values:
                 raise BodyRefusedError(413, f"body: more than {limits.max_json_values} JSON values is over the "
                                        f"limit max_json_values={limits.max_json_values}")
             top = frames[-1] if frames else None
-            if event == "map_key":
+            if event == "map_key":  # (a key is always inside an object: top is set)
                 top.position = value  # type: ignore[union-attr]
                 if top.known is not None and value not in top.known:  # type: ignore[union-attr]
-                    top.unknown_count += 1  # type: ignore[union-attr]
-                    if len(top.unknown) < NAMED:  # type: ignore[union-attr]
-                        top.unknown.append(value)  # type: ignore[union-attr]
+                    _unknown_key(top, value)  # type: ignore[arg-type]
                 continue
             if top is not None and top.array:
                 top.position += 1
@@ -152,41 +204,14 @@ def scan(body: bytes, shape: BodyShape, limits: BodyLimits) -> str | None:
                     if top.position >= limits.max_documents:
                         _refuse_count(events, top.position + 1, event, shape, limits)
                     if not (event == "string" or (event == "start_map" and shape.objects)):
-                        bad_count += 1
-                        if len(bad) < NAMED:
-                            bad.append(f"{shape.list_field}[{top.position}]: expected {shape.expected}, "
-                                       f"got {_GOT[event]}")
+                        bad.add(f"{shape.list_field}[{top.position}]", shape.expected, event)
             elif top is not None and top.is_document and top.position == "text" and event not in (
                     "string", "null"):
-                bad_count += 1
-                if len(bad) < NAMED:
-                    bad.append(f"{shape.list_field}[{frames[-2].position}].text: expected a string, "
-                               f"got {_GOT[event]}")
+                bad.add(f"{shape.list_field}[{frames[-2].position}].text", "a string", event)
             if event in _STARTS:
-                if len(frames) >= limits.max_json_depth:
-                    raise BodyRefusedError(422, f"{format_path(_path(frames))}: nested deeper than the limit "
-                                           f"max_json_depth={limits.max_json_depth}")
-                array = event == "start_array"
-                parent = frames[-1] if frames else None
-                known = None
-                is_list = is_document = False
-                if not array and len(frames) <= closed_depth:
-                    key = tuple(_path(frames))
-                    known = shape.closed.get(key) if all(isinstance(k, str) for k in key) else None
-                if array and len(frames) == 1 and parent is not None and not parent.array \
-                        and parent.position == shape.list_field:
-                    is_list = True
-                if not array and parent is not None and parent.is_list:
-                    is_document = True
-                frames.append(_Frame(array, known, is_list, is_document))
+                frames.append(_open(frames, event, shape, limits, closed_depth))
     except UnicodeDecodeError:
-        # yajl turns some lone surrogate escapes into bytes that are not UTF-8: name the container
-        parts = _path(frames)
-        if frames and frames[-1].array:
-            parts[-1] += 1  # the item being read when the tokenizer failed
-        where = format_path([p for p in parts if p is not None])
-        raise BodyRefusedError(422, f"{where}: a string is not valid Unicode (a lone surrogate escape such as "
-                               f"\\ud800)") from None
+        raise _not_unicode(frames) from None
     except ijson.JSONError as error:
         return str(error).strip().splitlines()[0] if str(error).strip() else "not JSON"
     return None
