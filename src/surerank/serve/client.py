@@ -100,21 +100,28 @@ class _Policy:
         return base * (0.5 + random.random() / 2)  # jitter, so shed clients do not return in step
 
 
-class SureRankClient:
-    """``SureRankClient("http://127.0.0.1:8080").rerank("query", ["doc a", "doc b"], top_n=1)``."""
+class _Connection:
+    """What both clients hold: the httpx client (their own unless one is passed), the retry policy, the
+    default model.  ``_HTTPX_CLASS`` names the httpx client class a subclass makes."""
+
+    _HTTPX_CLASS = "Client"
 
     def __init__(self, base_url: str = "http://127.0.0.1:8080", api_key: str | None = None,
                  model: str | None = None, timeout: float = 30.0, max_retries: int = 3,
                  backoff_s: float = 0.25, max_backoff_s: float = 10.0, http_client: Any = None) -> None:
-        import httpx
+        import httpx  # the serve extra: `import surerank.serve` stays light
 
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.model = model
         self._policy = _Policy(max_retries, backoff_s, max_backoff_s)
         self._own = http_client is None
-        self._http = http_client or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
-                                                 headers=headers)
+        self._http = http_client or getattr(httpx, self._HTTPX_CLASS)(
+            base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
         self._transport_errors = (httpx.TransportError,)
+
+
+class SureRankClient(_Connection):
+    """``SureRankClient("http://127.0.0.1:8080").rerank("query", ["doc a", "doc b"], top_n=1)``."""
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         for attempt in range(self._policy.max_retries + 1):
@@ -162,21 +169,10 @@ class SureRankClient:
         self.close()
 
 
-class AsyncSureRankClient:
+class AsyncSureRankClient(_Connection):
     """The same calls as :class:`SureRankClient`, awaited."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8080", api_key: str | None = None,
-                 model: str | None = None, timeout: float = 30.0, max_retries: int = 3,
-                 backoff_s: float = 0.25, max_backoff_s: float = 10.0, http_client: Any = None) -> None:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.model = model
-        self._policy = _Policy(max_retries, backoff_s, max_backoff_s)
-        self._own = http_client is None
-        self._http = http_client or httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout,
-                                                      headers=headers)
-        self._transport_errors = (httpx.TransportError,)
+    _HTTPX_CLASS = "AsyncClient"
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         for attempt in range(self._policy.max_retries + 1):
