@@ -39,6 +39,7 @@ class Limits:
     naming the limit, never cut silently; a connection over a connection limit is answered 431 / 408 /
     503 and closed (docs/serve.md has the table)."""
 
+    # settings, not engine.runtime's RunStats counters: only the shape of a field list is shared (duplicates)
     max_documents: int = 1000
     max_query_chars: int = 8192
     max_document_chars: int = 100_000
@@ -66,6 +67,7 @@ class Batching:
     ``max_queue_tokens`` waiting tokens) and new ones are shed with 429 + Retry-After.
     """
 
+    # the scheduler's settings, apart from Limits (what a client may send): alike only as field lists
     max_batch_tokens: int = 65_536
     max_batch_requests: int = 64
     max_wait_ms: float = 5.0
