@@ -5,11 +5,12 @@ an artifact fitted for another ranker configuration."""
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import httpx
 import pytest
 
-from serve_support import Server, _cli, server_env
+from serve_support import Server, server_env
 from surerank.eval.datasets import data_root
 
 DL = data_root() / "trec-dl"  # $SURERANK_DATA, else ../shared/data
@@ -18,7 +19,7 @@ DL = data_root() / "trec-dl"  # $SURERANK_DATA, else ../shared/data
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     import surerank
-    from surerank.eval.formats import read_qrels, read_rankgpt_json
+    from surerank.formats import read_qrels, read_rankgpt_json
     from surerank.trust import fit_trust
     from surerank.types import Query
 
@@ -63,8 +64,8 @@ def test_probabilities_and_keep_flags_match_the_artifact(artifact):
 
 def test_artifact_for_another_ranker_is_refused_at_start(artifact):
     path, _, _ = artifact
-    out = subprocess.run([*_cli(), "--model", "cal=bm25", "--option", "cal.k1=2.0", "--option",
-                          f"cal.calibration={path}", "--port", "1", "--no-warmup"],
+    out = subprocess.run([sys.executable, "-m", "surerank", "serve", "--model", "cal=bm25", "--option",
+                          "cal.k1=2.0", "--option", f"cal.calibration={path}", "--port", "1", "--no-warmup"],
                          env=server_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "fitted for another ranker" in out.stderr and "k1" in out.stderr
