@@ -50,8 +50,8 @@ def main() -> None:
 
     from surerank import Reranker
     from surerank.batch import BatchConfig, RayOptions, run_batch
-    from surerank.batch.ray_runner import ray_runtime_env
     from surerank.batch.io import read_rankgpt_queries
+    from surerank.batch.ray_runner import ray_runtime_env
     from surerank.cli._common import parse_options
     from surerank.eval.datasets import trec_dl_paths
 
