@@ -38,13 +38,13 @@ class OverlapRanker(ScoringRanker):
 
 class PassageOverlapRanker(OverlapRanker):
     """OverlapRanker over windows of ``window`` words, through surerank's passage machinery
-    (:class:`~surerank.engine.passages.PassagePolicy`): what ``max_chunks_per_doc`` maps onto, without a model."""
+    (:class:`~surerank.engine.text.passages.PassagePolicy`): what ``max_chunks_per_doc`` maps onto, without a model."""
 
     name = "passage-overlap"
 
     def __init__(self, window: int = 4, long_documents: str = "passages", aggregate: str = "max",
                  max_passages: int | None = None) -> None:
-        from surerank.engine.passages import PassagePolicy
+        from surerank.engine.text.passages import PassagePolicy
 
         self.window = window
         self.policy = PassagePolicy(mode=long_documents, aggregate=aggregate, overlap=0, max_passages=max_passages)

@@ -1,6 +1,6 @@
 """Deprecated path: long documents as passages moved to :mod:`surerank.engine.text.passages`.
 
-Kept for code that imports ``surerank.engine.passages`` (tests/serve_support.py, owned by the serve work).
+Kept for code that imports ``surerank.engine.passages``.
 """
 
 from __future__ import annotations
