@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from surerank.aggregate.fusion import FUSION_METHODS, NORMALISATIONS, fuse
 from surerank.errors import InputError
 from surerank.ranker import BaseRanker
+from surerank.rankers.nested import RankerRef, make_ranker
 from surerank.types import Cost, Query, RankedList
-
-RankerRef = str | Mapping[str, Any] | BaseRanker
 
 
 class FusionRanker(BaseRanker):
@@ -29,8 +28,6 @@ class FusionRanker(BaseRanker):
         weights: Sequence[float] | None = None,
         k: int = 60,
     ) -> None:
-        from surerank.registry import create
-
         if method not in FUSION_METHODS:
             raise InputError(f"fusion: unknown method {method!r}; use one of {', '.join(FUSION_METHODS)}")
         if norm not in NORMALISATIONS:
@@ -41,15 +38,7 @@ class FusionRanker(BaseRanker):
             raise InputError("fusion: 'rankers' needs at least one ranker")
         if weights is not None and len(weights) != len(rankers):
             raise InputError(f"fusion: {len(weights)} weights for {len(rankers)} rankers")
-        self.members: list[BaseRanker] = []
-        for ref in rankers:
-            if isinstance(ref, str):
-                self.members.append(create(ref))
-            elif isinstance(ref, Mapping):
-                options = dict(ref)
-                self.members.append(create(options.pop("name"), **options))
-            else:
-                self.members.append(ref)
+        self.members: list[BaseRanker] = [make_ranker(ref, f"rankers[{i}]") for i, ref in enumerate(rankers)]
         self.method, self.norm, self.weights, self.k = method, norm, weights, k
 
     def describe(self) -> dict[str, Any]:

@@ -12,10 +12,14 @@ queries of one call are encoded once.  Instruction-tuned models (e5, bge) take `
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from surerank.engine.checkpoint.families import POOLINGS
+from surerank.engine.checkpoint.files import read_model_files
+from surerank.engine.checkpoint.locate import resolve_model_dir
 from surerank.engine.runtime.core import RunStats
 from surerank.engine.runtime.ranker_base import EncoderRanker, Prepared
 from surerank.engine.text.tokenize import Sequence, single_sequence
@@ -26,6 +30,16 @@ from surerank.types import Cost, Query, Truncation
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class Encoded:
+    """Embeddings of texts (one row each, in their order) and what embedding them took."""
+
+    vectors: np.ndarray
+    lengths: list[int]  # tokens of each text's model input, special tokens included
+    truncated: dict[int, int]  # position of a text cut to the model's input -> its token count before the cut
+    stats: RunStats
+
+
 class EmbeddingRanker(EncoderRanker):
     """Cosine similarity of mean- (or CLS-) pooled encoder embeddings."""
 
@@ -33,10 +47,6 @@ class EmbeddingRanker(EncoderRanker):
 
     def __init__(self, model: str | None = None, *, query_prefix: str | None = None,
                  passage_prefix: str | None = None, pooling: str | None = None, **options: Any):
-        from surerank.engine.checkpoint.families import POOLINGS
-        from surerank.engine.checkpoint.files import read_model_files
-        from surerank.engine.checkpoint.locate import resolve_model_dir
-
         if pooling not in (None, *POOLINGS):
             raise InputError(f"pooling: {pooling!r} is unknown; choose from {', '.join(POOLINGS)}")
         for name, value in (("query_prefix", query_prefix), ("passage_prefix", passage_prefix)):
@@ -94,10 +104,40 @@ class EmbeddingRanker(EncoderRanker):
                 "query_prefix": self.query_prefix, "passage_prefix": self.passage_prefix,
                 "sources": dict(self.sources)}
 
+    def encode(self, texts: list[str], *, prefix: str | None = None, normalize: bool | None = None) -> Encoded:
+        """One vector per text, made as scoring makes a query's: ``prefix`` (default: the passage prefix) before
+        each, tokenised, its end cut to the model's input, pooled, and unit-normalised when ``normalize`` (default:
+        when the model's similarity is cosine or it normalises itself).  Code that needs this model's embeddings
+        (MBR's ``embedding`` utility) calls this, so the steps and their options live in one place."""
+        prefix = self.passage_prefix if prefix is None else prefix
+        token_ids = self.engine.tokenizer.encode([prefix + t for t in texts])
+        window = self._window()
+        truncated = {i: len(ids) for i, ids in enumerate(token_ids) if len(ids) > window}
+        seqs = [self._cut(ids, window) for ids in token_ids]
+        vectors, stats = self.engine.run_with_stats(seqs)
+        return Encoded(self._normalised(vectors, normalize), [s.length for s in seqs], truncated, stats)
+
+    def _window(self) -> int:
+        """Text tokens one model input holds: the model's length less the template's special tokens."""
+        return self.engine.max_length - self.engine.tokenizer.template.single_specials
+
+    def _cut(self, ids: np.ndarray, window: int) -> Sequence:
+        """One text's model input, its end cut at ``window`` tokens."""
+        return single_sequence(self.engine.tokenizer.template, ids[:window])
+
+    def _normalised(self, vectors: np.ndarray, normalize: bool | None = None) -> np.ndarray:
+        """Unit rows when asked, by default when the similarity is cosine or the model normalises ("dot"
+        without a Normalize module compares raw vectors)."""
+        if normalize is None:
+            normalize = self.similarity == "cosine" or self._files.normalize
+        if not normalize:
+            return vectors
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
     def prepare(self, queries: list[Query]) -> Prepared:
         engine = self.engine
         template = engine.tokenizer.template
-        window = engine.max_length - template.single_specials
+        window = self._window()
 
         # distinct texts, tokenized once in bulk
         texts: dict[str, int] = {}
@@ -113,9 +153,8 @@ class EmbeddingRanker(EncoderRanker):
             ids = token_ids[slot]
             if len(ids) > window:
                 query_truncated[slot] = len(ids)
-                ids = ids[:window]
             seq_of_query[slot] = len(seqs)
-            seqs.append(single_sequence(template, ids))
+            seqs.append(self._cut(ids, window))
         passages_of_doc: dict[int, tuple[int, int]] = {}
         reports: dict[int, Truncation] = {}
         for slot in dict.fromkeys(s for row in d_slots for s in row):
@@ -131,9 +170,7 @@ class EmbeddingRanker(EncoderRanker):
     def finish(self, prepared: Prepared, vectors: np.ndarray, stats: RunStats) -> list[Scores]:
         queries, seqs = prepared.queries, prepared.seqs
         q_slots, d_slots, seq_of_query, query_truncated, passages_of_doc, reports, window = prepared.state
-        if self.similarity == "cosine" or self._files.normalize:  # "dot" without Normalize: raw vectors
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, 1e-12)
+        vectors = self._normalised(vectors)
         info = self._info()
         info["engine"] = stats.as_dict()
 

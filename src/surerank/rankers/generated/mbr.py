@@ -37,28 +37,18 @@ import numpy as np
 
 from surerank.errors import InputError
 from surerank.ranker import BaseRanker, Scores, ScoringRanker
-from surerank.rankers.generated.similarity import STRING_UTILITIES, Utility, callable_utility, string_utility
+from surerank.rankers.generated.similarity import (
+    STRING_UTILITIES,
+    Utility,
+    callable_utility,
+    cosine_matrix,
+    string_utility,
+)
+from surerank.rankers.nested import RankerRef, make_ranker
+from surerank.registry import create
 from surerank.types import Candidate, Cost, Query
 
 logger = logging.getLogger(__name__)
-
-RankerRef = str | Mapping[str, Any] | BaseRanker
-
-
-def make_ranker(ref: RankerRef, what: str) -> BaseRanker:
-    """A ranker from a registered name, a ``{"name": ..., **options}`` mapping, or a ranker object."""
-    from surerank.registry import create
-
-    if isinstance(ref, str):
-        return create(ref)
-    if isinstance(ref, Mapping):
-        options = dict(ref)
-        if not isinstance(options.get("name"), str):
-            raise InputError(f"{what}: a mapping needs a string field 'name' (the registered ranker)")
-        return create(options.pop("name"), **options)
-    if hasattr(ref, "rank_many"):
-        return ref  # type: ignore[return-value]
-    raise InputError(f"{what}: expected a ranker name, a mapping with 'name', or a ranker, got {type(ref).__name__}")
 
 
 # ------------------------------------------------------------------------------------------------ backends
@@ -123,30 +113,13 @@ class _EmbeddingBackend(_Backend):
         self.ranker = ranker
 
     def prepare(self, queries: list[Query], pools: list[list[str]]) -> tuple[Any, list[Cost]]:
-        from surerank.engine.text.tokenize import single_sequence
-
-        engine = self.ranker.engine
-        template = engine.tokenizer.template
-        window = engine.max_length - template.single_specials
-        prefix = getattr(self.ranker, "passage_prefix", "")
         distinct = list(dict.fromkeys(t for pool in pools for t in pool))
-        embedded: dict[str, np.ndarray] = {}
-        truncated: dict[str, int] = {}
         if not distinct:
-            return (embedded, truncated), [Cost() for _ in pools]
-        token_ids = engine.tokenizer.encode([prefix + t for t in distinct])
-        seqs = []
-        for text, ids in zip(distinct, token_ids):
-            if len(ids) > window:
-                truncated[text] = len(ids) - window
-                ids = ids[:window]
-            seqs.append(single_sequence(template, ids))
-        vectors, _ = engine.run_with_stats(seqs)
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        lengths = {}
-        for text, vector, seq in zip(distinct, vectors, seqs):
-            embedded[text] = vector.astype(np.float64)
-            lengths[text] = seq.length
+            return ({}, set()), [Cost() for _ in pools]
+        encoded = self.ranker.encode(distinct, normalize=True)  # cosine, whatever the model's own similarity
+        embedded = {text: vector.astype(np.float64) for text, vector in zip(distinct, encoded.vectors)}
+        lengths = dict(zip(distinct, encoded.lengths))
+        truncated = {distinct[i] for i in encoded.truncated}
         # each query pays for its own distinct texts (a text shared by two queries is counted in both)
         return (embedded, truncated), [Cost(calls=len(set(pool)), prompt_tokens=sum(lengths[t] for t in set(pool)))
                                        for pool in pools]
@@ -160,7 +133,7 @@ class _EmbeddingBackend(_Backend):
         return sum(1 for t in set(texts) if t in state[1])
 
     def block(self, hyps: list[Any], refs: list[Any]) -> tuple[np.ndarray, Cost]:
-        return np.asarray(hyps) @ np.asarray(refs).T, Cost()
+        return cosine_matrix(hyps, refs), Cost()
 
     def against_aggregate(self, hyps: list[Any], refs: list[Any]) -> np.ndarray:
         # mean_j <h, r_j> = <h, mean_j r_j>: the aggregate reference gives the exact expected cosine
@@ -316,8 +289,6 @@ class MBRRanker(ScoringRanker):
         if isinstance(utility, str) and utility in STRING_UTILITIES:
             backend = _StringBackend(string_utility(utility, **options))
         elif utility == "embedding":
-            from surerank.registry import create
-
             backend = _EmbeddingBackend(create("embedding", **options))
         elif isinstance(utility, str) and utility.startswith("ranker:"):
             backend = _RankerBackend(make_ranker({"name": utility.split(":", 1)[1], **options}, "utility"))

@@ -25,7 +25,9 @@ import numpy as np
 
 from surerank.errors import InputError
 from surerank.ranker import BaseRanker
-from surerank.rankers.generated.mbr import RankerRef, make_ranker
+from surerank.rankers.nested import RankerRef, make_ranker
+from surerank.registry import create
+from surerank.storage import atomic_write_json
 from surerank.types import Cost, Query, RankedList
 
 logger = logging.getLogger(__name__)
@@ -82,9 +84,7 @@ class QERanker(BaseRanker):
                 raise InputError(f"weights: {missing} are not features of this ranker ({', '.join(self.features)})")
         self.mbr_ranker: BaseRanker | None = None
         if "mbr" in self.features:
-            from surerank.rankers.generated.mbr import MBRRanker
-
-            self.mbr_ranker = MBRRanker(**self.mbr_options)
+            self.mbr_ranker = create("mbr", **self.mbr_options)
         self.fit_report: dict[str, Any] = saved.get("fit", {})
 
     def describe(self) -> dict[str, Any]:
@@ -185,7 +185,8 @@ class QERanker(BaseRanker):
         return probe
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the weights and the feature configuration as JSON (``Reranker("qe", weights=path)`` reads it)."""
+        """Write the weights and the feature configuration as JSON (``Reranker("qe", weights=path)`` reads it),
+        atomically: a ranker loading it meanwhile reads the old file or the new one, never half."""
         if self.weights is None:
             raise InputError("save: this ranker has no weights (fit it first)")
         bad = [r for r in self.qe_refs if not isinstance(r, (str, Mapping))]
@@ -197,7 +198,7 @@ class QERanker(BaseRanker):
                   "config": {"qe": [r if isinstance(r, str) else dict(r) for r in self.qe_refs],
                              "mbr": self.mbr_options, "logprob_field": self.logprob_field},
                   "fit": self.fit_report}
-        Path(path).write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_json(path, record, indent=2)
 
 
 def load_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -292,7 +293,7 @@ def _coordinate_ascent(z: list[np.ndarray], labels: list[np.ndarray], passes: in
 
 def _logistic(z: list[np.ndarray], labels: list[np.ndarray], l2: float) -> np.ndarray:
     """L2 logistic regression of "is a best candidate of its list"; lists where all are equally good are skipped."""
-    from scipy.optimize import minimize
+    from scipy.optimize import minimize  # lazy: ~0.7 s to import, and only this fit method needs it
 
     rows, ys = [], []
     for m, lab in zip(z, labels):
