@@ -9,21 +9,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import Stemmer  # PyStemmer
 
 from surerank.errors import InputError
 from surerank.ranker import Scores, ScoringRanker
+from surerank.storage import atomic_open, atomic_write_text, durable_replace, fsync_file
 from surerank.types import Candidate, Query
 
 logger = logging.getLogger(__name__)
 
 
 def _bm25s() -> Any:
-    """Import bm25s lazily; it sets its own logger to DEBUG on import, so hand the level back to the app."""
+    """Import bm25s lazily (half a second, and only BM25 needs it); it sets its own logger to DEBUG on import, so
+    hand the level back to the app."""
     import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.NOTSET)
@@ -37,8 +41,6 @@ class _Analyzer:
         self.stopwords = stopwords or []
         self.stemmer = None
         if stemmer:
-            import Stemmer  # PyStemmer, a dependency
-
             self.stemmer = Stemmer.Stemmer(stemmer)
 
     def tokenize(self, texts: list[str], return_ids: bool = True) -> Any:
@@ -65,9 +67,10 @@ class CorpusStats:
         return float(np.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5)))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps({"format": "surerank-bm25-stats/1", "n_docs": self.n_docs,
-                                          "avg_length": self.avg_length, "config": self.config,
-                                          "df": self.df}))
+        """Write the statistics as JSON, atomically: a reader never sees half a file."""
+        atomic_write_text(path, json.dumps({"format": "surerank-bm25-stats/1", "n_docs": self.n_docs,
+                                            "avg_length": self.avg_length, "config": self.config,
+                                            "df": self.df}))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CorpusStats:
@@ -215,10 +218,18 @@ class BM25Index:
         return out
 
     def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write the index (bm25s's arrays in ``bm25s/``, ``corpus.jsonl``, ``config.json``); every file appears
+        whole.  bm25s writes its files in place, so it writes them into a temporary folder beside them, and each
+        is renamed over its target from there."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.model.save(str(d / "bm25s"))
-        with (d / "corpus.jsonl").open("w", encoding="utf-8") as handle:
+        with tempfile.TemporaryDirectory(dir=d, prefix=".bm25s.") as staging:
+            self.model.save(staging)
+            (d / "bm25s").mkdir(exist_ok=True)
+            for written in sorted(Path(staging).iterdir()):
+                fsync_file(written)
+                durable_replace(written, d / "bm25s" / written.name)
+        with atomic_open(d / "corpus.jsonl") as handle:
             for c in self.corpus:
                 handle.write(json.dumps({"id": c.id, "text": c.text}) + "\n")
-        (d / "config.json").write_text(json.dumps(self.config))
+        atomic_write_text(d / "config.json", json.dumps(self.config))
