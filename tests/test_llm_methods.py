@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from surerank import Query, Reranker
 from surerank.errors import InputError
-from surerank.rankers.llm.jointrank import _connected, block_design
+from surerank.rankers.llm.jointrank import block_design, connected
 from surerank.rankers.llm.listwise import window_starts
 from surerank.rankers.llm.pairwise import sample_pairs
 from surerank.testing.judge import Judge, JudgeBackend
@@ -44,7 +44,7 @@ def test_jointrank_design_puts_every_item_in_r_blocks_and_is_connected(n, block,
     assert sum(c - replicas for c in counts.values()) <= (replicas if block == 2 and n % 2 else 0)
     assert all(2 <= len(b) <= block for b in blocks)
     if replicas >= 2:
-        assert _connected(n, blocks)
+        assert connected(n, blocks)
 
 
 @settings(max_examples=100, deadline=None)

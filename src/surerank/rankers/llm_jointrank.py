@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import warnings
 
-from surerank.rankers.llm.jointrank import JointRankLLMRanker, block_design
+from surerank.rankers.llm.jointrank import JointRankLLMRanker, block_design, connected
 
 warnings.warn("surerank.rankers.llm_jointrank moved to surerank.rankers.llm.jointrank",
               DeprecationWarning, stacklevel=2)
 
-__all__ = ["JointRankLLMRanker", "block_design"]
+__all__ = ["JointRankLLMRanker", "block_design", "connected"]

@@ -28,7 +28,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from surerank.engine.checkpoint.locate import resolve_model_dir
+from surerank.engine.checkpoint.transformers_load import dtype_option, load_complete, refuse_remote_code
+from surerank.engine.onnx.calibration import CALIBRATION_TEXTS
 from surerank.engine.onnx.export import ExportParityError
+from surerank.engine.onnx.graph_io import available_cpus, cpu_session_options
+from surerank.engine.onnx.seq2seq import first_step_graph, padded
 from surerank.errors import InputError, MissingDependencyError
 from surerank.ranker import Scores, ScoringRanker
 from surerank.types import Cost, Query, Truncation
@@ -143,8 +148,6 @@ class T5Ranker(ScoringRanker):
             import transformers
         except ImportError as exc:
             raise MissingDependencyError.for_extra("torch/transformers", "torch", "the t5-reranker") from exc
-        from surerank.engine.checkpoint.transformers_load import dtype_option, load_complete, refuse_remote_code
-
         self._torch = torch
         if model_obj is None or tokenizer_obj is None:
             if model is None:
@@ -178,9 +181,6 @@ class T5Ranker(ScoringRanker):
                 raise MissingDependencyError.for_extra(module, "torch", "the t5-reranker")
         import transformers
 
-        from surerank.engine.checkpoint.locate import resolve_model_dir
-        from surerank.engine.checkpoint.transformers_load import refuse_remote_code
-
         self._directory = resolve_model_dir(model)
         refuse_remote_code(str(self._directory), self.trust_remote_code)
         options: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
@@ -203,10 +203,6 @@ class T5Ranker(ScoringRanker):
     def _load_graph(self) -> None:
         """Export (or reuse) the checked first-step graph and open an ONNX Runtime session on it."""
         import onnxruntime as ort
-
-        from surerank.engine.onnx.calibration import CALIBRATION_TEXTS
-        from surerank.engine.onnx.graph_io import available_cpus, cpu_session_options
-        from surerank.engine.onnx.seq2seq import first_step_graph
 
         texts = list(CALIBRATION_TEXTS)
         calibration = [self._encode(texts[i], texts[(i + 7) % len(texts)])[0] for i in range(len(texts))]
@@ -255,8 +251,6 @@ class T5Ranker(ScoringRanker):
 
     def _formula_logits(self, rows: list[list[int]]) -> np.ndarray:
         """The first decoder step's logits of the formula's tokens (``self._columns``), ``[len(rows), k]``."""
-        from surerank.engine.onnx.seq2seq import padded
-
         feed = padded(rows, self._pad_id())
         if self.backend == "onnx":
             return np.asarray(self._session.run(None, feed)[0], dtype=np.float64)

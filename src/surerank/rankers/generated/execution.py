@@ -40,9 +40,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from surerank.errors import InputError
+from surerank.llm import make_backend
+from surerank.llm.types import LLMRequest
 from surerank.ranker import Scores, ScoringRanker
 from surerank.rankers.generated import exec_harness
 from surerank.rankers.generated.code_tests import CodeTest, docstring_examples, is_literal_call, perturbed_inputs
+from surerank.sandbox import Limits, Sandbox, SqlLimits, run_sql_many
 from surerank.types import Cost, Query
 
 logger = logging.getLogger(__name__)
@@ -94,8 +97,6 @@ class ExecutionRanker(ScoringRanker):
         backend: Any = None,
         **backend_options: Any,
     ) -> None:
-        from surerank.sandbox import Limits, Sandbox
-
         if method not in METHODS:
             raise InputError(f"method: must be one of {', '.join(METHODS)}, got {method!r}")
         if tests is not None and (isinstance(tests, str) or not all(isinstance(t, str) for t in tests)):
@@ -113,8 +114,6 @@ class ExecutionRanker(ScoringRanker):
         self._generation_report: dict[str, dict[str, Any]] = {}  # per query id, for info and the one warning
         self.backend = None
         if backend is not None:
-            from surerank.llm import make_backend
-
             self.backend = make_backend(backend, **backend_options)
         limits = Limits(wall_seconds=wall_seconds, cpu_seconds=max(1, int(wall_seconds)),
                         memory_bytes=memory_mb * 2**20)
@@ -158,8 +157,6 @@ class ExecutionRanker(ScoringRanker):
 
     def _generated_tests(self, query: Query, entry: str, known: set[str]) -> list[CodeTest]:
         """CodeT's test generation: ask the LLM for asserts, keep those that parse as a literal call of ``entry``."""
-        from surerank.llm.types import LLMRequest
-
         request = LLMRequest.chat(TEST_PROMPT.format(n=self.generate_tests, entry=entry, prompt=query.text),
                                   max_tokens=64 * self.generate_tests)
         response = self.backend.generate([request])[0]
@@ -387,8 +384,6 @@ class SqlExecutionRanker(ScoringRanker):
         return [self._score_query(query) for query in queries]
 
     def _score_query(self, query: Query) -> Scores:
-        from surerank.sandbox import SqlLimits, run_sql_many
-
         database = query.metadata.get("database") or self.database
         if not database:
             raise InputError(f"query {query.id!r}: database is needed (database= or query.metadata['database'])")

@@ -21,7 +21,8 @@ from surerank.rankers.llm.listwise import rank_windows
 from surerank.types import Query
 
 
-def _connected(n: int, blocks: list[list[int]]) -> bool:
+def connected(n: int, blocks: list[list[int]]) -> bool:
+    """Whether the blocks link all ``n`` items (union-find): only then is one global order identifiable."""
     parent = list(range(n))
 
     def find(x: int) -> int:
@@ -63,7 +64,7 @@ def block_design(n: int, block_size: int, replicas: int, seed: int = 0, max_trie
                     # the extra appearances never spread to every item
                     block.append(0 if block[0] != 0 else 1)
                 blocks.append(block)
-        if replicas == 1 or _connected(n, blocks):
+        if replicas == 1 or connected(n, blocks):
             return blocks
     return blocks
 
