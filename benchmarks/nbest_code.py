@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from surerank.rankers.execution import ExecutionRanker
+from surerank.rankers.generated.execution import ExecutionRanker
 
 from surerank.trust.calibration import fit_calibrator
 from surerank.trust.calibration_metrics import expected_calibration_error
