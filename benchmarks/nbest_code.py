@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from surerank.rankers.generated.execution import ExecutionRanker
 
+from surerank.rankers.generated.execution import ExecutionRanker
 from surerank.trust.calibration import fit_calibrator
 from surerank.trust.calibration_metrics import expected_calibration_error
 from surerank.types import Candidate, Query
