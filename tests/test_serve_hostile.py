@@ -86,6 +86,9 @@ class Probe:
 
     def check(self, max_growth_mib: float) -> None:
         assert self.latencies, "the probe never ran"
+        # the figures behind the assertions, for `pytest -s` (the closing note quotes them)
+        print(f"\n  /health: {len(self.latencies)} probes, slowest {max(self.latencies) * 1000:.0f} ms; "
+              f"RSS {self.before:.0f} MiB, growth {self.growth_mib:.1f} MiB (bound {max_growth_mib} MiB)")
         assert not self.failures, self.failures
         assert max(self.latencies) < 1.0, max(self.latencies)
         assert self.growth_mib < max_growth_mib, (self.before, max(self.rss))
