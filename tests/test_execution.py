@@ -329,6 +329,8 @@ def test_hostile_sql_changes_nothing_reaches_no_other_file_and_never_grows_the_c
     for name, (status, detail, rows) in zip(names, report["results"]):
         want_status, want_detail = HOSTILE_SQL[name][1], HOSTILE_SQL[name][2]
         assert status == want_status and want_detail in detail and rows == [], (name, status, detail)
+    print(f"\n  caller's peak RSS grew {report['grew_kb'] / 1024:.1f} MiB over {len(names)} hostile queries: "
+          + ", ".join(f"{n}: {r[0]}" for n, r in zip(names, report["results"], strict=True)))
     assert report["grew_kb"] < 200 * 1024
     assert _folder_state(shop.parent) == before_db and _folder_state(other.parent) == before_other
     assert not created.exists() and not copy.exists()
