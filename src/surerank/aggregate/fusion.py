@@ -4,10 +4,16 @@ Conventions follow the literature and ranx: RRF gives a document ``w / (k + rank
 appears in (rank from 1, k = 60); CombSUM sums normalised scores; CombMNZ multiplies that sum by
 the number of lists the document appears in.  Min-max normalisation maps each list to [0, 1]
 (denominator floored at 1e-9); z-score uses the population standard deviation.
+
+Exact ties of the fused score (RRF of two lists that disagree ties by construction) are broken by
+:func:`fused_order`: by the members' own scores, the member of largest weight first (equal weights: the one
+listed first), and only then by the input order, so the order never depends on how the input was sorted
+unless every member ties too.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -82,3 +88,23 @@ def fuse_runs(
         qid: fuse([run.get(qid, {}) for run in runs], method=method, norm=norm, weights=weights, k=k)
         for qid in qids
     }
+
+
+def fused_order(ids: Sequence[str], fused: ScoreList, lists: Sequence[ScoreList],
+                weights: Sequence[float] | None = None) -> tuple[list[str], int]:
+    """``ids`` best first by fused score; exact ties broken by each member's score in order of precedence (largest
+    ``|weight|`` first, equal weights in the order listed; a member lacking a document ranks it last), then by
+    position in ``ids``.  Also returns how many groups of tied fused scores there were (said in a list's info)."""
+    weights = [1.0] * len(lists) if weights is None else list(weights)
+    precedence = sorted(range(len(lists)), key=lambda m: -abs(weights[m]))
+    position = {doc: i for i, doc in enumerate(ids)}
+
+    def key(doc: str) -> tuple[float, ...]:
+        members = tuple(-float(lists[m].get(doc, -math.inf)) for m in precedence)
+        return (-float(fused[doc]), *members, float(position[doc]))
+
+    order = sorted(ids, key=key)
+    values = [float(fused[doc]) for doc in order]
+    starts = {i for i in range(1, len(values)) if values[i] == values[i - 1]}  # each tied pair's second member
+    groups = sum(1 for i in starts if i - 1 not in starts)
+    return order, groups

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "serve": "surerank.cli.serve",
     "robustness": "surerank.cli.robustness",
     "report": "surerank.cli.report",
+    "train": "surerank.cli.train",
 }
 
 EPILOG = """examples:

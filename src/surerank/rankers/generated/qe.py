@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from surerank.aggregate.search import GRID as GRID  # the grid the fit searches, still importable from here
+from surerank.aggregate.search import coordinate_ascent
 from surerank.errors import InputError
 from surerank.ranker import BaseRanker
 from surerank.rankers.nested import RankerRef, make_ranker
@@ -36,8 +38,6 @@ FORMAT = "surerank-qe-weights"
 EXTRA_FEATURES = ("logprob", "length", "length_ratio", "mbr")
 NORMALISATIONS = ("zscore", "minmax", "none")
 FIT_METHODS = ("coordinate-ascent", "logistic")
-#: Weight values coordinate ascent tries for one feature (features are per-list normalised: scale is shared).
-GRID = np.concatenate([-np.geomspace(10.0, 0.01, 13), [0.0], np.geomspace(0.01, 10.0, 13)])
 
 
 class QERanker(BaseRanker):
@@ -159,8 +159,9 @@ class QERanker(BaseRanker):
 
         ``gold``: ``{query id: {candidate id: value}}``; without it, each candidate's ``metadata[label_field]``.
         ``method``: ``"coordinate-ascent"`` maximises the mean gold value of the selected (top) candidate directly,
-        one weight at a time over a grid; ``"logistic"`` fits a logistic regression of "is a best candidate of its
-        list" on the normalised features (L2 ``l2``).  ``options`` are the ranker's (``qe``, ``features``, ...).
+        one weight at a time over a grid (:func:`surerank.aggregate.search.coordinate_ascent`); ``"logistic"``
+        fits a logistic regression of "is a best candidate of its list" on the normalised features (L2 ``l2``).
+        ``options`` are the ranker's (``qe``, ``features``, ...).
         """
         if method not in FIT_METHODS:
             raise InputError(f"method: must be one of {', '.join(FIT_METHODS)}, got {method!r}")
@@ -172,7 +173,10 @@ class QERanker(BaseRanker):
         labels = [_gold(q, gold, label_field) for q in queries]
         matrices, _ = probe.feature_matrices(queries)
         z = [normalise_columns(m, probe.normalise) for m in matrices]
-        w = _coordinate_ascent(z, labels, passes) if method == "coordinate-ascent" else _logistic(z, labels, l2)
+        if method == "coordinate-ascent":
+            w, _ = coordinate_ascent(lambda trial: _objective(z, labels, trial), len(probe.features), passes=passes)
+        else:
+            w = _logistic(z, labels, l2)
         probe.weights = dict(zip(probe.features, w.tolist()))
         singles = {f: _objective(z, labels, np.eye(len(probe.features))[k]) for k, f in enumerate(probe.features)}
         probe.fit_report = {
@@ -267,28 +271,6 @@ def _gold(query: Query, gold: Mapping[str, Mapping[str, float]] | None, field: s
 def _objective(z: list[np.ndarray], labels: list[np.ndarray], w: np.ndarray) -> float:
     """Mean gold value of the selected candidate (the first on tied scores, as the ranked list orders it)."""
     return float(np.mean([lab[int(np.argmax(m @ w))] for m, lab in zip(z, labels)]))
-
-
-def _coordinate_ascent(z: list[np.ndarray], labels: list[np.ndarray], passes: int) -> np.ndarray:
-    """Start from the best single feature, then improve one weight at a time over :data:`GRID` until stable."""
-    k = z[0].shape[1]
-    starts = [np.eye(k)[f] for f in range(k)]
-    w = max(starts, key=lambda s: _objective(z, labels, s))
-    best = _objective(z, labels, w)
-    for _ in range(passes):
-        improved = False
-        for f in range(k):
-            for value in GRID:
-                trial = w.copy()
-                trial[f] = value
-                if not trial.any():
-                    continue
-                score = _objective(z, labels, trial)
-                if score > best + 1e-12:
-                    best, w, improved = score, trial, True
-        if not improved:
-            break
-    return w / np.abs(w).max()
 
 
 def _logistic(z: list[np.ndarray], labels: list[np.ndarray], l2: float) -> np.ndarray:
