@@ -22,8 +22,8 @@ from pathlib import Path
 
 def ndcg10(run: dict[str, dict[str, float]], collections: list[str]) -> str:
     from surerank.eval.datasets import trec_dl_paths
-    from surerank.eval.formats import read_qrels
     from surerank.eval.metrics import evaluate
+    from surerank.formats import read_qrels
 
     parts = []
     for name in collections:

@@ -77,8 +77,8 @@ def ndcg_table(tmp: Path) -> None:
     from surerank.engine.onnx.drift import measure_drift
     from surerank.engine.quantize.recipes import quantize_graph
     from surerank.eval.datasets import load_trec_dl
-    from surerank.eval.formats import lists_to_run
     from surerank.eval.metrics import evaluate
+    from surerank.formats import lists_to_run
 
     files = read_model_files(default_model_dir())
     fp32 = built_graph(files, "mean", "fp32")

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from surerank.eval.datasets import load_trec_dl
-from surerank.eval.report import read_robustness
-from surerank.eval.robustness import CHECKS, TYPO_KINDS, RobustnessConfig, format_table, run_robustness
 from surerank.ranker import BaseRanker
 from surerank.registry import create
+from surerank.robustness import CHECKS, TYPO_KINDS, RobustnessConfig, RobustnessResult, format_table, run_robustness
+from surerank.storage import atomic_write_json
 from surerank.types import Query, RankedList
 
 KNOWN_FIRST_STAGE = {"dl19": 0.5058, "dl20": 0.4796}
@@ -90,23 +90,23 @@ def main() -> None:
         start = time.perf_counter()
         result = run_robustness(ranker, queries, qrels, config, dataset=args.dataset,
                                 progress=lambda message, n=name: logging.info("%s: %s", n, message))
-        result["ranker"] = name
-        result["pairs_scored"] = ranker.pairs
-        result["pairs_per_s"] = ranker.pairs / max(ranker.seconds, 1e-9)
+        result.ranker = name
+        result.extra["pairs_scored"] = ranker.pairs
+        result.extra["pairs_per_s"] = ranker.pairs / max(ranker.seconds, 1e-9)
         path = args.out_dir / f"robustness-{args.dataset}-{name}.json"
-        read_robustness(result, str(path))  # the shape `surerank report --robustness` reads
-        path.write_text(json.dumps(result, indent=1))
+        atomic_write_json(path, result.to_dict(), indent=1)
+        RobustnessResult.from_dict(json.loads(path.read_text()), where=str(path))  # what `surerank report` reads
         results.append(result)
         lines.append(f"{name}: {ranker.pairs} pairs in {time.perf_counter() - start:.0f} s "
-                     f"({result['pairs_per_s']:.0f} pairs/s)")
+                     f"({result.extra['pairs_per_s']:.0f} pairs/s)")
         print(lines[-1], flush=True)
     print()
     print(format_table(results))
-    if results and "depth" in results[0]:
-        first = results[0]["depth"]["first_stage"]
+    if results and results[0].depth is not None and results[0].depth.first_stage:
+        first = results[0].depth.first_stage
         print(f"\nanchor: first-stage BM25 nDCG@10 {first:.4f} (known figure "
               f"{KNOWN_FIRST_STAGE[args.dataset]:.4f}); clean nDCG@10 / anchor: "
-              + ", ".join(f"{r['ranker']} {r['clean']['nDCG@10'] / first:.3f}" for r in results))
+              + ", ".join(f"{r.ranker} {r.clean.ndcg / first:.3f}" for r in results if r.clean.ndcg is not None))
     print(f"JSON written to {args.out_dir}/")
 
 

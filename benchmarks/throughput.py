@@ -511,7 +511,7 @@ def main() -> int:
                          "peak_mb": mem or None, "ndcg10": r.get("ndcg10"),
                          "mfu": r["tflops_per_s"] / args.peak_tflops if "tflops_per_s" in r else None})
     if args.json:
-        from surerank.eval.report import ThroughputTable
+        from surerank.report import ThroughputTable
 
         table = ThroughputTable(rows=rows, rate="pairs_per_s").to_dict()
         ThroughputTable.from_dict(table, str(args.json))  # exactly what `surerank report --throughput` reads

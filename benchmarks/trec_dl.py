@@ -24,8 +24,8 @@ import time
 from surerank import Reranker
 from surerank.aggregate.fusion import fuse_runs
 from surerank.eval.datasets import load_trec_dl
-from surerank.eval.formats import lists_to_run
 from surerank.eval.metrics import evaluate, paired_test
+from surerank.formats import lists_to_run
 
 FIRST = "first-stage"
 # (key, label, ranker, options); "{precision}" in a label becomes the precision the ranker resolved
@@ -135,7 +135,7 @@ def main() -> None:
     print("\n* p < 0.05, paired t-test against the first-stage BM25 order; "
           "a fusion's pairs/s counts the time of its members")
     if args.json:  # a surerank.throughput table (what `surerank report --throughput` reads), nDCG@10 beside
-        from surerank.eval.report import ThroughputTable
+        from surerank.report import ThroughputTable
 
         clean = [{"name": row["ranker"], **{k: None if v != v else v for k, v in row.items() if k != "key"}}
                  for row in rows]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from surerank.eval.datasets import load_trec_dl
-from surerank.eval.report import TrustFigures
+from surerank.report import TrustFigures
 from surerank.trust.abstention import (
     LinearConfidence,
     LogisticConfidence,
