@@ -7,7 +7,7 @@ import pytest
 
 from surerank import Query, Reranker
 from surerank.errors import InputError
-from surerank.eval.formats import read_corpus, read_smart_queries
+from surerank.formats import read_corpus, read_smart_queries
 from surerank.rankers.bm25 import BM25Index, CorpusStats
 
 
