@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from surerank import InputError, Reranker
 from surerank.aggregate.fusion import fuse, fuse_runs
-from surerank.eval.formats import lists_to_run
+from surerank.formats import lists_to_run
 
 RANX_NAMES = {"rrf": "rrf", "combsum": "sum", "combmnz": "mnz"}
 RANX_NORMS = {"minmax": "min-max", "zscore": "zmuv"}

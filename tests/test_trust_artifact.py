@@ -189,7 +189,7 @@ def test_isotonic_lengths_and_data_driven_model_are_checked():
 
 
 def _slice(tmp_path: Path, year: int, n: int, depth: int = 20) -> Path:
-    from surerank.eval.formats import read_rankgpt_json
+    from surerank.formats import read_rankgpt_json
 
     rows = [{"qid": q.id, "query": q.text, "candidates": [{"id": c.id, "text": c.text}
                                                            for c in q.candidates[:depth]]}
@@ -302,7 +302,7 @@ def _two_layer_model(target: Path) -> Path:
 def test_artifact_travels_across_threads_batch_size_path_and_process(tmp_path):
     pytest.importorskip("onnxruntime")
     import surerank
-    from surerank.eval.formats import read_queries
+    from surerank.formats import read_queries
 
     try:
         # fp32 named: a batch size over 1 makes int8 (the default's choice for this model) batch-dependent
@@ -312,7 +312,7 @@ def test_artifact_travels_across_threads_batch_size_path_and_process(tmp_path):
         pytest.skip(f"embedding ranker unavailable: {error}")
     fit_file, apply_file = _slice(tmp_path, 20, 6, depth=15), _slice(tmp_path, 19, 3, depth=15)
     fit_lists = fitted_with.rank_many(read_queries(fit_file))
-    from surerank.eval.formats import read_qrels
+    from surerank.formats import read_qrels
 
     artifact = fit_trust(fit_lists, read_qrels(DATA / "qrels.dl20-passage.txt"), fitted_with.describe(),
                          calibration="platt", abstention="max", abstain_rate=0.2)

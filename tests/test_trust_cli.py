@@ -30,7 +30,7 @@ def calibrate_main(argv: list[str]) -> int:
 
 
 def first_stage_lists(year: int, limit: int) -> list[RankedList]:
-    from surerank.eval.formats import read_rankgpt_json
+    from surerank.formats import read_rankgpt_json
 
     queries = read_rankgpt_json(DATA / f"dl{year}-bm25-top100.json")[:limit]
     return [RankedList.from_scores(q, [c.metadata["bm25_score"] for c in q.candidates], ranker="bm25")
@@ -38,7 +38,7 @@ def first_stage_lists(year: int, limit: int) -> list[RankedList]:
 
 
 def test_calibrate_from_a_run_file_then_apply_and_score(tmp_path, capsys):
-    from surerank.eval.formats import read_qrels, write_jsonl, write_run
+    from surerank.formats import read_qrels, write_jsonl, write_run
 
     write_run(tmp_path / "dl20.run", first_stage_lists(20, 54), tag="bm25")
     artifact = tmp_path / "bm25.trust.json"
@@ -118,7 +118,7 @@ def test_calibrate_with_the_real_embedding_ranker(tmp_path):
     """A 4-query x 10-candidate slice of DL20 through the embedding ranker, then applied to DL19."""
     pytest.importorskip("onnxruntime")
     import surerank
-    from surerank.eval.formats import read_rankgpt_json
+    from surerank.formats import read_rankgpt_json
 
     try:
         ranker = surerank.Reranker("embedding")
@@ -148,7 +148,7 @@ def test_calibrate_with_the_real_embedding_ranker(tmp_path):
 def test_rerank_with_trust_then_eval_reports_it(tmp_path, capsys):
     """The real command line: calibrate (bm25 over a DL20 slice) → rerank --trust → eval of the JSONL."""
     from surerank.cli import main
-    from surerank.eval.formats import read_rankgpt_json
+    from surerank.formats import read_rankgpt_json
 
     def slice_file(year: int, n: int) -> Path:
         rows = [{"qid": q.id, "query": q.text, "candidates": [{"id": c.id, "text": c.text}
