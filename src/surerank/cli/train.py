@@ -1,4 +1,14 @@
-"""``surerank train --fusion``: learn fusion weights on a dev split and write them as a JSON document.
+"""``surerank train``: learn from your own lists.  ``--student`` trains a reranker model (``surerank[train]``),
+``--fusion`` fits the weights of a fusion of rankers.
+
+``--student cross-encoder|bi-encoder`` distils a teacher (``--teacher``, any ranker spec: its scores of the
+lists are cached in the work folder and reused by a resumed run) and/or learns from judgments (``--qrels``),
+on sentence-transformers' trainers, starting from ``--model`` (default: the embedded all-MiniLM-L6-v2).  The
+model folder it writes carries ``training_card.json`` and loads with ``Reranker("cross-encoder"|"embedding",
+model=DIR)``.  Started again after a kill, it resumes from the last checkpoint in ``OUTPUT.work``.  A collapsed
+student is not saved: the command says why and exits 1.  See docs/train.md.
+
+``--fusion``: learn fusion weights on a dev split and write them as a JSON document.
 
 Each member ranker (``--rankers``, a JSON list of names or ``{"name": ..., **options}``) scores the dev queries
 once, or ``--run`` gives its scores already (one TREC run per member, in the same order: nothing is scored);
@@ -19,9 +29,14 @@ from surerank.cli._common import DATASETS, echo
 from surerank.errors import InputError
 from surerank.eval.datasets import dataset_file
 from surerank.formats import read_qrels, read_queries, read_run
+from surerank.train.config import STUDENTS, TrainConfig
 from surerank.train.fusion import fit_fusion, member_runs
+from surerank.train.model import TrainingCollapsedError, train_model
 
 EXAMPLES = """examples:
+  surerank train --student bi-encoder --input dl19 --teacher '{"name": "embedding", "model": "all-mpnet-base-v2"}' \\
+      --loss kl --temperature 0.05 --epochs 2 --output minilm-distilled
+  surerank train --student cross-encoder --input lists.json --qrels my.qrels --loss bce --output my-reranker
   surerank train --fusion --input dl19 --qrels dl19 --method combsum --norm zscore \\
       --rankers '[{"name": "bm25", "idf": "background"}, "embedding"]' --output hybrid.weights.json
   surerank rerank --input dl20 --qrels dl20 --ranker fusion -o weights=hybrid.weights.json --output dl20.run
@@ -32,25 +47,91 @@ EXAMPLES = """examples:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "train", help="learn from judgments: fusion weights fitted on a dev split (--fusion)",
+        "train", help="learn from your lists: a reranker model (--student) or fusion weights (--fusion)",
         description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fusion", action="store_true", required=True,
-                   help="fit the weights of a fusion of rankers (the one kind of training so far)")
-    p.add_argument("--rankers", required=True,
-                   help='the members, a JSON list: names or {"name": ..., options}; recorded in the file')
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--student", choices=STUDENTS, help="train a reranker model of this kind")
+    what.add_argument("--fusion", action="store_true", help="fit the weights of a fusion of rankers")
+    p.add_argument("--rankers", help='--fusion: the members, a JSON list: names or {"name": ..., options}')
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", type=Path, help="dev queries + candidates (RankGPT JSON or JSONL), or dl19/dl20")
+    src.add_argument("--input", type=Path, help="queries + first-stage candidates (RankGPT JSON or JSONL), "
+                                                "or dl19/dl20")
     src.add_argument("--run", type=Path, action="append",
-                     help="a member's scored TREC run, once per member in --rankers order (nothing is scored)")
-    p.add_argument("--qrels", type=Path, required=True, help="TREC qrels of the dev queries, or dl19/dl20")
+                     help="--fusion: a member's scored TREC run, once per member in --rankers order")
+    p.add_argument("--qrels", type=Path, help="TREC qrels (or dl19/dl20): --fusion's dev judgments; a "
+                                              "student's labels (bce, mnrl) or dev nDCG")
     p.add_argument("--method", default="combsum", choices=["combsum", "combmnz", "rrf"],
                    help="fusion method (default combsum)")
     p.add_argument("--norm", default="zscore", choices=["zscore", "minmax", "none"],
                    help="per-list score normalisation before CombSUM/CombMNZ (default zscore)")
     p.add_argument("--k", type=int, default=60, help="RRF's k (default 60)")
     p.add_argument("--passes", type=int, default=10, help="most coordinate-ascent passes (default 10)")
-    p.add_argument("--output", type=Path, required=True, help="where to write the weights (JSON)")
+    p.add_argument("--output", type=Path, required=True,
+                   help="--fusion: the weights file (JSON); --student: the model folder (new or empty)")
+    _student_arguments(p.add_argument_group("--student options"))
     p.set_defaults(func=run)
+
+
+def _student_arguments(g: Any) -> None:
+    d = TrainConfig.__dataclass_fields__
+    g.add_argument("--teacher", help='the teacher: a ranker name or JSON {"name": ..., options}')
+    g.add_argument("--model", help="the checkpoint the student starts from (default: all-MiniLM-L6-v2)")
+    g.add_argument("--loss", help="cross-encoder: mse, listnet (teacher), bce (judgments); bi-encoder: kl, "
+                                  "margin-mse (teacher), mnrl (judgments)")
+    for flag, name, kind, text in (
+            ("--candidates", "candidates", int, "first-stage candidates per list"),
+            ("--negatives", "negatives", int, "mined negatives per judged positive"),
+            ("--margin", "margin", float, "an unjudged negative must score this far below the weakest positive"),
+            ("--epochs", "epochs", float, "epochs"), ("--lr", "learning_rate", float, "learning rate"),
+            ("--batch-size", "batch_size", int, "batch size"),
+            ("--accumulation", "accumulation", int, "gradient accumulation steps"),
+            ("--warmup", "warmup", float, "warm-up: a fraction of the steps (< 1) or steps"),
+            ("--max-length", "max_length", int, "tokens per input"),
+            ("--dev-fraction", "dev_fraction", float, "share of queries held out for dev"),
+            ("--eval-steps", "eval_steps", int, "evaluate and checkpoint every N steps (default: each epoch)"),
+            ("--patience", "patience", int, "early stopping: evaluations without a better figure (0: off)"),
+            ("--temperature", "temperature", float, "kl: temperature"),
+            ("--teacher-temperature", "teacher_temperature", float, "kl: the teacher's own temperature"),
+            ("--seed", "seed", int, "seed")):
+        g.add_argument(flag, dest=name, type=kind, default=d[name].default,
+                       help=f"{text} (default {d[name].default})")
+    g.add_argument("--select", choices=["dev", "loss"], default="dev",
+                   help="the checkpoint kept: best dev ranking figure (default) or dev loss")
+    g.add_argument("--work-dir", type=Path, help="checkpoints and the teacher cache (default OUTPUT.work)")
+    g.add_argument("--teacher-cache", type=Path, help="the teacher's score cache (default WORK/teacher_scores.json)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _spec(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare ranker name
+
+
+def run_student(args: argparse.Namespace) -> int:
+    if args.input is None:
+        raise InputError("--student: give the training lists with --input")
+    names = ("candidates", "negatives", "margin", "epochs", "learning_rate", "batch_size", "accumulation",
+             "warmup", "max_length", "dev_fraction", "eval_steps", "patience", "temperature",
+             "teacher_temperature", "seed", "select", "work_dir", "teacher_cache")
+    config = TrainConfig(output=args.output, student=args.student, base_model=args.model,
+                         teacher=_spec(args.teacher), loss=args.loss,
+                         qrels=dataset_file(args.qrels, "qrels") if args.qrels else None,
+                         progress=not args.no_progress, **{n: getattr(args, n) for n in names})
+    queries = read_queries(dataset_file(args.input, "queries"))
+    try:
+        result = train_model(config, queries)
+    except TrainingCollapsedError as e:
+        echo(json.dumps({"status": "collapsed", "reason": e.reason, "result": e.result["result_file"]}, indent=2))
+        return 1
+    card = result.card
+    echo(json.dumps({"status": "saved", "output": str(result.output), "student": card.student,
+                     "loss": card.loss, "steps": card.steps, "epochs": card.epochs, "dev": card.dev["final"],
+                     "dev_base": card.dev["base"], "resources": card.resources}, indent=2))
+    return 0
 
 
 def _members(text: str) -> list[Any]:
@@ -67,6 +148,10 @@ def _members(text: str) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.student:
+        return run_student(args)
+    if args.rankers is None or args.qrels is None:
+        raise InputError("--fusion: give --rankers and --qrels")
     members = _members(args.rankers)
     if args.output.is_dir() or not args.output.parent.is_dir():
         raise InputError(f"--output {args.output}: give a file name in an existing folder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from surerank.engine.checkpoint.card import card_summary
 from surerank.engine.runtime.core import Engine, EngineConfig, RunStats, get_engine
 from surerank.engine.text.passages import PassagePolicy
 from surerank.engine.text.tokenize import Sequence
@@ -96,6 +97,9 @@ class EncoderRanker(ScoringRanker):
                 "long_documents": self.policy.mode, "aggregate": self.policy.aggregate}
         if self.policy.aggregate == "topk-mean":
             info["top_k"] = self.policy.top_k
+        card = card_summary(self.engine.files.directory)
+        if card is not None:  # only when there is one: a trust artifact fitted on a stock model still matches
+            info["training_card"] = card
         return info
 
     def _info(self) -> dict[str, Any]:

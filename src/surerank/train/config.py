@@ -1,0 +1,103 @@
+"""The settings of one model training run, checked before anything heavy is loaded.
+
+CPU-sized defaults: a 256-token input, batches of 8 with no accumulation, 32 candidates per list, warm-up on
+the first 10% of steps, early stopping after 2 evaluations without a better dev figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from surerank.errors import InputError
+from surerank.train.examples import DEFAULT_LOSS, LOSSES
+
+STUDENTS = ("cross-encoder", "bi-encoder")
+
+
+@dataclass
+class TrainConfig:
+    """One run: the student, where its labels come from, the schedule, and where things are written."""
+
+    output: Path
+    student: str = "bi-encoder"
+    base_model: str | None = None  # a model folder / name the engine reads; None: the default MiniLM
+    teacher: Any = None  # a ranker spec (name, mapping, or ranker object)
+    qrels: Path | None = None
+    loss: str | None = None  # None: the default for the student and the label source
+    candidates: int = 32  # first-stage candidates per list the teacher scores and the student learns from
+    negatives: int = 4  # mined negatives per judged positive
+    margin: float = 0.0  # an unjudged negative must score this far below the weakest positive
+    pairs_per_query: int = 16  # margin-mse: sampled passage pairs per query
+    temperature: float = 1.0  # kl: both sides' temperature
+    teacher_temperature: float | None = None  # kl: the teacher's, where its score scale differs
+    epochs: float = 1.0
+    learning_rate: float = 2e-5
+    batch_size: int = 8
+    accumulation: int = 1
+    warmup: float = 0.1  # a fraction of the steps (< 1) or a number of steps
+    max_length: int = 256
+    dev_fraction: float = 0.2
+    eval_steps: int | None = None  # None: evaluate (and checkpoint) once per epoch
+    patience: int = 2  # early stopping: evaluations without a better selection figure; 0 turns it off
+    select: str = "dev"  # the checkpoint kept: "dev" (rank correlation with the teacher, else nDCG@10), "loss"
+    seed: int = 0
+    work_dir: Path | None = None  # checkpoints (resume) and the teacher cache; default OUTPUT.work
+    teacher_cache: Path | None = None
+    collapse_tol: float = 1e-5  # median per-list spread of dev scores at or below this: collapsed
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        if self.student not in STUDENTS:
+            raise InputError(f"student: {self.student!r} is unknown; choose from {', '.join(STUDENTS)}")
+        if self.teacher is None and self.qrels is None:
+            raise InputError("train: give a teacher (a ranker spec), judgments (qrels), or both")
+        source = "teacher" if self.teacher is not None else "judgments"
+        if self.loss is None:
+            self.loss = DEFAULT_LOSS[(self.student, source)]
+        if (self.student, self.loss) not in LOSSES:
+            known = [loss for (s, loss) in LOSSES if s == self.student]
+            raise InputError(f"loss: {self.loss!r} is not a {self.student} loss; choose from {', '.join(known)}")
+        needs = LOSSES[(self.student, self.loss)][0]
+        if needs == "teacher" and self.teacher is None:
+            raise InputError(f"loss {self.loss}: learns from a teacher's scores; give --teacher")
+        if needs == "judgments" and self.qrels is None:
+            raise InputError(f"loss {self.loss}: learns from judgments; give --qrels")
+        for name in ("candidates", "batch_size", "accumulation", "max_length", "negatives", "pairs_per_query"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InputError(f"{name}: must be a positive integer, got {getattr(self, name)!r}")
+        if self.candidates < 2:
+            raise InputError("candidates: at least 2 per list (a ranking loss compares them)")
+        if self.epochs <= 0 or self.learning_rate <= 0 or self.temperature <= 0:
+            raise InputError("epochs, learning_rate and temperature must be positive")
+        if self.select not in ("dev", "loss"):
+            raise InputError(f"select: {self.select!r} is unknown; choose from dev, loss")
+        if self.work_dir is None:
+            self.work_dir = self.output.with_name(self.output.name + ".work")
+        if self.teacher_cache is None:
+            self.teacher_cache = Path(self.work_dir) / "teacher_scores.json"
+
+    @property
+    def selection_metric(self) -> tuple[str, bool]:
+        """The trainer's metric for the best checkpoint and early stopping, and whether higher is better: a
+        dev ranking figure by default (a pointwise MSE's dev loss is mostly the scores' offset, not their order)."""
+        if self.select == "loss":
+            return "eval_loss", False
+        return ("eval_dev_spearman_teacher" if self.teacher is not None else "eval_dev_ndcg@10"), True
+
+    @property
+    def label_source(self) -> str:
+        return LOSSES[(self.student, str(self.loss))][0]
+
+    def schedule(self) -> dict[str, Any]:
+        """What the card records of the schedule."""
+        keys = ("learning_rate", "batch_size", "accumulation", "warmup", "max_length", "epochs", "eval_steps",
+                "patience", "select", "candidates", "negatives", "margin", "temperature", "teacher_temperature",
+                "dev_fraction", "collapse_tol")
+        return {k: getattr(self, k) for k in keys}
+
+
+__all__ = ["STUDENTS", "TrainConfig"]

@@ -1,0 +1,91 @@
+"""What runs inside the trainer: surerank's dev figures as a sentence-transformers evaluator, collapse watching,
+and the training arguments (CPU-sized, resumable, early stopping on dev loss).
+
+The classes subclass sentence-transformers / transformers types, so they are built by functions that import
+those libraries on call (``import surerank.train`` loads no torch).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from surerank.formats import Qrels
+from surerank.train.config import TrainConfig
+from surerank.train.student import collapse_reason, dev_figures, student_scores
+from surerank.types import Query
+
+logger = logging.getLogger(__name__)
+
+
+def dev_evaluator(student: str, queries: Sequence[Query], teacher: Mapping[str, Mapping[str, float]] | None,
+                  qrels: Qrels | None) -> Any:
+    """An evaluator the trainer calls at each evaluation: the student's figures on the dev lists (rank
+    correlation with the teacher, nDCG@10, score spread), logged as ``eval_dev_*`` and kept in checkpoints."""
+    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+
+    class DevFigures(BaseEvaluator):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.primary_metric = "spearman_teacher" if teacher is not None else "ndcg@10"
+
+        def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1,
+                     steps: int = -1) -> dict[str, float]:
+            figures = dev_figures(student_scores(model, student, queries), queries, teacher, qrels)
+            logger.info("dev at step %s: %s", steps, ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
+            return self.prefix_name_to_metrics(figures, "dev")
+
+    return DevFigures()
+
+
+def collapse_watch(config: TrainConfig) -> Any:
+    """A callback that stops training at the first evaluation whose dev scores have collapsed (the final check in
+    :func:`surerank.train.model.train_model` then refuses to save the model)."""
+    from transformers import TrainerCallback
+
+    class CollapseWatch(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.reason: str | None = None
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                        **kwargs: Any) -> Any:
+            figures = {k.removeprefix("eval_dev_"): v for k, v in (metrics or {}).items()
+                       if k.startswith("eval_dev_")}
+            losses = [h["loss"] for h in state.log_history if "loss" in h]
+            reason = collapse_reason(figures, config.collapse_tol, str(config.loss), losses) if figures else None
+            if reason:
+                self.reason = reason
+                logger.error("collapse at step %d: %s; stopping", state.global_step, reason)
+                control.should_training_stop = True
+            return control
+
+    return CollapseWatch()
+
+
+def training_arguments(config: TrainConfig, steps_per_epoch: int) -> Any:
+    """The trainer's arguments: checkpoints at each evaluation (resume after a kill), the best dev figure kept."""
+    if config.student == "cross-encoder":
+        from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments as Args
+    else:
+        from sentence_transformers import SentenceTransformerTrainingArguments as Args
+    strategy = "steps" if config.eval_steps else "epoch"
+    metric, higher = config.selection_metric
+    extra: dict[str, Any] = {}
+    if config.student == "bi-encoder" and config.loss == "mnrl":
+        from sentence_transformers.base.sampler import BatchSamplers
+
+        extra["batch_sampler"] = BatchSamplers.NO_DUPLICATES  # an in-batch negative equal to the positive
+    return Args(
+        output_dir=str(config.work_dir) + "/checkpoints", num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.accumulation, learning_rate=config.learning_rate,
+        warmup_steps=config.warmup, lr_scheduler_type="linear", seed=config.seed, data_seed=config.seed,
+        eval_strategy=strategy, save_strategy=strategy, eval_steps=config.eval_steps, save_steps=config.eval_steps,
+        logging_steps=max(1, min(config.eval_steps or steps_per_epoch, 10)), logging_first_step=True,
+        load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=higher,
+        save_total_limit=2, report_to="none", disable_tqdm=not config.progress, dataloader_num_workers=0,
+        dataloader_pin_memory=False, **extra)
+
+
+__all__ = ["collapse_watch", "dev_evaluator", "training_arguments"]

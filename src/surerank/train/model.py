@@ -1,0 +1,231 @@
+"""Train a reranker on the user's lists: a teacher's scores and/or judgments, a dev split, a model folder with a
+training card that ``Reranker("embedding" | "cross-encoder", model=DIR)`` loads on the default backend.
+
+The loop is sentence-transformers' (``SentenceTransformerTrainer`` / ``CrossEncoderTrainer``): checkpoints at
+each evaluation, resumed from the last one when the run is started again after a kill, the checkpoint with the
+best dev figure kept, early stopping.  A collapsed student (dev scores not finite or constant within each list,
+BCE stuck at ln 2) is not saved: :class:`TrainingCollapsedError` says why, and ``training_result.json`` in the work
+folder records it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import resource
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from surerank.engine.checkpoint.card import TrainingCard
+from surerank.engine.checkpoint.locate import resolve_model_dir
+from surerank.errors import InputError, SureRankError
+from surerank.formats import Qrels, read_qrels
+from surerank.storage import atomic_write_json
+from surerank.train.config import TrainConfig
+from surerank.train.examples import LOSSES, Examples, judgment_examples, split_queries, teacher_examples
+from surerank.train.hooks import collapse_watch, dev_evaluator, training_arguments
+from surerank.train.student import (
+    collapse_reason,
+    dev_figures,
+    load_student,
+    make_loss,
+    require_training_libraries,
+    student_scores,
+)
+from surerank.train.teacher import TeacherScores, score_with_teacher
+from surerank.types import Query
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILE = "training_result.json"
+
+
+class TrainingCollapsedError(SureRankError):
+    """The student collapsed; no model was saved.  ``result`` is what ``training_result.json`` holds."""
+
+    def __init__(self, reason: str, result: dict[str, Any]):
+        super().__init__(f"training collapsed: {reason}; no model saved (see {result.get('result_file')})")
+        self.reason = reason
+        self.result = result
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    card: TrainingCard
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in ("surerank", "torch", "transformers", "sentence-transformers", "accelerate", "datasets"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _cut(queries: Sequence[Query], n: int) -> tuple[list[Query], int]:
+    """Each list cut to its first ``n`` first-stage candidates, and how many lists were cut."""
+    cut = [replace(q, candidates=tuple(q.candidates[:n])) if len(q.candidates) > n else q for q in queries]
+    return cut, sum(len(q.candidates) > n for q in queries)
+
+
+def _examples(config: TrainConfig, queries: Sequence[Query], teacher: TeacherScores | None,
+              qrels: Qrels | None, seed: int) -> Examples:
+    if config.label_source == "teacher":
+        assert teacher is not None
+        return teacher_examples(config.student, str(config.loss), queries, teacher.scores, seed,
+                                config.pairs_per_query)
+    assert qrels is not None
+    return judgment_examples(config.student, str(config.loss), queries, qrels, seed, config.negatives,
+                             config.margin, teacher.scores if teacher else None)
+
+
+def _prepare(config: TrainConfig, queries: Sequence[Query]) -> dict[str, Any]:
+    """Everything before torch: lists cut, teacher scores (cached), judgments, the split, the examples."""
+    if Path(config.output).exists() and any(Path(config.output).iterdir()):
+        raise InputError(f"output {config.output}: exists and is not empty; give a new folder")
+    lists, cut = _cut(queries, config.candidates)
+    if cut:
+        logger.info("%d of %d lists cut to their first %d candidates (--candidates)", cut, len(lists),
+                    config.candidates)
+    teacher = score_with_teacher(config.teacher, lists, Path(str(config.teacher_cache))) \
+        if config.teacher is not None else None
+    qrels = read_qrels(config.qrels) if config.qrels is not None else None
+    train_q, dev_q = split_queries(lists, config.dev_fraction, config.seed)
+    train = _examples(config, train_q, teacher, qrels, config.seed)
+    dev = _examples(config, dev_q, teacher, qrels, config.seed + 1)
+    data = {"queries": len(queries), "train_queries": len(train_q), "dev_queries": len(dev_q),
+            "dev_ids": [q.id for q in dev_q], "train_examples": len(train), "dev_examples": len(dev),
+            "train_pairs_per_epoch": train.pairs, "lists_cut_to_candidates": cut, "candidates": config.candidates,
+            "loss": LOSSES[(config.student, str(config.loss))][1]}
+    if train.mining is not None:
+        data["mining"] = train.mining.as_dict()
+    return {"lists": lists, "teacher": teacher, "qrels": qrels, "train_q": train_q, "dev_q": dev_q,
+            "train": train, "dev": dev, "data": data}
+
+
+def _trainer(config: TrainConfig, model: Any, prep: dict[str, Any], callbacks: Sequence[Any]) -> tuple[Any, Any]:
+    """The sentence-transformers trainer for this student, and the collapse watcher it reports to."""
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback
+
+    if config.student == "cross-encoder":
+        from sentence_transformers.cross_encoder import CrossEncoderTrainer as Trainer
+    else:
+        from sentence_transformers import SentenceTransformerTrainer as Trainer
+    train, dev = prep["train"], prep["dev"]
+    steps = max(1, len(train) // (config.batch_size * config.accumulation))
+    watch = collapse_watch(config)
+    hooks = [watch, *callbacks]
+    if config.patience > 0:
+        hooks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
+    teacher = prep["teacher"].scores if prep["teacher"] else None
+    trainer = Trainer(model=model, args=training_arguments(config, steps),
+                      train_dataset=Dataset.from_dict(train.columns), eval_dataset=Dataset.from_dict(dev.columns),
+                      loss=make_loss(config, model), callbacks=hooks,
+                      evaluator=dev_evaluator(config.student, prep["dev_q"], teacher, prep["qrels"]))
+    return trainer, watch
+
+
+def _last_checkpoint(config: TrainConfig) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(str(config.work_dir)) / "checkpoints"
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Train ``config.student`` on ``queries`` (first-stage lists) and save it with its card in
+    ``config.output``; raises :class:`TrainingCollapsedError` (nothing saved) when the student collapses."""
+    require_training_libraries()
+    from transformers import set_seed
+
+    started = time.perf_counter()
+    prep = _prepare(config, queries)
+    base = resolve_model_dir(config.base_model)
+    set_seed(config.seed)
+    model, seeded = load_student(config, base)
+    teacher = prep["teacher"].scores if prep["teacher"] else None
+    base_figures = dev_figures(student_scores(model, config.student, prep["dev_q"]), prep["dev_q"], teacher,
+                               prep["qrels"])
+    trainer, watch = _trainer(config, model, prep, callbacks)
+    resume = _last_checkpoint(config)
+    if resume:
+        logger.info("resuming from %s", resume)
+    out = trainer.train(resume_from_checkpoint=resume)
+    final = dev_figures(student_scores(trainer.model, config.student, prep["dev_q"]), prep["dev_q"], teacher,
+                        prep["qrels"])
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    reason = watch.reason or collapse_reason(final, config.collapse_tol, str(config.loss), losses)
+    seconds = time.perf_counter() - started
+    card = TrainingCard(
+        student=config.student, base_model=str(base), loss=str(config.loss), seed=config.seed,
+        epochs=float(trainer.state.epoch or 0), steps=int(trainer.state.global_step), seeded_head=seeded,
+        data=prep["data"], teacher=prep["teacher"].summary() if prep["teacher"] else None,
+        judgments=str(config.qrels) if config.qrels else None,
+        dev=_dev_record(trainer, base_figures, final, resume),
+        schedule=config.schedule(),
+        resources={"seconds": round(seconds, 1), "train_seconds": round(out.metrics.get("train_runtime", 0), 1),
+                   "pairs_per_s": _pairs_per_s(prep["train"], trainer, out.metrics),
+                   "peak_rss_mb": round(peak_rss_mb(), 1), "threads": _threads()},
+        versions=library_versions())
+    result = {**card.to_dict(), "status": "collapsed" if reason else "saved", "collapse": reason,
+              "result_file": str(Path(str(config.work_dir)) / RESULT_FILE),
+              "output": None if reason else str(config.output)}
+    atomic_write_json(result["result_file"], result, indent=2)
+    if reason:
+        raise TrainingCollapsedError(reason, result)
+    _save(trainer.model, card, Path(config.output), Path(str(config.work_dir)))
+    logger.info("saved %s (%s, loss %s, %d steps, dev %s)", config.output, config.student, config.loss,
+                card.steps, card.dev.get("final"))
+    return TrainResult(Path(config.output), card)
+
+
+def _dev_record(trainer: Any, base: dict[str, float], final: dict[str, float], resume: str | None) -> dict[str, Any]:
+    """Dev figures: the untrained student, each evaluation (from the trainer's history), the kept model."""
+    history = [{k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_") or k in ("step", "epoch")}
+               for h in trainer.state.log_history if "eval_loss" in h]
+    train_loss = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+    return {"base": base, "final": final, "evaluations": history, "train_loss": train_loss,
+            "best_checkpoint": trainer.state.best_model_checkpoint, "best": trainer.state.best_metric,
+            "selected_by": trainer.args.metric_for_best_model,
+            "resumed_from": resume}
+
+
+def _pairs_per_s(train: Examples, trainer: Any, metrics: dict[str, float]) -> float:
+    runtime = metrics.get("train_runtime") or 0.0
+    epochs = float(trainer.state.epoch or 0)
+    return round(train.pairs * epochs / runtime, 1) if runtime else 0.0
+
+
+def _threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def _save(model: Any, card: TrainingCard, output: Path, work: Path) -> None:
+    """Write the model and its card into a folder beside the work files, then move it to ``output`` whole."""
+    staging = work / "final"
+    if staging.exists():
+        shutil.rmtree(staging)
+    model.save_pretrained(str(staging))
+    card.save(staging)
+    if output.exists():
+        output.rmdir()  # empty (checked before training)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staging), str(output))  # a rename on one file system
+
+
+__all__ = ["RESULT_FILE", "TrainResult", "TrainingCollapsedError", "peak_rss_mb", "train_model"]
