@@ -63,6 +63,26 @@ def collapse_watch(config: TrainConfig) -> Any:
     return CollapseWatch()
 
 
+def replace_printing(trainer: Any, progress: bool) -> None:
+    """The trainer's log lines go to the log (stderr), not stdout, which a command keeps for its JSON; the
+    progress bar (stderr) stays when ``progress``."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class LoggedProgress(ProgressCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            logger.info("step %d: %s", state.global_step, logs)
+
+    class Logged(PrinterCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            logger.info("step %d: %s", state.global_step, logs)
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(LoggedProgress() if progress else Logged())
+
+
 def training_arguments(config: TrainConfig, steps_per_epoch: int) -> Any:
     """The trainer's arguments: checkpoints at each evaluation (resume after a kill), the best dev figure kept."""
     if config.student == "cross-encoder":
@@ -88,4 +108,4 @@ def training_arguments(config: TrainConfig, steps_per_epoch: int) -> Any:
         dataloader_pin_memory=False, **extra)
 
 
-__all__ = ["collapse_watch", "dev_evaluator", "training_arguments"]
+__all__ = ["collapse_watch", "dev_evaluator", "replace_printing", "training_arguments"]

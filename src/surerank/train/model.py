@@ -27,7 +27,7 @@ from surerank.formats import Qrels, read_qrels
 from surerank.storage import atomic_write_json
 from surerank.train.config import TrainConfig
 from surerank.train.examples import LOSSES, Examples, judgment_examples, split_queries, teacher_examples
-from surerank.train.hooks import collapse_watch, dev_evaluator, training_arguments
+from surerank.train.hooks import collapse_watch, dev_evaluator, replace_printing, training_arguments
 from surerank.train.student import (
     collapse_reason,
     dev_figures,
@@ -135,6 +135,7 @@ def _trainer(config: TrainConfig, model: Any, prep: dict[str, Any], callbacks: S
                       train_dataset=Dataset.from_dict(train.columns), eval_dataset=Dataset.from_dict(dev.columns),
                       loss=make_loss(config, model), callbacks=hooks,
                       evaluator=dev_evaluator(config.student, prep["dev_q"], teacher, prep["qrels"]))
+    replace_printing(trainer, config.progress)
     return trainer, watch
 
 
@@ -161,8 +162,11 @@ def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequen
                                prep["qrels"])
     trainer, watch = _trainer(config, model, prep, callbacks)
     resume = _last_checkpoint(config)
+    before = None
     if resume:
         logger.info("resuming from %s", resume)
+    else:  # the untrained student's dev loss (train() starts a fresh history, so it is kept here)
+        before = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
     out = trainer.train(resume_from_checkpoint=resume)
     final = dev_figures(student_scores(trainer.model, config.student, prep["dev_q"]), prep["dev_q"], teacher,
                         prep["qrels"])
@@ -174,7 +178,7 @@ def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequen
         epochs=float(trainer.state.epoch or 0), steps=int(trainer.state.global_step), seeded_head=seeded,
         data=prep["data"], teacher=prep["teacher"].summary() if prep["teacher"] else None,
         judgments=str(config.qrels) if config.qrels else None,
-        dev=_dev_record(trainer, base_figures, final, resume),
+        dev=_dev_record(trainer, base_figures, before, final, resume),
         schedule=config.schedule(),
         resources={"seconds": round(seconds, 1), "train_seconds": round(out.metrics.get("train_runtime", 0), 1),
                    "pairs_per_s": _pairs_per_s(prep["train"], trainer, out.metrics),
@@ -192,12 +196,14 @@ def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequen
     return TrainResult(Path(config.output), card)
 
 
-def _dev_record(trainer: Any, base: dict[str, float], final: dict[str, float], resume: str | None) -> dict[str, Any]:
-    """Dev figures: the untrained student, each evaluation (from the trainer's history), the kept model."""
+def _dev_record(trainer: Any, base: dict[str, float], before: dict[str, float] | None, final: dict[str, float],
+                resume: str | None) -> dict[str, Any]:
+    """Dev figures: the untrained student (``before``: its dev loss; None on a resumed run), each evaluation (from
+    the trainer's history), the kept model."""
     history = [{k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_") or k in ("step", "epoch")}
                for h in trainer.state.log_history if "eval_loss" in h]
     train_loss = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
-    return {"base": base, "final": final, "evaluations": history, "train_loss": train_loss,
+    return {"base": base, "before_training": before, "final": final, "evaluations": history, "train_loss": train_loss,
             "best_checkpoint": trainer.state.best_model_checkpoint, "best": trainer.state.best_metric,
             "selected_by": trainer.args.metric_for_best_model,
             "resumed_from": resume}

@@ -78,7 +78,7 @@ def make_loss(config: TrainConfig, model: Any) -> Any:
 
         return {"mse": lambda: ce.MSELoss(model), "listnet": lambda: ce.ListNetLoss(model),
                 "bce": lambda: ce.BinaryCrossEntropyLoss(model)}[str(config.loss)]()
-    from sentence_transformers import losses as st
+    from sentence_transformers.sentence_transformer import losses as st
     from sentence_transformers.util import pairwise_cos_sim
 
     # cosine, as the embedding ranker scores: the student learns the similarity it is served with
