@@ -247,3 +247,30 @@ def test_importing_surerank_train_loads_no_torch() -> None:
     code = ("import sys, surerank, surerank.train, surerank.cli.train; "
             "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_mined_negatives_keep_likely_false_negatives_out() -> None:
+    from surerank.train.examples import judgment_examples
+    from surerank.types import Candidate
+
+    q = Query(text="q", id="q1", candidates=tuple(Candidate(id=d, text=f"passage {d}") for d in "pabcn"))
+    qrels = {"q1": {"p": 2, "n": 0}}  # p relevant, n judged non-relevant, a b c unjudged
+    teacher = {"q1": {"p": 5.0, "a": 4.9, "b": 3.0, "c": 1.0, "n": 9.0}}
+    ex = judgment_examples("cross-encoder", "bce", [q], qrels, seed=0, negatives=10, margin=1.0, teacher=teacher)
+    kept = {t for t, label in zip(ex.columns["passage"], ex.columns["label"]) if label == 0.0}
+    assert kept == {"passage b", "passage c", "passage n"}  # a is within the margin of p; n is judged: kept
+    assert ex.mining.dropped_by_margin == 1 and ex.mining.judged_negatives == 1 and ex.mining.scored_by == "teacher"
+
+
+def test_a_broken_training_card_is_refused_naming_the_field(tmp_path: Path) -> None:
+    from surerank.engine.checkpoint.card import TrainingCard, card_summary
+    from surerank.errors import InputError
+
+    card = TrainingCard(student="cross-encoder", base_model="m", loss="mse", seed=0, epochs=1.0, steps=3)
+    card.save(tmp_path)
+    assert card_summary(tmp_path)["loss"] == "mse"
+    data = card.to_dict()
+    del data["steps"]
+    (tmp_path / "training_card.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="field 'steps' is missing"):
+        card_summary(tmp_path)
