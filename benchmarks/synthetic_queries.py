@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=data_root() / "cranfield" / "cran.all.1400")
     parser.add_argument("--passages", type=int, default=30)
     parser.add_argument("--queries-per-passage", type=int, default=1)
+    parser.add_argument("--shots", type=int, default=3)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
@@ -67,7 +68,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or ROOT / "runs" / f"synthetic-{args.llm}"
     config = SynthesisConfig(passages=args.passages, queries_per_passage=args.queries_per_passage, k=args.k,
-                             seed=args.seed, group=4)
+                             shots=args.shots, seed=args.seed, group=4)
     start = time.perf_counter()
     if args.llm == "smollm2":
         backend = smollm2(args.gguf)
@@ -88,8 +89,11 @@ def main() -> None:
           f"({result.cost.calls} sent, {result.cost.cache_hits} from the cache)")
     print(f"answered {n['answered']}, parsed {n['parsed']}, kept after the round trip (top {args.k}): {n['kept']}; "
           f"dropped {result.dropped}")
-    per_query = result.cost.latency_s / result.cost.calls if result.cost.calls else float("nan")
-    print(f"seconds per query (LLM, sent calls): {per_query:.2f}; whole run {result.seconds:.1f} s")
+    if result.cost.calls:
+        print(f"seconds per query (LLM, sent calls): {result.cost.latency_s / result.cost.calls:.2f}; "
+              f"whole run {result.seconds:.1f} s")
+    else:
+        print(f"every answer came from the cache (nothing sent); whole run {result.seconds:.1f} s")
     lists = json.loads(Path(result.files["lists"]).read_text())
     for entry in lists[:5]:
         print(f"  kept  {entry['source']:>5} (rank {entry['source_rank']}): {entry['query']}")

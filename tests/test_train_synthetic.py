@@ -17,7 +17,14 @@ from surerank.llm import LLMRequest
 from surerank.llm.openai import OpenAICompatibleBackend
 from surerank.testing.judge import Judge
 from surerank.testing.llm_server import StandInServer
-from surerank.train.synthetic import DEFAULT_EXAMPLES, SynthesisConfig, SynthesisResult, parse_query, synthesise
+from surerank.train.synthetic import (
+    DEFAULT_EXAMPLES,
+    SynthesisConfig,
+    SynthesisResult,
+    build_requests,
+    parse_query,
+    synthesise,
+)
 from surerank.types import Candidate
 
 # every passage but d0 says "wind tunnel" twice: a query of just those words does not bring d0 back first
@@ -139,10 +146,18 @@ def test_server_faults_are_retried_or_counted_never_silent(server, tmp_path):
 
 
 def test_an_answer_that_repeats_a_prompt_example_is_an_echo(tmp_path):
-    with StandInServer(judge=QueryWriter(lambda pid: "Which cells produce insulin?")) as s:
+    copy = "Insulin is a hormone made by the beta cells."  # the example's passage, copied
+    with StandInServer(judge=QueryWriter(lambda pid: "Which cells produce insulin?" if pid < "d3" else copy)) as s:
         result = synthesise(CORPUS, tmp_path, client(s), SynthesisConfig(examples=[DEFAULT_EXAMPLES[1]], k=1))
     assert result.dropped == {"echo": 6} and result.counts["kept"] == 0
     assert SynthesisResult.load(result.files["summary"]).prompt["examples"] == "given"
+
+
+def test_zero_shot_prompts_show_the_instruction_and_the_passage_only():
+    asked = build_requests(CORPUS, [0], SynthesisConfig(shots=0))
+    prompt = asked[0].request.text()
+    assert prompt.startswith("Write a short search query") and prompt.count("Document:") == 1
+    assert prompt.endswith(f"Document: {CORPUS[0].text}\nRelevant query:")
 
 
 def test_a_call_budget_stops_the_run_and_says_so(server, tmp_path):
@@ -181,5 +196,7 @@ def test_bad_settings_and_documents_are_input_errors(tmp_path):
         SynthesisConfig(prompt="nope")
     with pytest.raises(InputError, match="queries_per_passage"):
         SynthesisConfig(queries_per_passage=0)
+    with pytest.raises(InputError, match="shots"):
+        SynthesisConfig(shots=-1)
     with pytest.raises(InputError, match="kind"):
         SynthesisResult.from_dict({"kind": "surerank.eval", "version": 1})

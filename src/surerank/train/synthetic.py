@@ -117,7 +117,8 @@ class SynthesisConfig:
     seed: int = 0
     prompt: str = "inpars-vanilla"
     examples: Sequence[Example] | None = None
-    """The user's few-shot examples (None: :data:`DEFAULT_EXAMPLES`); ``shots`` of them go into each prompt."""
+    """The user's few-shot examples (None: :data:`DEFAULT_EXAMPLES`); ``shots`` of them go into each prompt
+    (0: zero-shot, the instruction alone)."""
     shots: int = 3
     max_words: int = 200
     """Words of a passage shown to the model (the rest is cut)."""
@@ -138,9 +139,11 @@ class SynthesisConfig:
     def __post_init__(self) -> None:
         if self.prompt not in PROMPTS:
             raise InputError(f"prompt: unknown {self.prompt!r}; choose one of {', '.join(PROMPTS)}")
-        for name in ("queries_per_passage", "shots", "max_tokens", "group", "k"):
+        for name in ("queries_per_passage", "max_tokens", "group", "k"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.shots < 0:
+            raise InputError(f"shots: must be >= 0 (0: the instruction alone), got {self.shots}")
         if self.passages is not None and self.passages < 1:
             raise InputError(f"passages: must be >= 1 or None (all), got {self.passages}")
         if self.examples is not None and not self.examples:
@@ -263,8 +266,11 @@ class _Asked:
     text: str
     number: int
     request: LLMRequest
-    examples: tuple[str, ...]
-    """The example queries the prompt showed: an answer that repeats one is an ``echo``."""
+    examples: tuple[Example, ...]
+    """The examples the prompt showed: an answer that repeats one's query or copies its passage is an ``echo``."""
+
+    def echoes(self, query: str) -> bool:
+        return any(_key(query) == _key(e.query) or _copied(query, e.passage, COPY_WORDS) for e in self.examples)
 
 
 def choose_passages(corpus: Sequence[Candidate], config: SynthesisConfig) -> tuple[list[int], int]:
@@ -293,7 +299,7 @@ def build_requests(corpus: Sequence[Candidate], chosen: Sequence[int], config: S
             request = LLMRequest.chat(prompt.render(text, shown), max_tokens=config.max_tokens,
                                       temperature=config.temperature)
             out.append(_Asked(index=i, passage=corpus[i], text=text, number=j, request=request,
-                              examples=tuple(_key(e.query) for e in shown)))
+                              examples=tuple(shown)))
     return out
 
 
@@ -322,7 +328,7 @@ def _read_answers(progress: SynthesisProgress, asked: Sequence[_Asked], response
         else:
             progress.answered += 1
             query, reason = parse_query(response.text, a.text, config)
-            if query is not None and _key(query) in a.examples:
+            if query is not None and a.echoes(query):
                 query, reason = None, "echo"
             elif query is not None and (a.passage.id, _key(query)) in seen:
                 query, reason = None, "duplicate"
