@@ -1,0 +1,89 @@
+"""Issue 24, must-show 1: distil all-mpnet-base-v2 into all-MiniLM-L6-v2 on one DL year, no judgments in training;
+evaluate on the other year.
+
+    python benchmarks/distil_dl.py [--train 19 --test 20] [--epochs 2] [--json out.json]
+
+The teacher (``embedding`` with all-mpnet-base-v2 on the default backend) scores the first ``--candidates`` of
+each training-year BM25 list once (cached in the work folder); the student (the default MiniLM bi-encoder) learns
+the teacher's listwise distribution (DistillKLDivLoss, one temperature for both sides) with ``surerank train``'s
+library, a seeded 20% of the training queries held out for early stopping / checkpoint selection (rank
+correlation with the teacher).  Judgments of the training year are never read.  On the test year's full top-100
+lists: nDCG@10 of the base MiniLM, the student (its saved folder on the default ONNX backend) and the teacher
+(whose test-year scores are cached too), with the paired t-test, and the share of the base-teacher gap the
+student closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from surerank import Reranker
+from surerank.eval.datasets import load_trec_dl
+from surerank.eval.metrics import evaluate_ranking
+from surerank.eval.significance import paired_p_value
+from surerank.formats import lists_to_run
+from surerank.train import TrainConfig, score_with_teacher, train_model
+
+TEACHER = {"name": "embedding", "model": "all-mpnet-base-v2"}
+
+
+def ndcg(run: dict, qrels: dict) -> tuple[float, dict]:
+    orders = {q: sorted(docs, key=lambda d: -docs[d]) for q, docs in run.items()}
+    result = evaluate_ranking(orders, qrels, ["nDCG@10"])
+    return result.aggregate["nDCG@10"], result.values("nDCG@10")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", default="19")
+    p.add_argument("--test", default="20")
+    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--candidates", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--batch-size", type=int, default=1, help="lists per step (default 1: one query a step)")
+    p.add_argument("--temperature", type=float, default=0.05)
+    p.add_argument("--work", type=Path, default=Path("/tmp/surerank-distil"))
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    train_q, _ = load_trec_dl(args.train)  # the training year's judgments are not used
+    test_q, test_qrels = load_trec_dl(args.test)
+    out = args.work / f"student-dl{args.train}-e{args.epochs:g}-lr{args.lr:g}-t{args.temperature:g}"
+    config = TrainConfig(output=out, student="bi-encoder", teacher=TEACHER, loss="kl", candidates=args.candidates,
+                         epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+                         temperature=args.temperature, patience=2, seed=0,
+                         teacher_cache=args.work / f"teacher-dl{args.train}-top{args.candidates}.json")
+    started = time.perf_counter()
+    card = train_model(config, train_q).card if not (out / "training_card.json").exists() else None
+    train_s = time.perf_counter() - started
+    runs, seconds = {}, {}
+    for label, spec in (("base MiniLM", {"name": "embedding"}), ("student", {"name": "embedding", "model": str(out)})):
+        t = time.perf_counter()
+        ranker = Reranker(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+        runs[label] = lists_to_run(ranker.rank_many(test_q))
+        seconds[label] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    teacher = score_with_teacher(TEACHER, test_q, args.work / f"teacher-dl{args.test}-top100.json")
+    runs["teacher mpnet"], seconds["teacher mpnet"] = teacher.scores, round(time.perf_counter() - t, 1)
+    figures = {label: ndcg(run, test_qrels) for label, run in runs.items()}
+    base, student, top = (figures[k][0] for k in ("base MiniLM", "student", "teacher mpnet"))
+    report = {"train_year": args.train, "test_year": args.test, "train_seconds": round(train_s, 1),
+              "card": card.to_dict() if card else str(out / "training_card.json"),
+              "ndcg@10": {k: round(v[0], 4) for k, v in figures.items()}, "rank_seconds": seconds,
+              "p_student_vs_base": paired_p_value(figures["student"][1], figures["base MiniLM"][1])[0],
+              "p_student_vs_teacher": paired_p_value(figures["student"][1], figures["teacher mpnet"][1])[0],
+              "gap_closed": round((student - base) / (top - base), 3) if top != base else None}
+    print(json.dumps(report["ndcg@10"] | {k: report[k] for k in ("p_student_vs_base", "p_student_vs_teacher",
+                                                                  "gap_closed", "train_seconds")}, indent=2))
+    if card:
+        print(json.dumps({"resources": card.resources, "dev": card.dev["final"], "steps": card.steps}, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
