@@ -203,10 +203,14 @@ def _dev_record(trainer: Any, base: dict[str, float], before: dict[str, float] |
     history = [{k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_") or k in ("step", "epoch")}
                for h in trainer.state.log_history if "eval_loss" in h]
     train_loss = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+    metric = trainer.args.metric_for_best_model.removeprefix("eval_dev_")
+    worse = metric in base and metric in final and final[metric] < base[metric]
+    if worse:  # the trainer only chooses among its checkpoints; the untrained student is not one of them
+        logger.warning("the kept model's dev %s %.4f is below the untrained student's %.4f: training did not help "
+                       "on dev (saved all the same, marked on the card)", metric, final[metric], base[metric])
     return {"base": base, "before_training": before, "final": final, "evaluations": history, "train_loss": train_loss,
             "best_checkpoint": trainer.state.best_model_checkpoint, "best": trainer.state.best_metric,
-            "selected_by": trainer.args.metric_for_best_model,
-            "resumed_from": resume}
+            "selected_by": trainer.args.metric_for_best_model, "worse_than_base": worse, "resumed_from": resume}
 
 
 def _pairs_per_s(train: Examples, trainer: Any, metrics: dict[str, float]) -> float:
