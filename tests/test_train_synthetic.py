@@ -200,3 +200,22 @@ def test_bad_settings_and_documents_are_input_errors(tmp_path):
         SynthesisConfig(shots=-1)
     with pytest.raises(InputError, match="kind"):
         SynthesisResult.from_dict({"kind": "surerank.eval", "version": 1})
+
+
+def test_the_command_line_writes_the_lists_and_a_rerun_asks_nothing(server, tmp_path, capsys):
+    """``surerank train --synthesise`` end to end: a JSONL corpus, the real HTTP client, the folder it writes;
+    run again, every answer comes from the cache."""
+    from surerank.cli import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": c.id, "text": c.text}) + "\n" for c in CORPUS))
+    argv = ["train", "--synthesise", str(corpus), "--llm", "openai", "-o", f"base_url={server.base_url}",
+            "-o", "model=stand-in-judge", "-o", "backoff=0.01", "--round-trip-k", "1", "--round-trip-depth", "5",
+            "--output", str(tmp_path / "out")]
+    assert main(argv) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["complete"] and said["counts"]["kept"] == 6 and server.requests == 6
+    assert {q.text for q in read_rankgpt_json(said["files"]["lists"])} == set(RARE.values())
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["counts"] == said["counts"] and server.requests == 6  # nothing asked twice

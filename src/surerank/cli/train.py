@@ -10,6 +10,12 @@ student is not saved: the command says why and exits 1.  See docs/train.md.
 
 ``--fusion``: learn fusion weights on a dev split and write them as a JSON document.
 
+``--synthesise CORPUS``: training queries a corpus does not have (InPars/UDAPDR): an LLM backend (``--llm``,
+options ``-o KEY=VALUE``) writes queries for sampled passages, a round trip keeps those whose passage BM25 finds
+again in its top ``--round-trip-k``, and the folder ``--output`` receives the lists (``queries.json``, the
+``--input`` of ``--student``), their qrels, every dropped query and why, and a summary.  Rerun after a kill, it
+asks only for the passages not yet answered (the answers are cached).  See docs/synthetic.md.
+
 Each member ranker (``--rankers``, a JSON list of names or ``{"name": ..., **options}``) scores the dev queries
 once, or ``--run`` gives its scores already (one TREC run per member, in the same order: nothing is scored);
 coordinate ascent then sets one weight at a time to maximise mean nDCG@10 on ``--qrels``.  The file
@@ -25,13 +31,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from surerank.cli._common import DATASETS, echo
+from surerank.cli._common import DATASETS, echo, parse_options
 from surerank.errors import InputError
 from surerank.eval.datasets import dataset_file
 from surerank.formats import read_qrels, read_queries, read_run
+from surerank.llm import BACKENDS
 from surerank.train.config import STUDENTS, TrainConfig
 from surerank.train.fusion import fit_fusion, member_runs
 from surerank.train.model import TrainingCollapsedError, train_model
+from surerank.train.synthetic import SynthesisConfig, synthesise
 
 EXAMPLES = """examples:
   surerank train --student bi-encoder --input dl19 --teacher '{"name": "embedding", "model": "all-mpnet-base-v2"}' \\
@@ -40,6 +48,8 @@ EXAMPLES = """examples:
   surerank train --fusion --input dl19 --qrels dl19 --method combsum --norm zscore \\
       --rankers '[{"name": "bm25", "idf": "background"}, "embedding"]' --output hybrid.weights.json
   surerank rerank --input dl20 --qrels dl20 --ranker fusion -o weights=hybrid.weights.json --output dl20.run
+  surerank train --synthesise cran.all.1400 --llm openai -o base_url=http://127.0.0.1:8000/v1 -o model=M \
+      --passages 500 --output cranfield-synthetic      # then: --student ... --input cranfield-synthetic/queries.json
   surerank train --fusion --run dl19.bm25.run --run dl19.embedding.run --qrels dl19 \\
       --rankers '["bm25", "embedding"]' --output w.json          # scores already at hand: nothing is scored
 """ + DATASETS
@@ -52,8 +62,10 @@ def register(subparsers: Any) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--student", choices=STUDENTS, help="train a reranker model of this kind")
     what.add_argument("--fusion", action="store_true", help="fit the weights of a fusion of rankers")
+    what.add_argument("--synthesise", type=Path, metavar="CORPUS",
+                      help="write training queries for a corpus (JSONL or SMART) with an LLM backend")
     p.add_argument("--rankers", help='--fusion: the members, a JSON list: names or {"name": ..., options}')
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--input", type=Path, help="queries + first-stage candidates (RankGPT JSON or JSONL), "
                                                 "or dl19/dl20")
     src.add_argument("--run", type=Path, action="append",
@@ -69,7 +81,35 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output", type=Path, required=True,
                    help="--fusion: the weights file (JSON); --student: the model folder (new or empty)")
     _student_arguments(p.add_argument_group("--student options"))
+    _synthesis_arguments(p.add_argument_group("--synthesise options"))
     p.set_defaults(func=run)
+
+
+def _synthesis_arguments(g: Any) -> None:
+    d = SynthesisConfig.__dataclass_fields__
+    g.add_argument("--llm", default="openai", help=f"the LLM backend: one of {', '.join(BACKENDS)} (default openai)")
+    g.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
+                   help="an LLM backend option, repeatable, e.g. -o base_url=http://127.0.0.1:8000/v1 -o model=M")
+    for flag, name, kind, text in (
+            ("--passages", "passages", int, "passages sampled, seeded (default: all)"),
+            ("--queries-per-passage", "queries_per_passage", int, "requests per passage"),
+            ("--shots", "shots", int, "few-shot examples in each prompt (0: zero-shot)"),
+            ("--round-trip-k", "k", int, "keep a query when its passage is in BM25's top k for it"),
+            ("--round-trip-depth", "depth", int, "first-stage candidates per kept query"),
+            ("--max-calls", "max_calls", int, "a call budget over the whole run")):
+        g.add_argument(flag, dest=f"synth_{name}", type=kind, default=d[name].default,
+                       help=f"{text} (default {d[name].default})")
+
+
+def run_synthesis(args: argparse.Namespace) -> int:
+    config = SynthesisConfig(
+        passages=args.synth_passages, queries_per_passage=args.synth_queries_per_passage, seed=args.seed,
+        shots=args.synth_shots, k=args.synth_k, depth=args.synth_depth, max_calls=args.synth_max_calls)
+    result = synthesise(args.synthesise, args.output, args.llm, config,
+                        backend_options=parse_options(args.option))
+    echo(json.dumps({"output": str(args.output), "complete": result.complete, "counts": result.counts,
+                     "dropped": result.dropped, "files": result.files}, indent=2))
+    return 0 if result.complete else 1
 
 
 def _student_arguments(g: Any) -> None:
@@ -148,6 +188,10 @@ def _members(text: str) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.synthesise:
+        return run_synthesis(args)
+    if args.input is None and args.run is None:
+        raise InputError("--input (or, for --fusion, --run): give the lists to learn from")
     if args.student:
         return run_student(args)
     if args.rankers is None or args.qrels is None:
