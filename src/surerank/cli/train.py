@@ -48,7 +48,7 @@ EXAMPLES = """examples:
   surerank train --fusion --input dl19 --qrels dl19 --method combsum --norm zscore \\
       --rankers '[{"name": "bm25", "idf": "background"}, "embedding"]' --output hybrid.weights.json
   surerank rerank --input dl20 --qrels dl20 --ranker fusion -o weights=hybrid.weights.json --output dl20.run
-  surerank train --synthesise cran.all.1400 --llm openai -o base_url=http://127.0.0.1:8000/v1 -o model=M \
+  surerank train --synthesise cran.all.1400 --llm openai -o base_url=http://127.0.0.1:8000/v1 -o model=M \\
       --passages 500 --output cranfield-synthetic      # then: --student ... --input cranfield-synthetic/queries.json
   surerank train --fusion --run dl19.bm25.run --run dl19.embedding.run --qrels dl19 \\
       --rankers '["bm25", "embedding"]' --output w.json          # scores already at hand: nothing is scored
@@ -86,19 +86,25 @@ def register(subparsers: Any) -> None:
 
 
 def _synthesis_arguments(g: Any) -> None:
-    d = SynthesisConfig.__dataclass_fields__
     g.add_argument("--llm", default="openai", help=f"the LLM backend: one of {', '.join(BACKENDS)} (default openai)")
     g.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
                    help="an LLM backend option, repeatable, e.g. -o base_url=http://127.0.0.1:8000/v1 -o model=M")
-    for flag, name, kind, text in (
-            ("--passages", "passages", int, "passages sampled, seeded (default: all)"),
-            ("--queries-per-passage", "queries_per_passage", int, "requests per passage"),
-            ("--shots", "shots", int, "few-shot examples in each prompt (0: zero-shot)"),
-            ("--round-trip-k", "k", int, "keep a query when its passage is in BM25's top k for it"),
-            ("--round-trip-depth", "depth", int, "first-stage candidates per kept query"),
-            ("--max-calls", "max_calls", int, "a call budget over the whole run")):
-        g.add_argument(flag, dest=f"synth_{name}", type=kind, default=d[name].default,
-                       help=f"{text} (default {d[name].default})")
+    _defaulted_flags(g, SynthesisConfig, "synth_", (
+        ("--passages", "passages", int, "passages sampled, seeded; None: every passage"),
+        ("--queries-per-passage", "queries_per_passage", int, "requests per passage"),
+        ("--shots", "shots", int, "few-shot examples in each prompt (0: zero-shot)"),
+        ("--round-trip-k", "k", int, "keep a query when its passage is in BM25's top k for it"),
+        ("--round-trip-depth", "depth", int, "first-stage candidates per kept query"),
+        ("--max-calls", "max_calls", int, "a call budget over the whole run")))
+
+
+def _defaulted_flags(g: Any, settings: type, prefix: str, rows: tuple[tuple[str, str, type, str], ...]) -> None:
+    """One flag per (flag, field, type, help) row, its default and --help text from the dataclass ``settings``."""
+    fields = settings.__dataclass_fields__  # type: ignore[attr-defined]
+    for flag, name, kind, text in rows:
+        g.add_argument(flag, dest=f"{prefix}{name}", type=kind, default=fields[name].default,
+                       metavar=flag.lstrip("-").replace("-", "_").upper(),
+                       help=f"{text} (default {fields[name].default})")
 
 
 def run_synthesis(args: argparse.Namespace) -> int:
@@ -113,28 +119,25 @@ def run_synthesis(args: argparse.Namespace) -> int:
 
 
 def _student_arguments(g: Any) -> None:
-    d = TrainConfig.__dataclass_fields__
     g.add_argument("--teacher", help='the teacher: a ranker name or JSON {"name": ..., options}')
     g.add_argument("--model", help="the checkpoint the student starts from (default: all-MiniLM-L6-v2)")
     g.add_argument("--loss", help="cross-encoder: mse, listnet (teacher), bce (judgments); bi-encoder: kl, "
                                   "margin-mse (teacher), mnrl (judgments)")
-    for flag, name, kind, text in (
-            ("--candidates", "candidates", int, "first-stage candidates per list"),
-            ("--negatives", "negatives", int, "mined negatives per judged positive"),
-            ("--margin", "margin", float, "an unjudged negative must score this far below the weakest positive"),
-            ("--epochs", "epochs", float, "epochs"), ("--lr", "learning_rate", float, "learning rate"),
-            ("--batch-size", "batch_size", int, "batch size"),
-            ("--accumulation", "accumulation", int, "gradient accumulation steps"),
-            ("--warmup", "warmup", float, "warm-up: a fraction of the steps (< 1) or steps"),
-            ("--max-length", "max_length", int, "tokens per input"),
-            ("--dev-fraction", "dev_fraction", float, "share of queries held out for dev"),
-            ("--eval-steps", "eval_steps", int, "evaluate and checkpoint every N steps (default: each epoch)"),
-            ("--patience", "patience", int, "early stopping: evaluations without a better figure (0: off)"),
-            ("--temperature", "temperature", float, "kl: temperature"),
-            ("--teacher-temperature", "teacher_temperature", float, "kl: the teacher's own temperature"),
-            ("--seed", "seed", int, "seed")):
-        g.add_argument(flag, dest=name, type=kind, default=d[name].default,
-                       help=f"{text} (default {d[name].default})")
+    _defaulted_flags(g, TrainConfig, "", (
+        ("--candidates", "candidates", int, "first-stage candidates per list"),
+        ("--negatives", "negatives", int, "mined negatives per judged positive"),
+        ("--margin", "margin", float, "an unjudged negative must score this far below the weakest positive"),
+        ("--epochs", "epochs", float, "epochs"), ("--lr", "learning_rate", float, "learning rate"),
+        ("--batch-size", "batch_size", int, "batch size"),
+        ("--accumulation", "accumulation", int, "gradient accumulation steps"),
+        ("--warmup", "warmup", float, "warm-up: a fraction of the steps (< 1) or steps"),
+        ("--max-length", "max_length", int, "tokens per input"),
+        ("--dev-fraction", "dev_fraction", float, "share of queries held out for dev"),
+        ("--eval-steps", "eval_steps", int, "evaluate and checkpoint every N steps (default: each epoch)"),
+        ("--patience", "patience", int, "early stopping: evaluations without a better figure (0: off)"),
+        ("--temperature", "temperature", float, "kl: temperature"),
+        ("--teacher-temperature", "teacher_temperature", float, "kl: the teacher's own temperature"),
+        ("--seed", "seed", int, "seed")))
     g.add_argument("--select", choices=["dev", "loss"], default="dev",
                    help="the checkpoint kept: best dev ranking figure (default) or dev loss")
     g.add_argument("--work-dir", type=Path, help="checkpoints and the teacher cache (default OUTPUT.work)")
