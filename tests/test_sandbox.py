@@ -208,6 +208,22 @@ def test_auto_prefers_bwrap_and_names_the_tool_on_every_result():
     assert box.run_python(GOOD).tool == box.tool_used
 
 
+def test_auto_without_a_usable_bwrap_runs_unshare_and_says_why_once(monkeypatch, caplog):
+    """A root caller whose venv sits in a 0700 folder cannot hand the venv's bwrap to a run's uid: auto falls
+    back to unshare, one warning names why, and every result names the tool that ran."""
+    real = sandbox_process.find_tool
+    monkeypatch.setattr(sandbox_process, "find_tool", lambda name, as_root: (
+        ("", "/venv/bwrap cannot be run by the run's unprivileged uid") if name == "bwrap" else real(name, as_root)))
+    with caplog.at_level("WARNING", logger="surerank.sandbox.process"):
+        try:
+            box = Sandbox(Limits(wall_seconds=WALL))
+        except SandboxUnavailableError as exc:
+            pytest.skip(f"unshare unavailable here: {exc}")
+    warned = [r.getMessage() for r in caplog.records if "not the tool preferred" in r.getMessage()]
+    assert len(warned) == 1 and "cannot be run by the run's unprivileged uid" in warned[0], warned
+    assert box.tool_used == "unshare" and box.run_python(GOOD).tool == "unshare"
+
+
 def test_an_unknown_tool_is_refused():
     with pytest.raises(InputError, match="tool: must be"):
         Sandbox(tool="docker")  # type: ignore[arg-type]

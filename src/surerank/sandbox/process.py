@@ -157,8 +157,9 @@ class Sandbox:
             if not problem:
                 self._tool_name, self._tool_path = name, path
                 self.tool_used = f"bwrap {_bwrap_version(path)}" if name == "bwrap" else "unshare"
-                if problems:
-                    logger.info("sandbox: using %s (%s)", self.tool_used, "; ".join(problems))
+                if problems:  # a fallback from the preferred tool: said once per sandbox, and in every result
+                    logger.warning("sandbox: using %s, not the tool preferred (%s)", self.tool_used,
+                                   "; ".join(problems))
                 return
             problems.append(f"{name}: {problem}")
         raise SandboxUnavailableError(
