@@ -29,9 +29,14 @@ def _private_names(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "surerank":
-            found += [f"{node.module}.{a.name}" for a in node.names
-                      if a.name.startswith("_") and not (a.name.startswith("__") and a.name.endswith("__"))]
+            found += [f"{node.module}.{a.name}" + (f" as {a.asname}" if a.asname else "") for a in node.names
+                      if _private(a.name) or _private(a.asname)]
     return found
+
+
+def _private(name: str | None) -> bool:
+    """A leading underscore, not a dunder: also as an alias, which would hide another module's name as private."""
+    return bool(name) and name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
 @pytest.mark.parametrize("path", sorted(SRC.rglob("*.py")), ids=lambda p: str(p.relative_to(SRC)))
@@ -41,5 +46,7 @@ def test_no_module_imports_another_modules_private_name(path):
 
 def test_the_private_name_check_can_fail(tmp_path):
     sample = tmp_path / "sample.py"
-    sample.write_text("from surerank.serve.body import _NUMBER\nfrom surerank import __version__\n")
-    assert _private_names(sample) == ["surerank.serve.body._NUMBER"]
+    sample.write_text("from surerank.serve.body import _NUMBER\nfrom surerank import __version__\n"
+                      "from surerank.robustness import run_robustness as _typed_run\n")
+    assert _private_names(sample) == ["surerank.serve.body._NUMBER",
+                                      "surerank.robustness.run_robustness as _typed_run"]

@@ -22,8 +22,8 @@ from surerank.robustness import (
     ndcg_per_query,
     typo_rng,
 )
-from surerank.robustness import format_table as _typed_table
-from surerank.robustness import run_robustness as _typed_run
+from surerank.robustness import run as typed_run
+from surerank.robustness import table as typed_table
 from surerank.robustness.checks import (  # noqa: F401  (the checks, typed now, for old imports)
     bm25_scores,
     depth_check,
@@ -44,12 +44,13 @@ warnings.warn("surerank.eval.robustness is deprecated; import from surerank.robu
 
 def run_robustness(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """:func:`surerank.robustness.run_robustness`, as the JSON-ready dict this module used to return."""
-    return _typed_run(*args, **kwargs).to_dict()
+    return typed_run.run_robustness(*args, **kwargs).to_dict()
 
 
 def format_table(results: Sequence[Mapping[str, Any] | RobustnessResult]) -> str:
     """:func:`surerank.robustness.format_table` of typed results or of their dicts."""
-    return _typed_table([r if isinstance(r, RobustnessResult) else RobustnessResult.from_dict(r) for r in results])
+    typed = [r if isinstance(r, RobustnessResult) else RobustnessResult.from_dict(r) for r in results]
+    return typed_table.format_table(typed)
 
 
 __all__ = [
