@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from surerank.errors import MissingDependencyError
 from surerank.formats import Qrels
@@ -112,19 +113,11 @@ def student_scores(model: Any, student: str, queries: Sequence[Query], batch_siz
     return out
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks of ``x`` from 0, ties given their average rank."""
-    ranks = np.empty(len(x))
-    ranks[np.argsort(x, kind="stable")] = np.arange(len(x))
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    return np.bincount(inverse, weights=ranks)[inverse] / counts[inverse]
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation (average ranks for ties); 0 where either side is constant."""
+    """Spearman's rank correlation (average ranks for ties); 0 where either side is constant (scipy says nan)."""
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
-    return float(np.corrcoef(_ranks(np.asarray(a)), _ranks(np.asarray(b)))[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def dev_figures(scores: Sequence[np.ndarray], queries: Sequence[Query], teacher: Mapping[str, Mapping[str, float]]
