@@ -2,6 +2,15 @@
 evaluate on the other year.
 
     python benchmarks/distil_dl.py [--train 19 --test 20] [--epochs 2] [--json out.json]
+    python benchmarks/distil_dl.py --extra-queries 600 --topics pyserini-0.19.2-py3-none-any.whl --candidates 16
+
+``--extra-queries N`` adds N real, unlabeled MS MARCO queries (the passage dev-subset topics, which ship inside
+the ``pyserini==0.19.2`` wheel's Anserini jar under ``topics-and-qrels/``: ``pip download pyserini==0.19.2
+--no-deps`` and give the wheel, or the extracted ``topics.msmarco-passage.dev-subset.txt``, as ``--topics``).
+Their lists are BM25 (``surerank retrieve``'s index) over the training year's passages only (the test year's
+passages are never seen in training); the N queries whose best pool match scores highest are kept (the pool
+answers them best), any whose text is a DL19/DL20 query is dropped, and the teacher labels their lists as it
+labels the training year's: no judgment of any of them exists or is read.
 
 The teacher (``embedding`` with all-mpnet-base-v2 on the default backend) scores the first ``--candidates`` of
 each training-year BM25 list once (cached in the work folder); the student (the default MiniLM bi-encoder) learns
@@ -18,7 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import time
+import zipfile
+from io import BytesIO
 from pathlib import Path
 
 from surerank import Reranker
@@ -26,7 +38,9 @@ from surerank.eval.datasets import load_trec_dl
 from surerank.eval.metrics import evaluate_ranking
 from surerank.eval.significance import paired_p_value
 from surerank.formats import lists_to_run
+from surerank.rankers.bm25 import BM25Index
 from surerank.train import TrainConfig, score_with_teacher, train_model
+from surerank.types import Candidate, Query
 
 TEACHER = {"name": "embedding", "model": "all-mpnet-base-v2"}
 
@@ -35,6 +49,40 @@ def ndcg(run: dict, qrels: dict) -> tuple[float, dict]:
     orders = {q: sorted(docs, key=lambda d: -docs[d]) for q, docs in run.items()}
     result = evaluate_ranking(orders, qrels, ["nDCG@10"])
     return result.aggregate["nDCG@10"], result.values("nDCG@10")
+
+
+TOPICS = "topics-and-qrels/topics.msmarco-passage.dev-subset.txt"
+
+
+def read_topics(path: Path) -> list[tuple[str, str]]:
+    """(qid, text) from the topics TSV, or from inside the pyserini wheel's Anserini jar."""
+    if path.suffix == ".whl":
+        with zipfile.ZipFile(path) as wheel:
+            jar = next(n for n in wheel.namelist() if n.endswith("-fatjar.jar"))
+            with zipfile.ZipFile(BytesIO(wheel.read(jar))) as inner:
+                text = inner.read(TOPICS).decode("utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
+    rows = [line.split("\t", 1) for line in text.splitlines() if "\t" in line]
+    return [(qid.strip(), q.strip()) for qid, q in rows if q.strip()]
+
+
+def msmarco_lists(topics: Path, pool_of: list[Query], n: int, depth: int,
+                  exclude: set[str]) -> tuple[list[Query], dict]:
+    """N unlabeled MS MARCO queries with BM25 lists of ``depth`` passages from the training year's pool."""
+    pool = {c.id: c for q in pool_of for c in q.candidates}
+    index = BM25Index([Candidate(id=c.id, text=c.text) for c in pool.values()])
+    rows = read_topics(topics)
+    fresh = [(qid, text) for qid, text in rows if text.lower() not in exclude]
+    retrieved = index.retrieve([Query(text=t, id=f"msmarco-{qid}") for qid, t in fresh], k=depth)
+    full = [q for q in retrieved if len(q.candidates) == depth]
+    full.sort(key=lambda q: -q.candidates[0].metadata["bm25_score"])
+    chosen = full[:n]
+    random.Random(0).shuffle(chosen)
+    facts = {"topics": len(rows), "dropped_as_dl_queries": len(rows) - len(fresh), "with_full_list": len(full),
+             "kept": len(chosen), "pool_passages": len(pool), "depth": depth,
+             "weakest_kept_top1_bm25": round(min(q.candidates[0].metadata["bm25_score"] for q in chosen), 3)}
+    return chosen, facts
 
 
 def main() -> None:
@@ -46,17 +94,34 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--batch-size", type=int, default=1, help="lists per step (default 1: one query a step)")
     p.add_argument("--temperature", type=float, default=0.05)
+    p.add_argument("--extra-queries", type=int, default=0, help="unlabeled MS MARCO queries to add (needs --topics)")
+    p.add_argument("--topics", type=Path, help="the pyserini 0.19.2 wheel, or the MS MARCO dev-subset topics TSV")
+    p.add_argument("--eval-steps", type=int, help="evaluate / checkpoint every N steps (default: once an epoch)")
     p.add_argument("--work", type=Path, default=Path("/tmp/surerank-distil"))
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     train_q, _ = load_trec_dl(args.train)  # the training year's judgments are not used
     test_q, test_qrels = load_trec_dl(args.test)
-    out = args.work / f"student-dl{args.train}-e{args.epochs:g}-lr{args.lr:g}-t{args.temperature:g}"
+    extra: dict = {}
+    cache = args.work / f"teacher-dl{args.train}-top{args.candidates}.json"
+    tag = f"dl{args.train}"
+    if args.extra_queries:
+        if args.topics is None:
+            p.error("--extra-queries needs --topics")
+        exclude = {q.text.strip().lower() for year in ("19", "20") for q in load_trec_dl(year)[0]}
+        more, extra = msmarco_lists(args.topics, train_q, args.extra_queries, args.candidates, exclude)
+        print(json.dumps({"msmarco_queries": extra}))
+        train_q = [q.__class__(text=q.text, candidates=q.candidates[:args.candidates], id=q.id) for q in train_q]
+        train_q = train_q + more
+        tag += f"+msmarco{len(more)}"
+        cache = args.work / f"teacher-{tag}-top{args.candidates}.json"
+        score_with_teacher(TEACHER, train_q, cache, group=len(train_q))  # one call: each pool passage encoded once
+    out = args.work / f"student-{tag}-c{args.candidates}-e{args.epochs:g}-lr{args.lr:g}-t{args.temperature:g}"
     config = TrainConfig(output=out, student="bi-encoder", teacher=TEACHER, loss="kl", candidates=args.candidates,
                          epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
-                         temperature=args.temperature, patience=2, seed=0,
-                         teacher_cache=args.work / f"teacher-dl{args.train}-top{args.candidates}.json")
+                         temperature=args.temperature, patience=2, seed=0, eval_steps=args.eval_steps,
+                         teacher_cache=cache)
     started = time.perf_counter()
     card = train_model(config, train_q).card if not (out / "training_card.json").exists() else None
     train_s = time.perf_counter() - started
@@ -72,6 +137,7 @@ def main() -> None:
     figures = {label: ndcg(run, test_qrels) for label, run in runs.items()}
     base, student, top = (figures[k][0] for k in ("base MiniLM", "student", "teacher mpnet"))
     report = {"train_year": args.train, "test_year": args.test, "train_seconds": round(train_s, 1),
+              "extra_queries": extra,
               "card": card.to_dict() if card else str(out / "training_card.json"),
               "ndcg@10": {k: round(v[0], 4) for k, v in figures.items()}, "rank_seconds": seconds,
               "p_student_vs_base": paired_p_value(figures["student"][1], figures["base MiniLM"][1])[0],
