@@ -22,6 +22,7 @@ from surerank.report import (
     load_json,
     read_robustness,
     read_throughput,
+    read_training,
     read_trust,
     write_report,
 )
@@ -34,6 +35,7 @@ EXAMPLES = """examples:
       --run dl20:bm25=dl20-bm25.run --run dl20:embedding=dl20-emb.run \\
       --robustness robustness-embedding.json --trust trust.json --throughput throughput.json
   surerank report --output report.html --eval-json eval.json --baseline bm25
+  surerank report --output training.html --training my-reranker
 --qrels NAME=PATH names a dataset's judgments; dl19 / dl20 alone use the TREC DL qrels (dl19 ships with
 surerank, dl20 is read from SURERANK_DATA).
 --run DATASET:RANKER=PATH adds a TREC run file; significance marks compare each ranker with --baseline
@@ -71,6 +73,10 @@ def register(subparsers: Any) -> None:
                        help="JSON written by `surerank robustness --output`")
     other.add_argument("--throughput", action="append", default=[], type=Path, metavar="PATH",
                        help="throughput rows (kind surerank.throughput, e.g. benchmarks/throughput.py --json)")
+    other.add_argument("--training", action="append", default=[], type=Path, metavar="DIR",
+                       help="a model folder written by `surerank train --student` (its training_card.json), or "
+                            "its work folder / training_result.json (a collapsed run): the training curve and "
+                            "base, student and teacher on the dev split")
     parser.set_defaults(func=run)
 
 
@@ -124,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
         trust.merge(read_trust(load_json(path), str(path), label=label))
     robustness = [read_robustness(load_json(path), str(path)) for path in args.robustness]
     throughput = [read_throughput(load_json(path), str(path)) for path in args.throughput]
-    sources += [str(p) for p in [*args.trust, *args.robustness, *args.throughput]]
+    training = [read_training(path) for path in args.training]
+    sources += [str(p) for p in [*args.trust, *args.robustness, *args.throughput, *args.training]]
     html = build_report(evaluation=evaluation or None, trust=None if trust.empty else trust,
-                        robustness=robustness, throughput=throughput, baseline=args.baseline,
+                        robustness=robustness, throughput=throughput, training=training, baseline=args.baseline,
                         title=args.title, sources=[Path(s).name for s in sources])
     path = write_report(args.output, html)
     sys.stdout.write(f"wrote {path} ({len(html):,} bytes)\n")

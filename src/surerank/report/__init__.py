@@ -15,10 +15,13 @@ read their fields:
 * trust: a trust artifact or calibrate's summary (read as :class:`~surerank.trust.artifact.FitSummary`), the
   trust parts of ``surerank eval --json``, or :class:`TrustFigures` (``surerank.trust-figures``);
 * robustness: :class:`~surerank.robustness.RobustnessResult` (``surerank.robustness``);
-* throughput: :class:`ThroughputTable` (``surerank.throughput``).
+* throughput: :class:`ThroughputTable` (``surerank.throughput``);
+* training: a ``surerank train --student`` run's card, read as
+  :class:`~surerank.engine.checkpoint.training_run.TrainingRun` (the training curve, base/student/teacher on dev).
 
-Modules: ``documents`` (the kinds; TrustFigures, ThroughputTable), ``readers``, ``sections`` and
-``robustness_section`` (HTML fragments), ``html`` (CSS, check script, helpers), ``svg`` (charts), ``page``.
+Modules: ``documents`` (the kinds; TrustFigures, ThroughputTable), ``readers``, ``sections``,
+``robustness_section`` and ``training_section`` (HTML fragments), ``html`` (CSS, check script, helpers), ``svg``
+(charts), ``page``.
 """
 
 from surerank.eval.significance import paired_p_value
@@ -42,12 +45,13 @@ from surerank.report.readers import (
     figures_from_fit,
     read_robustness,
     read_throughput,
+    read_training,
     read_trust,
 )
 
 __all__ = [
     "EVAL_KIND", "THROUGHPUT_KIND", "TRUST_FIGURES_KIND", "TRUST_KINDS", "Evaluation", "RunSpec", "ThroughputTable",
     "TrustFigures", "build_report", "eval_results", "evaluate_runs", "evaluation_from_json", "figures_from_eval",
-    "figures_from_fit", "load_json", "paired_p_value", "read_robustness", "read_throughput", "read_trust",
-    "write_report",
+    "figures_from_fit", "load_json", "paired_p_value", "read_robustness", "read_throughput", "read_training",
+    "read_trust", "write_report",
 ]

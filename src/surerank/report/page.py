@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
+from surerank.engine.checkpoint.training_run import TrainingRun
 from surerank.errors import InputError
 from surerank.report.documents import ThroughputTable, TrustFigures
 from surerank.report.html import CHECK_SCRIPT, CSS, section
@@ -15,6 +16,7 @@ from surerank.report.readers import Evaluation
 from surerank.report.robustness_section import robustness as robustness_html
 from surerank.report.sections import cutoffs, effectiveness, reliability, risk_coverage
 from surerank.report.sections import throughput as throughput_html
+from surerank.report.training_section import training as training_html
 from surerank.robustness import RobustnessResult
 from surerank.storage import atomic_write_text
 
@@ -23,24 +25,24 @@ logger = logging.getLogger(__name__)
 
 def build_report(*, evaluation: Evaluation | None = None, trust: TrustFigures | None = None,
                  robustness: Sequence[RobustnessResult] = (), throughput: Sequence[ThroughputTable] = (),
-                 baseline: str | None = None, title: str = "surerank report",
+                 training: Sequence[TrainingRun] = (), baseline: str | None = None, title: str = "surerank report",
                  sources: Sequence[str] = ()) -> str:
     """Render the HTML page; each argument left empty drops its section.
 
-    The inputs are already typed: :func:`read_trust`, :func:`read_robustness`, :func:`read_throughput`
-    and :func:`evaluation_from_json` read (and check) the JSON files; a plain dict is refused, never
-    crawled for keys.
+    The inputs are already typed: :func:`read_trust`, :func:`read_robustness`, :func:`read_throughput`,
+    :func:`read_training` and :func:`evaluation_from_json` read (and check) the files; a plain dict is refused,
+    never crawled for keys.
     """
-    untyped = [i for i, r in enumerate(robustness) if not isinstance(r, RobustnessResult)]
-    if untyped:
-        raise InputError(f"robustness[{untyped[0]}]: expected a RobustnessResult, got "
-                         f"{type(robustness[untyped[0]]).__name__}; read files with read_robustness(data, path)")
+    _typed(robustness, RobustnessResult, "robustness", "read_robustness(data, path)")
+    _typed(training, TrainingRun, "training", "read_training(path)")
     sections: list[tuple[str, str, str]] = []
     if evaluation:
         main, deltas, _ = effectiveness(evaluation, baseline)
         sections.append(("effectiveness", "Effectiveness", main))
         if deltas:
             sections.append(("per-query", "Per-query deltas", deltas))
+    if training:  # after the held-out figures (a year's runs of base, student and teacher) when both are given
+        sections.append(("training", "Training", training_html(training)))
     figures = trust or TrustFigures()
     if figures.risk_coverage:
         sections.append(("risk-coverage", "Risk-coverage", risk_coverage(figures)))
@@ -53,8 +55,8 @@ def build_report(*, evaluation: Evaluation | None = None, trust: TrustFigures | 
     if throughput:
         sections.append(("throughput", "Throughput", throughput_html(throughput)))
     if not sections:
-        raise InputError("nothing to report: give runs with qrels, --eval-json, --trust, --robustness "
-                         "or --throughput")
+        raise InputError("nothing to report: give runs with qrels, --eval-json, --trust, --robustness, "
+                         "--throughput or --training")
     nav = "".join(f'<a href="#{key}">{escape(name)}</a>' for key, name, _ in sections)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     source_list = ", ".join(escape(s) for s in sources)
@@ -68,6 +70,14 @@ def build_report(*, evaluation: Evaluation | None = None, trust: TrustFigures | 
         + (f" from {source_list}" if source_list else "") + "</p></header>"
         f"<nav>{nav}</nav><main>{body}</main><script>{CHECK_SCRIPT}</script></body></html>"
     )
+
+
+def _typed(items: Sequence[object], kind: type, name: str, reader: str) -> None:
+    """Each item of a section's input is its typed object, not a dict read from JSON."""
+    untyped = [i for i, r in enumerate(items) if not isinstance(r, kind)]
+    if untyped:
+        raise InputError(f"{name}[{untyped[0]}]: expected a {kind.__name__}, got {type(items[untyped[0]]).__name__}; "
+                         f"read files with {reader}")
 
 
 def write_report(path: str | Path, html: str) -> Path:

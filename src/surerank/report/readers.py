@@ -3,7 +3,8 @@
 Run files + qrels become an :data:`Evaluation`; ``surerank eval --json`` its runs' :class:`EvalResult`
 (and the trust parts, :class:`TrustFigures`); a trust artifact or calibrate's summary its
 :class:`FitSummary`'s figures; robustness files a :class:`RobustnessResult`; throughput files a
-:class:`ThroughputTable`.  Each refuses another kind, or a missing or mistyped field, naming the file.
+:class:`ThroughputTable`; a training run's card a :class:`TrainingRun`.  Each refuses another kind, or a
+missing or mistyped field, naming the file.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from surerank import documents as schema
+from surerank.engine.checkpoint.training_run import TrainingRun
 from surerank.errors import InputError
 from surerank.eval.metrics import EvalResult, evaluate
 from surerank.formats import read_run
@@ -208,6 +210,13 @@ def read_robustness(data: Any, path: str) -> RobustnessResult:
     return RobustnessResult.from_dict(data, where=path)
 
 
+def read_training(path: str | Path) -> TrainingRun:
+    """A ``surerank train --student`` run: its model folder (``training_card.json``), its work folder or
+    ``training_result.json`` (a collapsed run has only that), as a :class:`TrainingRun`, every field the section
+    draws checked (a missing or mistyped one named with the file)."""
+    return TrainingRun.load(path)
+
+
 def read_throughput(data: Any, path: str) -> ThroughputTable:
     kind_of(data, path, (THROUGHPUT_KIND,))
     return ThroughputTable.from_dict(data, where=path)
@@ -215,4 +224,4 @@ def read_throughput(data: Any, path: str) -> ThroughputTable:
 
 __all__ = ["DEFAULT_MEASURES", "Evaluation", "RankerEval", "RunSpec", "dataset_label", "eval_results",
            "evaluate_runs", "evaluation_from_json", "figures_from_eval", "figures_from_fit", "read_robustness",
-           "read_throughput", "read_trust"]
+           "read_throughput", "read_training", "read_trust"]

@@ -155,8 +155,9 @@ def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *
                y_label: str, title: str, width: int = 520, height: int = 300,
                x_range: tuple[float, float] | None = None, y_range: tuple[float, float] | None = None,
                diagonal: bool = False, markers: bool = True, legend: bool = True,
-               x_categories: Sequence[str] | None = None) -> str:
-    """Lines (one per series) over numeric x; ``x_categories`` spaces labelled points evenly instead."""
+               x_categories: Sequence[str] | None = None, x_marks: Sequence[tuple[float, str]] = ()) -> str:
+    """Lines (one per series) over numeric x; ``x_categories`` spaces labelled points evenly instead;
+    ``x_marks`` draws a labelled dashed vertical line at each x (an event on the x axis: a kept checkpoint)."""
     xs_all = [x for _, xs, _ in series for x in xs]
     ys_all = [y for _, _, ys in series for y in ys if y is not None]
     x_lo, x_hi = x_range or _range(xs_all, pad=0.0)
@@ -178,6 +179,7 @@ def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *
         lo, hi = max(x_lo, y_lo), min(x_hi, y_hi)
         out.append(f'<line x1="{frame.x(lo):.1f}" y1="{frame.y(lo):.1f}" x2="{frame.x(hi):.1f}" '
                    f'y2="{frame.y(hi):.1f}" stroke="#999" stroke-dasharray="4 3"/>')
+    out += _x_marks(frame, x_marks)
     for i, (label, xs, ys) in enumerate(series):
         c = colour(i)
         points = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None and math.isfinite(y)]
@@ -196,6 +198,20 @@ def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *
         out += _legend([s[0] for s in series], frame, [colour(i) for i in range(len(series))])
     out.append("</svg>")
     return "".join(out)
+
+
+def _x_marks(frame: Frame, marks: Sequence[tuple[float, str]]) -> list[str]:
+    """A dashed vertical line with its label at each x; the label sits on the side with room for it."""
+    out = []
+    for x, label in marks:
+        px, mid = frame.x(x), (frame.left + frame.width - frame.right) / 2
+        out.append(f'<line data-mark="x-mark" x1="{px:.1f}" x2="{px:.1f}" y1="{frame.top}" '
+                   f'y2="{frame.height - frame.bottom}" stroke="#555" stroke-dasharray="5 3">'
+                   f"<title>{escape(label)}</title></line>")
+        anchor, tx = ("end", px - 4) if px > mid else ("start", px + 4)
+        out.append(f'<text x="{tx:.1f}" y="{frame.top + 11}" text-anchor="{anchor}" fill="#555">'
+                   f"{escape(label)}</text>")
+    return out
 
 
 def bar_chart(categories: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], *,
