@@ -6,7 +6,9 @@ lists are cached in the work folder and reused by a resumed run) and/or learns f
 on sentence-transformers' trainers, starting from ``--model`` (default: the embedded all-MiniLM-L6-v2).  The
 model folder it writes carries ``training_card.json`` and loads with ``Reranker("cross-encoder"|"embedding",
 model=DIR)``.  Started again after a kill, it resumes from the last checkpoint in ``OUTPUT.work``.  A collapsed
-student is not saved: the command says why and exits 1.  See docs/train.md.
+student is not saved: the command says why and exits 1.  ``--calibrate QRELS`` then fits the trust layer of the
+saved model on held-out judged queries (the dev split, or ``--calibrate-input``) and writes ``OUTPUT/trust.json``,
+which ``surerank rerank --trust`` and ``surerank serve`` apply (never applied unasked).  See docs/train.md.
 
 ``--fusion``: learn fusion weights on a dev split and write them as a JSON document.
 
@@ -36,15 +38,20 @@ from surerank.errors import InputError
 from surerank.eval.datasets import dataset_file
 from surerank.formats import read_qrels, read_queries, read_run
 from surerank.llm import BACKENDS
+from surerank.train.calibrate import CalibrationSettings
 from surerank.train.config import STUDENTS, TrainConfig
 from surerank.train.fusion import fit_fusion, member_runs
 from surerank.train.model import TrainingCollapsedError, train_model
 from surerank.train.synthetic import SynthesisConfig, synthesise
+from surerank.trust.abstention import CONFIDENCES
+from surerank.trust.calibration import CALIBRATORS
 
 EXAMPLES = """examples:
   surerank train --student bi-encoder --input dl19 --teacher '{"name": "embedding", "model": "all-mpnet-base-v2"}' \\
       --loss kl --temperature 0.05 --epochs 2 --output minilm-distilled
   surerank train --student cross-encoder --input lists.json --qrels my.qrels --loss bce --output my-reranker
+  surerank train --student bi-encoder --input dl19 --teacher TEACHER --calibrate dl20 --calibrate-input dl20 \\
+      --output minilm-distilled      # + minilm-distilled/trust.json: rerank ... --trust minilm-distilled/trust.json
   surerank train --fusion --input dl19 --qrels dl19 --method combsum --norm zscore \\
       --rankers '[{"name": "bm25", "idf": "background"}, "embedding"]' --output hybrid.weights.json
   surerank rerank --input dl20 --qrels dl20 --ranker fusion -o weights=hybrid.weights.json --output dl20.run
@@ -143,6 +150,17 @@ def _student_arguments(g: Any) -> None:
     g.add_argument("--work-dir", type=Path, help="checkpoints and the teacher cache (default OUTPUT.work)")
     g.add_argument("--teacher-cache", type=Path, help="the teacher's score cache (default WORK/teacher_scores.json)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--calibrate", type=Path, metavar="QRELS",
+                   help="after saving, fit the trust layer of the saved model (default backend) on held-out queries "
+                        "judged in QRELS (or dl19/dl20) and write OUTPUT/trust.json (apply: rerank --trust)")
+    g.add_argument("--calibrate-input", type=Path, metavar="LISTS",
+                   help="--calibrate: the held-out lists (default: the dev split's queries, their full lists)")
+    g.add_argument("--calibrate-method", choices=list(CALIBRATORS), default="platt",
+                   help="--calibrate: the calibration map (default platt)")
+    g.add_argument("--calibrate-abstain", choices=list(CONFIDENCES), help="--calibrate: fit an abstention rule")
+    g.add_argument("--calibrate-cutoff-alpha", type=float, metavar="ALPHA",
+                   help="--calibrate: fit a conformal cutoff with this target miss rate")
+
 
 
 def _spec(text: str | None) -> Any:
@@ -154,6 +172,21 @@ def _spec(text: str | None) -> Any:
         return text  # a bare ranker name
 
 
+def _calibration(args: argparse.Namespace) -> CalibrationSettings | None:
+    """``--calibrate``'s settings; a --calibrate-* option without the judgments is refused, naming both."""
+    if args.calibrate is None:
+        given = [f for f, v in (("--calibrate-input", args.calibrate_input), ("--calibrate-abstain",
+                 args.calibrate_abstain), ("--calibrate-cutoff-alpha", args.calibrate_cutoff_alpha)) if v is not None]
+        if given:
+            raise InputError(f"{given[0]}: calibration needs judgments of the held-out queries; give them with "
+                             "--calibrate QRELS")
+        return None
+    lists = dataset_file(args.calibrate_input, "queries") if args.calibrate_input else None
+    return CalibrationSettings(qrels=dataset_file(args.calibrate, "qrels"), lists=lists,
+                               method=args.calibrate_method, abstention=args.calibrate_abstain,
+                               cutoff_alpha=args.calibrate_cutoff_alpha)
+
+
 def run_student(args: argparse.Namespace) -> int:
     if args.input is None:
         raise InputError("--student: give the training lists with --input")
@@ -163,7 +196,8 @@ def run_student(args: argparse.Namespace) -> int:
     config = TrainConfig(output=args.output, student=args.student, base_model=args.model,
                          teacher=_spec(args.teacher), loss=args.loss,
                          qrels=dataset_file(args.qrels, "qrels") if args.qrels else None,
-                         progress=not args.no_progress, **{n: getattr(args, n) for n in names})
+                         progress=not args.no_progress, calibrate=_calibration(args),
+                         **{n: getattr(args, n) for n in names})
     queries = read_queries(dataset_file(args.input, "queries"))
     try:
         result = train_model(config, queries)
@@ -173,7 +207,8 @@ def run_student(args: argparse.Namespace) -> int:
     card = result.card
     echo(json.dumps({"status": "saved", "output": str(result.output), "student": card.student,
                      "loss": card.loss, "steps": card.steps, "epochs": card.epochs, "dev": card.dev["final"],
-                     "dev_base": card.dev["base"], "resources": card.resources}, indent=2))
+                     "dev_base": card.dev["base"], "resources": card.resources,
+                     "trust": str(result.output / card.trust["file"]) if card.trust else None}, indent=2))
     return 0
 
 

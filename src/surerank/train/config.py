@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from surerank.errors import InputError
+from surerank.train.calibrate import CalibrationSettings
 from surerank.train.examples import DEFAULT_LOSS, LOSSES
 
 STUDENTS = ("cross-encoder", "bi-encoder")
@@ -45,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     work_dir: Path | None = None  # checkpoints (resume) and the teacher cache; default OUTPUT.work
     teacher_cache: Path | None = None
+    calibrate: CalibrationSettings | None = None  # fit the trust layer on held-out judged queries after saving
     collapse_tol: float = 1e-5  # median per-list spread of dev scores at or below this: collapsed
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)

@@ -25,6 +25,7 @@ from surerank.engine.checkpoint.locate import resolve_model_dir
 from surerank.errors import InputError, SureRankError
 from surerank.formats import Qrels, read_qrels
 from surerank.storage import atomic_write_json
+from surerank.train.calibrate import calibrate_saved, held_out_lists
 from surerank.train.config import TrainConfig
 from surerank.train.examples import LOSSES, Examples, judgment_examples, split_queries, teacher_examples
 from surerank.train.hooks import collapse_watch, dev_evaluator, replace_printing, training_arguments
@@ -153,6 +154,7 @@ def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequen
     from transformers import set_seed
 
     started = time.perf_counter()
+    held = held_out_lists(config.calibrate, queries, config.dev_fraction, config.seed) if config.calibrate else None
     prep = _prepare(config, queries)
     base = resolve_model_dir(config.base_model)
     set_seed(config.seed)
@@ -191,6 +193,8 @@ def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequen
     if reason:
         raise TrainingCollapsedError(reason, result)
     _save(trainer.model, card, Path(config.output), Path(str(config.work_dir)))
+    if held is not None:  # on the saved folder, as it is served: trust.json beside it, recorded on the card
+        card = calibrate_saved(held, Path(config.output), card)
     logger.info("saved %s (%s, loss %s, %d steps, dev %s)", config.output, config.student, config.loss,
                 card.steps, card.dev.get("final"))
     return TrainResult(Path(config.output), card)

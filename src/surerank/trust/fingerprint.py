@@ -15,7 +15,9 @@ output is ``batch_invariant``), and an artifact must travel to a machine where t
   sequence per batch); otherwise a sequence's score depends on its batch mates and they stay;
 * ``model`` (a name or a local path) is dropped when content hashes (``weights_sha256``,
   ``tokenizer_sha256``) identify the model: a copy at another path is the same model, another checkpoint
-  under the same name is not.
+  under the same name is not;
+* a trained model's ``training_card.path`` (where its card lies: the install path again) is dropped; the rest
+  of the card (student, loss, teacher, seed) stays.
 
 Everything else stays: the content hashes, precision, backend, int8's ``fp32_nodes``, max length, pooling,
 prefixes, long-document policy, the ranker's name and its own options (BM25's k1/b, fusion members, LLM
@@ -32,6 +34,7 @@ RUNTIME_KEYS = frozenset({"model_dir", "device", "threads", "workers",
                           "base_url", "concurrency", "timeout", "max_retries", "precision_auto"})
 BATCH_KEYS = frozenset({"batch_size", "token_budget"})
 CONTENT_KEYS = ("weights_sha256", "tokenizer_sha256")
+CARD_RUNTIME_KEYS = frozenset({"path"})  # of describe()["training_card"]: where the card lies, not what it says
 
 
 def _plain(value: Any) -> Any:
@@ -57,6 +60,8 @@ def _fingerprint(description: dict[str, Any], content: bool) -> dict[str, Any]:
             continue
         if not content and key in CONTENT_KEYS:
             continue
+        if key == "training_card" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in CARD_RUNTIME_KEYS}
         out[key] = _value(value, content)
     return out
 
@@ -97,5 +102,5 @@ def describe_difference(field: str, fitted: Any, now: Any) -> str:
     return f"{field}: fitted {show(fitted)}, now {show(now)}"
 
 
-__all__ = ["BATCH_KEYS", "CONTENT_KEYS", "RUNTIME_KEYS", "describe_difference", "differences",
+__all__ = ["BATCH_KEYS", "CARD_RUNTIME_KEYS", "CONTENT_KEYS", "RUNTIME_KEYS", "describe_difference", "differences",
            "score_fingerprint"]

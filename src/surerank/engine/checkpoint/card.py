@@ -41,6 +41,7 @@ class TrainingCard:
     schedule: dict[str, Any] = field(default_factory=dict)  # lr, warm-up, batch, accumulation, max length
     resources: dict[str, Any] = field(default_factory=dict)  # seconds, pairs/s, peak RSS
     versions: dict[str, str] = field(default_factory=dict)  # torch, transformers, sentence-transformers, ...
+    trust: dict[str, Any] | None = None  # the trust artifact fitted on held-out queries (train --calibrate)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": KIND, "version": VERSION, **asdict(self)}
@@ -64,9 +65,13 @@ class TrainingCard:
             "seeded_head": doc.get(data, "seeded_head", "bool", where, optional=True, default=False),
             "teacher": doc.get(data, "teacher", "object", where, optional=True, nullable=True),
             "judgments": doc.get(data, "judgments", "str", where, optional=True, nullable=True),
+            "trust": doc.get(data, "trust", "object", where, optional=True, nullable=True),
         }
         for name in ("data", "dev", "schedule", "resources", "versions"):
             values[name] = dict(doc.get(data, name, "object", where, optional=True, default={}))
+        if values["trust"] is not None:
+            values["trust"] = dict(values["trust"])
+            doc.get(values["trust"], "file", "str", where, "trust")
         return cls(**values)
 
     @classmethod
