@@ -39,7 +39,7 @@ from surerank.eval.datasets import dataset_file
 from surerank.formats import read_qrels, read_queries, read_run
 from surerank.llm import BACKENDS
 from surerank.train.calibrate import CalibrationSettings
-from surerank.train.config import STUDENTS, TrainConfig
+from surerank.train.config import STUDENTS, TEACHER_LABELS, TrainConfig
 from surerank.train.fusion import fit_fusion, member_runs
 from surerank.train.model import TrainingCollapsedError, train_model
 from surerank.train.synthetic import SynthesisConfig, synthesise
@@ -78,7 +78,7 @@ def register(subparsers: Any) -> None:
     src.add_argument("--run", type=Path, action="append",
                      help="--fusion: a member's scored TREC run, once per member in --rankers order")
     p.add_argument("--qrels", type=Path, help="TREC qrels (or dl19/dl20): --fusion's dev judgments; a "
-                                              "student's labels (bce, mnrl) or dev nDCG")
+                                              "student's labels (bce, mnrl, bce-mix) or dev nDCG")
     p.add_argument("--method", default="combsum", choices=["combsum", "combmnz", "rrf"],
                    help="fusion method (default combsum)")
     p.add_argument("--norm", default="zscore", choices=["zscore", "minmax", "none"],
@@ -128,8 +128,12 @@ def run_synthesis(args: argparse.Namespace) -> int:
 def _student_arguments(g: Any) -> None:
     g.add_argument("--teacher", help='the teacher: a ranker name or JSON {"name": ..., options}')
     g.add_argument("--model", help="the checkpoint the student starts from (default: all-MiniLM-L6-v2)")
-    g.add_argument("--loss", help="cross-encoder: mse, listnet (teacher), bce (judgments); bi-encoder: kl, "
+    g.add_argument("--loss", help="cross-encoder: mse, listnet, ranknet (teacher), bce (judgments), bce-mix (both: "
+                                  "judged pairs' judgments, the teacher's soft labels elsewhere); bi-encoder: kl, "
                                   "margin-mse (teacher), mnrl (judgments)")
+    g.add_argument("--teacher-labels", choices=TEACHER_LABELS, default="scores",
+                   help="what the teacher's output is: scores (default), or order: a comparison-based teacher "
+                        "(pairwise/setwise/listwise LLM) whose ranking is the label (n - rank), its scores unread")
     _defaulted_flags(g, TrainConfig, "", (
         ("--candidates", "candidates", int, "first-stage candidates per list"),
         ("--negatives", "negatives", int, "mined negatives per judged positive"),
@@ -144,6 +148,9 @@ def _student_arguments(g: Any) -> None:
         ("--patience", "patience", int, "early stopping: evaluations without a better figure (0: off)"),
         ("--temperature", "temperature", float, "kl: temperature"),
         ("--teacher-temperature", "teacher_temperature", float, "kl: the teacher's own temperature"),
+        ("--judgment-weight", "judgment_weight", float, "bce-mix: a judged pair's label is w * judgment + (1 - w) "
+                                                        "* the teacher's soft label"),
+        ("--relevance-level", "relevance_level", int, "bce-mix: a judged grade >= this is relevant"),
         ("--seed", "seed", int, "seed")))
     g.add_argument("--select", choices=["dev", "loss"], default="dev",
                    help="the checkpoint kept: best dev ranking figure (default) or dev loss")
@@ -160,7 +167,6 @@ def _student_arguments(g: Any) -> None:
     g.add_argument("--calibrate-abstain", choices=list(CONFIDENCES), help="--calibrate: fit an abstention rule")
     g.add_argument("--calibrate-cutoff-alpha", type=float, metavar="ALPHA",
                    help="--calibrate: fit a conformal cutoff with this target miss rate")
-
 
 
 def _spec(text: str | None) -> Any:
@@ -192,7 +198,8 @@ def run_student(args: argparse.Namespace) -> int:
         raise InputError("--student: give the training lists with --input")
     names = ("candidates", "negatives", "margin", "epochs", "learning_rate", "batch_size", "accumulation",
              "warmup", "max_length", "dev_fraction", "eval_steps", "patience", "temperature",
-             "teacher_temperature", "seed", "select", "work_dir", "teacher_cache")
+             "teacher_temperature", "seed", "select", "work_dir", "teacher_cache", "teacher_labels",
+             "judgment_weight", "relevance_level")
     config = TrainConfig(output=args.output, student=args.student, base_model=args.model,
                          teacher=_spec(args.teacher), loss=args.loss,
                          qrels=dataset_file(args.qrels, "qrels") if args.qrels else None,

@@ -15,6 +15,7 @@ from surerank.train.calibrate import CalibrationSettings
 from surerank.train.examples import DEFAULT_LOSS, LOSSES
 
 STUDENTS = ("cross-encoder", "bi-encoder")
+TEACHER_LABELS = ("scores", "order")
 
 
 @dataclass
@@ -33,6 +34,9 @@ class TrainConfig:
     pairs_per_query: int = 16  # margin-mse: sampled passage pairs per query
     temperature: float = 1.0  # kl: both sides' temperature
     teacher_temperature: float | None = None  # kl: the teacher's, where its score scale differs
+    teacher_labels: str = "scores"  # "order": the teacher's rank positions are its labels (a comparison ranker)
+    judgment_weight: float = 1.0  # bce-mix: a judged pair's label = w * judgment + (1 - w) * teacher's soft label
+    relevance_level: int = 2  # bce-mix: a judged grade >= this is relevant (TREC DL)
     epochs: float = 1.0
     learning_rate: float = 2e-5
     batch_size: int = 8
@@ -60,15 +64,9 @@ class TrainConfig:
         source = "teacher" if self.teacher is not None else "judgments"
         if self.loss is None:
             self.loss = DEFAULT_LOSS[(self.student, source)]
-        if (self.student, self.loss) not in LOSSES:
-            known = [loss for (s, loss) in LOSSES if s == self.student]
-            raise InputError(f"loss: {self.loss!r} is not a {self.student} loss; choose from {', '.join(known)}")
-        needs = LOSSES[(self.student, self.loss)][0]
-        if needs == "teacher" and self.teacher is None:
-            raise InputError(f"loss {self.loss}: learns from a teacher's scores; give --teacher")
-        if needs == "judgments" and self.qrels is None:
-            raise InputError(f"loss {self.loss}: learns from judgments; give --qrels")
-        for name in ("candidates", "batch_size", "accumulation", "max_length", "negatives", "pairs_per_query"):
+        self._check_loss()
+        for name in ("candidates", "batch_size", "accumulation", "max_length", "negatives", "pairs_per_query",
+                     "relevance_level"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise InputError(f"{name}: must be a positive integer, got {getattr(self, name)!r}")
         if self.candidates < 2:
@@ -82,13 +80,41 @@ class TrainConfig:
         if self.teacher_cache is None:
             self.teacher_cache = Path(self.work_dir) / "teacher_scores.json"
 
+    def _check_loss(self) -> None:
+        """The loss exists for the student, its label sources are given, and the label options fit it."""
+        if (self.student, self.loss) not in LOSSES:
+            known = [loss for (s, loss) in LOSSES if s == self.student]
+            other = [s for (s, loss) in LOSSES if loss == self.loss]
+            hint = f" (a {other[0]} loss)" if other else ""
+            raise InputError(f"loss: {self.loss!r} is not a {self.student} loss{hint}; choose from {', '.join(known)}")
+        needs = LOSSES[(self.student, str(self.loss))][0]
+        if needs in ("teacher", "both") and self.teacher is None:
+            raise InputError(f"loss {self.loss}: learns from a teacher's scores; give --teacher")
+        if needs in ("judgments", "both") and self.qrels is None:
+            raise InputError(f"loss {self.loss}: learns from judgments; give --qrels")
+        if self.teacher_labels not in TEACHER_LABELS:
+            raise InputError(f"teacher_labels: {self.teacher_labels!r} is unknown; choose from "
+                             f"{', '.join(TEACHER_LABELS)}")
+        if self.teacher_labels == "order" and self.teacher is None:
+            raise InputError("teacher_labels: 'order' reads a teacher's ranked lists; give --teacher")
+        if self.teacher_labels == "order" and needs == "judgments":
+            raise InputError(f"teacher_labels: 'order' makes the teacher's ranks labels, but loss {self.loss} learns "
+                             "from judgments only; choose a teacher loss or bce-mix")
+        if not 0.0 <= self.judgment_weight <= 1.0:
+            raise InputError(f"judgment_weight: must be between 0 and 1, got {self.judgment_weight!r}")
+        if self.judgment_weight != 1.0 and self.loss != "bce-mix":
+            raise InputError(f"judgment_weight: only loss bce-mix mixes judgments with the teacher (loss is "
+                             f"{self.loss})")
+
     @property
     def selection_metric(self) -> tuple[str, bool]:
         """The trainer's metric for the best checkpoint and early stopping, and whether higher is better: a
         dev ranking figure by default (a pointwise MSE's dev loss is mostly the scores' offset, not their order)."""
         if self.select == "loss":
             return "eval_loss", False
-        return ("eval_dev_spearman_teacher" if self.teacher is not None else "eval_dev_ndcg@10"), True
+        if self.teacher is None or self.label_source == "both":  # learning judgments too: nDCG is the target
+            return "eval_dev_ndcg@10", True
+        return "eval_dev_spearman_teacher", True
 
     @property
     def label_source(self) -> str:
@@ -98,8 +124,8 @@ class TrainConfig:
         """What the card records of the schedule."""
         keys = ("learning_rate", "batch_size", "accumulation", "warmup", "max_length", "epochs", "eval_steps",
                 "patience", "select", "candidates", "negatives", "margin", "temperature", "teacher_temperature",
-                "dev_fraction", "collapse_tol")
+                "dev_fraction", "collapse_tol", "teacher_labels", "judgment_weight", "relevance_level")
         return {k: getattr(self, k) for k in keys}
 
 
-__all__ = ["STUDENTS", "TrainConfig"]
+__all__ = ["STUDENTS", "TEACHER_LABELS", "TrainConfig"]

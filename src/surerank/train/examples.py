@@ -13,8 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from surerank.aggregate.fusion import normalise
 from surerank.errors import InputError
 from surerank.formats import Qrels
+from surerank.scores import sigmoid
 from surerank.types import Query
 
 logger = logging.getLogger(__name__)
@@ -23,6 +25,11 @@ logger = logging.getLogger(__name__)
 LOSSES: dict[tuple[str, str], tuple[str, str]] = {
     ("cross-encoder", "mse"): ("teacher", "pointwise MSE on the teacher's scores (CrossEncoder MSELoss)"),
     ("cross-encoder", "listnet"): ("teacher", "listwise ListNet on the teacher's scores (CrossEncoder ListNetLoss)"),
+    ("cross-encoder", "ranknet"): ("teacher", "pairwise RankNet over every pair the teacher's ranking orders, labels "
+                                              "n - rank (CrossEncoder RankNetLoss)"),
+    ("cross-encoder", "bce-mix"): ("both", "pointwise BCE on soft labels: a judged pair's judgment (grade >= "
+                                           "relevance_level), else the teacher's score as a sigmoid of its z-score "
+                                           "within the list (CrossEncoder BinaryCrossEntropyLoss)"),
     ("cross-encoder", "bce"): ("judgments", "pointwise BCE on judged positives and mined negatives "
                                             "(CrossEncoder BinaryCrossEntropyLoss)"),
     ("bi-encoder", "kl"): ("teacher", "listwise KL to the teacher's score distribution (DistillKLDivLoss)"),
@@ -90,7 +97,7 @@ def teacher_examples(student: str, loss: str, queries: Sequence[Query], scores: 
             for text, s in docs:
                 _add(cols, query=q.text, passage=text, label=s)
             pairs += len(docs)
-        elif loss == "listnet":
+        elif loss in ("listnet", "ranknet"):
             _add(cols, query=q.text, docs=[t for t, _ in docs], labels=[s for _, s in docs])
             pairs += len(docs)
         elif loss == "kl":
@@ -108,6 +115,103 @@ def teacher_examples(student: str, loss: str, queries: Sequence[Query], scores: 
     if loss == "kl" and len({len(v) for v in cols.values() if isinstance(v[0], str)}) > 1:
         raise InputError("loss kl: every list needs the same number of candidates")
     return Examples(cols, len(queries), pairs)
+
+
+def rank_labels(ranking: Sequence[str], ids: Sequence[str]) -> dict[str, float]:
+    """``n - position`` of each of ``ids`` in ``ranking`` (the teacher's order, best first) restricted to ``ids``:
+    the teacher's first gets ``n - 1``, its last 0."""
+    wanted = set(ids)
+    kept = [d for d in ranking if d in wanted]
+    if len(kept) != len(wanted):
+        raise InputError(f"teacher order: ranks {len(kept)} of the list's {len(wanted)} candidates; score the "
+                         "whole list again (a new --teacher-cache)")
+    return {d: float(len(kept) - 1 - i) for i, d in enumerate(kept)}
+
+
+def tied_rank_labels(scores: Mapping[str, float]) -> tuple[dict[str, float], int]:
+    """``n - rank`` by score, where tied scores share their best rank (a tie stays a tie: RankNet makes no pair
+    of it), and the number of tied pairs."""
+    values = sorted(scores.values(), reverse=True)
+    first = {}
+    for i, v in enumerate(values):
+        first.setdefault(v, i)
+    counts: dict[float, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    n = len(values)
+    return {d: float(n - 1 - first[v]) for d, v in scores.items()}, sum(c * (c - 1) // 2 for c in counts.values())
+
+
+def labels_from_teacher(queries: Sequence[Query], scores: Mapping[str, Mapping[str, float]],
+                   orders: Mapping[str, Sequence[str]], mode: str, loss: str
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """What a teacher-labelled loss learns of each candidate, and what the card says of it.
+
+    ``mode="scores"``: the teacher's scores as they are, except for ``ranknet``, whose labels are ``n - rank`` by
+    score (ties share a rank).  ``mode="order"`` (a comparison-based teacher, whose scores only encode its
+    ranking): ``n - position`` in the list the teacher returned, for every loss (its own tie-breaks kept)."""
+    out: dict[str, dict[str, float]] = {}
+    tied = 0
+    for q in queries:
+        ids = [c.id for c in q.candidates]
+        if mode == "order":
+            if q.id not in orders:
+                raise InputError(f"teacher order: query {q.id!r} has no ranked list in the teacher cache")
+            out[q.id] = rank_labels(orders[q.id], ids)
+        elif loss == "ranknet":
+            out[q.id], ties = tied_rank_labels({d: scores[q.id][d] for d in ids})
+            tied += ties
+        else:
+            out[q.id] = {d: scores[q.id][d] for d in ids}
+    if mode == "order":
+        what = "n - position in the teacher's ranked list (its scores are not read)"
+    elif loss == "ranknet":
+        what = "n - rank by the teacher's score (tied scores share a rank: no pair)"
+    else:
+        what = "the teacher's scores"
+    info: dict[str, Any] = {"mode": mode, "labels": what}
+    if mode == "scores" and loss == "ranknet":
+        info["tied_pairs"] = tied
+    return out, info
+
+
+def soft_labels(scores: Sequence[float]) -> list[float]:
+    """A teacher's scores of one list in [0, 1], in the same order: the sigmoid of each score's z-score within
+    the list.  Why not min-max: it forces the list's best to 1 and its worst to 0 whatever the list holds, and
+    one outlier squeezes the rest together; the z-score is free of the teacher's scale and shift, puts the
+    list's mean at 1/2 and leaves 0 and 1 to the judgments.  A constant list gets 1/2 everywhere."""
+    z = normalise({i: float(s) for i, s in enumerate(scores)}, "zscore")
+    return [sigmoid(z[i]) for i in range(len(scores))]
+
+
+def mixed_examples(queries: Sequence[Query], labels: Mapping[str, Mapping[str, float]], qrels: Qrels,
+                   relevance_level: int = 2, judgment_weight: float = 1.0) -> Examples:
+    """Pointwise soft-label rows for ``bce-mix``: every candidate of each list, labelled by its judgment (1 when
+    its grade is ``>= relevance_level``, else 0; mixed with the teacher's soft label by ``judgment_weight``) or,
+    unjudged, by the teacher's :func:`soft_labels`.  ``info`` counts the labels from each source."""
+    cols: dict[str, list[Any]] = {}
+    info = {"judged": 0, "judged_relevant": 0, "teacher": 0, "queries_without_judgments": 0, "constant_lists": 0,
+            "relevance_level": relevance_level, "judgment_weight": judgment_weight,
+            "teacher_mapping": "sigmoid of the z-score within the list"}
+    for q in queries:
+        judged = qrels.get(q.id, {})
+        info["queries_without_judgments"] += not any(c.id in judged for c in q.candidates)
+        raw = [labels[q.id][c.id] for c in q.candidates]
+        info["constant_lists"] += len(set(raw)) == 1
+        for c, soft in zip(q.candidates, soft_labels(raw)):
+            if c.id in judged:
+                relevant = float(judged[c.id] >= relevance_level)
+                label = judgment_weight * relevant + (1.0 - judgment_weight) * soft
+                info["judged"] += 1
+                info["judged_relevant"] += int(relevant)
+            else:
+                label = soft
+                info["teacher"] += 1
+            _add(cols, query=q.text, passage=c.text, label=label)
+    if info["constant_lists"]:
+        logger.warning("bce-mix: the teacher scored every candidate alike in %d lists; their unjudged pairs get 1/2",
+                       info["constant_lists"])
+    return Examples(cols, len(queries), info["judged"] + info["teacher"], info=info)
 
 
 def _add(cols: dict[str, list[Any]], **row: Any) -> None:
@@ -189,5 +293,5 @@ def judgment_examples(student: str, loss: str, queries: Sequence[Query], qrels: 
     return Examples(cols, len(queries) - mining.queries_without_positive, pairs, mining)
 
 
-__all__ = ["DEFAULT_LOSS", "LOSSES", "Examples", "Mining", "judgment_examples", "split_queries",
-           "teacher_examples"]
+__all__ = ["DEFAULT_LOSS", "LOSSES", "Examples", "Mining", "judgment_examples", "labels_from_teacher",
+           "mixed_examples", "rank_labels", "soft_labels", "split_queries", "teacher_examples", "tied_rank_labels"]

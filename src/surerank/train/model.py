@@ -27,7 +27,15 @@ from surerank.formats import Qrels, read_qrels
 from surerank.storage import atomic_write_json
 from surerank.train.calibrate import calibrate_saved, held_out_lists
 from surerank.train.config import TrainConfig
-from surerank.train.examples import LOSSES, Examples, judgment_examples, split_queries, teacher_examples
+from surerank.train.examples import (
+    LOSSES,
+    Examples,
+    judgment_examples,
+    labels_from_teacher,
+    mixed_examples,
+    split_queries,
+    teacher_examples,
+)
 from surerank.train.hooks import collapse_watch, dev_evaluator, replace_printing, training_arguments
 from surerank.train.student import (
     collapse_reason,
@@ -81,12 +89,16 @@ def _cut(queries: Sequence[Query], n: int) -> tuple[list[Query], int]:
     return cut, sum(len(q.candidates) > n for q in queries)
 
 
-def _examples(config: TrainConfig, queries: Sequence[Query], teacher: TeacherScores | None,
-              qrels: Qrels | None, seed: int) -> Examples:
+def _examples(config: TrainConfig, queries: Sequence[Query], labels: dict[str, dict[str, float]] | None,
+              teacher: TeacherScores | None, qrels: Qrels | None, seed: int) -> Examples:
+    """One split's examples from what the loss learns: the teacher's labels (:func:`labels_from_teacher`),
+    judgments (the teacher's scores, if any, only set the mining margin), or both (bce-mix)."""
     if config.label_source == "teacher":
-        assert teacher is not None
-        return teacher_examples(config.student, str(config.loss), queries, teacher.scores, seed,
-                                config.pairs_per_query)
+        assert labels is not None
+        return teacher_examples(config.student, str(config.loss), queries, labels, seed, config.pairs_per_query)
+    if config.label_source == "both":
+        assert labels is not None and qrels is not None
+        return mixed_examples(queries, labels, qrels, config.relevance_level, config.judgment_weight)
     assert qrels is not None
     return judgment_examples(config.student, str(config.loss), queries, qrels, seed, config.negatives,
                              config.margin, teacher.scores if teacher else None)
@@ -100,20 +112,29 @@ def _prepare(config: TrainConfig, queries: Sequence[Query]) -> dict[str, Any]:
     if cut:
         logger.info("%d of %d lists cut to their first %d candidates (--candidates)", cut, len(lists),
                     config.candidates)
-    teacher = score_with_teacher(config.teacher, lists, Path(str(config.teacher_cache))) \
-        if config.teacher is not None else None
+    teacher = score_with_teacher(config.teacher, lists, Path(str(config.teacher_cache)),
+                                 whole_lists=config.teacher_labels == "order") if config.teacher is not None else None
+    labels, label_info = (labels_from_teacher(lists, teacher.scores, teacher.orders, config.teacher_labels,
+                                              str(config.loss))
+                          if teacher is not None and config.label_source != "judgments" else (None, None))
     qrels = read_qrels(config.qrels) if config.qrels is not None else None
     train_q, dev_q = split_queries(lists, config.dev_fraction, config.seed)
-    train = _examples(config, train_q, teacher, qrels, config.seed)
-    dev = _examples(config, dev_q, teacher, qrels, config.seed + 1)
+    train = _examples(config, train_q, labels, teacher, qrels, config.seed)
+    dev = _examples(config, dev_q, labels, teacher, qrels, config.seed + 1)
     data = {"queries": len(queries), "train_queries": len(train_q), "dev_queries": len(dev_q),
             "dev_ids": [q.id for q in dev_q], "train_examples": len(train), "dev_examples": len(dev),
             "train_pairs_per_epoch": train.pairs, "lists_cut_to_candidates": cut, "candidates": config.candidates,
             "loss": LOSSES[(config.student, str(config.loss))][1]}
     if train.mining is not None:
         data["mining"] = train.mining.as_dict()
+    if label_info is not None:  # scores or order, and what the labels are
+        data["teacher_labels"] = label_info
+    if train.info:  # bce-mix: how many labels came from judgments and from the teacher
+        data["label_sources"] = {"train": train.info, "dev": dev.info}
+    # what dev Spearman compares with: the teacher's labels (its order, in order mode), else its raw scores
+    reference = labels if labels is not None else (teacher.scores if teacher is not None else None)
     return {"lists": lists, "teacher": teacher, "qrels": qrels, "train_q": train_q, "dev_q": dev_q,
-            "train": train, "dev": dev, "data": data}
+            "train": train, "dev": dev, "data": data, "reference": reference}
 
 
 def _trainer(config: TrainConfig, model: Any, prep: dict[str, Any], callbacks: Sequence[Any]) -> tuple[Any, Any]:
@@ -131,7 +152,7 @@ def _trainer(config: TrainConfig, model: Any, prep: dict[str, Any], callbacks: S
     hooks = [watch, *callbacks]
     if config.patience > 0:
         hooks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
-    teacher = prep["teacher"].scores if prep["teacher"] else None
+    teacher = prep["reference"]
     trainer = Trainer(model=model, args=training_arguments(config, steps),
                       train_dataset=Dataset.from_dict(train.columns), eval_dataset=Dataset.from_dict(dev.columns),
                       loss=make_loss(config, model), callbacks=hooks,
@@ -159,7 +180,7 @@ def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequen
     base = resolve_model_dir(config.base_model)
     set_seed(config.seed)
     model, seeded = load_student(config, base)
-    teacher = prep["teacher"].scores if prep["teacher"] else None
+    teacher = prep["reference"]
     base_figures = dev_figures(student_scores(model, config.student, prep["dev_q"]), prep["dev_q"], teacher,
                                prep["qrels"])
     trainer, watch = _trainer(config, model, prep, callbacks)

@@ -77,8 +77,10 @@ def make_loss(config: TrainConfig, model: Any) -> Any:
     if config.student == "cross-encoder":
         from sentence_transformers.cross_encoder import losses as ce
 
+        # bce-mix: BCE takes soft targets in [0, 1] as they are; RankNet reads only the labels' order
         return {"mse": lambda: ce.MSELoss(model), "listnet": lambda: ce.ListNetLoss(model),
-                "bce": lambda: ce.BinaryCrossEntropyLoss(model)}[str(config.loss)]()
+                "ranknet": lambda: ce.RankNetLoss(model), "bce": lambda: ce.BinaryCrossEntropyLoss(model),
+                "bce-mix": lambda: ce.BinaryCrossEntropyLoss(model)}[str(config.loss)]()
     from sentence_transformers.sentence_transformer import losses as st
     from sentence_transformers.util import pairwise_cos_sim
 
