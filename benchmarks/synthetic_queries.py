@@ -25,7 +25,7 @@ from pathlib import Path
 from surerank.eval.datasets import data_root
 from surerank.llm import LLMBackend, LLMRequest
 from surerank.testing.judge import Judge
-from surerank.train.synthetic import SynthesisConfig, synthesise
+from surerank.train.synthetic import SynthesisConfig, asked_passage, synthesise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +35,7 @@ class KeywordWriter(Judge):
     keyword query, not a copied run of the passage)."""
 
     def answer(self, request: LLMRequest) -> tuple[str, dict[str, float]]:
-        passages = re.findall(r"^Document: (.*)$", request.text(), re.M)
-        words = dict.fromkeys(re.findall(r"[a-z]+", passages[-1].lower())) if passages else {}
+        words = dict.fromkeys(re.findall(r"[a-z]+", asked_passage(request).lower()))
         return " ".join(sorted(words, key=lambda w: (-len(w), w))[:4]), {}
 
 
@@ -47,7 +46,7 @@ def smollm2(gguf: Path) -> LLMBackend:
 
     from surerank.llm.hf import TransformersBackend
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # 2 threads on 2 shared cores spin: 6-9x the CPU time a query (measured)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     return TransformersBackend(model=gguf.name, model_obj=model, tokenizer_obj=tokenizer)
@@ -61,6 +60,8 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=30)
     parser.add_argument("--queries-per-passage", type=int, default=1)
     parser.add_argument("--shots", type=int, default=3)
+    parser.add_argument("--prompt", default=SynthesisConfig.prompt, help="a surerank.train.synthetic PROMPTS name")
+    parser.add_argument("--max-words", type=int, default=SynthesisConfig.max_words, help="words of a passage shown")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
@@ -68,7 +69,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or ROOT / "runs" / f"synthetic-{args.llm}"
     config = SynthesisConfig(passages=args.passages, queries_per_passage=args.queries_per_passage, k=args.k,
-                             shots=args.shots, seed=args.seed, group=4)
+                             shots=args.shots, seed=args.seed, group=4, prompt=args.prompt,
+                             max_words=args.max_words)
     start = time.perf_counter()
     if args.llm == "smollm2":
         backend = smollm2(args.gguf)

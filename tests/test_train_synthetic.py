@@ -4,7 +4,6 @@ server on loopback, whose judge here writes a query from the passage it is shown
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +18,10 @@ from surerank.testing.judge import Judge
 from surerank.testing.llm_server import StandInServer
 from surerank.train.synthetic import (
     DEFAULT_EXAMPLES,
+    PROMPTS,
     SynthesisConfig,
     SynthesisResult,
+    asked_passage,
     build_requests,
     parse_query,
     synthesise,
@@ -44,7 +45,7 @@ RARE = {"d0": "panel flutter cylindrical shells", "d1": "blunt body hypersonic h
 
 
 class QueryWriter(Judge):
-    """Answers a query-writing prompt with ``write(passage id)``; the passage is the prompt's last Document line."""
+    """Answers a query-writing prompt with ``write(passage id)`` for the passage it asks about."""
 
     def __init__(self, write: Callable[[str], str]) -> None:
         super().__init__()
@@ -52,8 +53,7 @@ class QueryWriter(Judge):
         self.by_text = {c.text: c.id for c in CORPUS}
 
     def answer(self, request: LLMRequest) -> tuple[str, dict[str, float]]:
-        passage = re.findall(r"^Document: (.*)$", request.text(), re.M)[-1]
-        return self.write(self.by_text[passage]), {}
+        return self.write(self.by_text[asked_passage(request)]), {}
 
 
 def rare(pid: str) -> str:
@@ -87,7 +87,7 @@ def test_queries_come_back_parsed_filtered_and_load_as_training_lists(server, tm
     assert all(r.ids[0] == q.id.split("-")[1] for r, q in zip(ranked, lists))  # the source comes first
     again = SynthesisResult.load(result.files["summary"])
     assert again.to_dict() == json.loads(json.dumps(result.to_dict()))
-    assert again.prompt == {"name": "inpars-vanilla", "version": 1, "examples": "default"}
+    assert again.prompt == {"name": "inpars-chat", "version": 1, "examples": "default"}
 
 
 def test_round_trip_keeps_a_rare_word_query_and_drops_a_generic_one(tmp_path):
@@ -146,18 +146,32 @@ def test_server_faults_are_retried_or_counted_never_silent(server, tmp_path):
 
 
 def test_an_answer_that_repeats_a_prompt_example_is_an_echo(tmp_path):
-    copy = "Insulin is a hormone made by the beta cells."  # the example's passage, copied
-    with StandInServer(judge=QueryWriter(lambda pid: "Which cells produce insulin?" if pid < "d3" else copy)) as s:
+    copy = "Vitamin D is produced in the skin when it is exposed."  # the example's passage, copied
+    with StandInServer(judge=QueryWriter(lambda pid: "How does the body make vitamin D?" if pid < "d3" else copy)) as s:
         result = synthesise(CORPUS, tmp_path, client(s), SynthesisConfig(examples=[DEFAULT_EXAMPLES[1]], k=1))
     assert result.dropped == {"echo": 6} and result.counts["kept"] == 0
     assert SynthesisResult.load(result.files["summary"]).prompt["examples"] == "given"
 
 
 def test_zero_shot_prompts_show_the_instruction_and_the_passage_only():
-    asked = build_requests(CORPUS, [0], SynthesisConfig(shots=0))
+    asked = build_requests(CORPUS, [0], SynthesisConfig(shots=0, prompt="inpars-vanilla"))
     prompt = asked[0].request.text()
     assert prompt.startswith("Write a short search query") and prompt.count("Document:") == 1
     assert prompt.endswith(f"Document: {CORPUS[0].text}\nRelevant query:")
+    chat = build_requests(CORPUS, [0], SynthesisConfig(shots=0))[0].request.messages
+    assert chat == (("system", PROMPTS["inpars-chat"].instruction), ("user", CORPUS[0].text))
+
+
+def test_the_chat_prompt_shows_each_example_as_a_user_and_an_assistant_turn():
+    """A small chat model shown the examples as text in one message writes them out again (docs/synthetic.md):
+    the chat prompt makes each one a turn, the passage the last user turn, for the model's chat template."""
+    asked = build_requests(CORPUS, [1], SynthesisConfig(shots=3))[0]
+    roles = [role for role, _ in asked.request.messages]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    shown = [(asked.request.messages[i][1], asked.request.messages[i + 1][1]) for i in (1, 3, 5)]
+    assert shown == [(e.passage, e.query) for e in asked.examples]
+    assert set(asked.examples) <= set(DEFAULT_EXAMPLES) and asked.request.messages[-1] == ("user", CORPUS[1].text)
+    assert asked_passage(asked.request) == CORPUS[1].text
 
 
 def test_a_call_budget_stops_the_run_and_says_so(server, tmp_path):
@@ -171,7 +185,7 @@ def test_the_same_seed_picks_the_same_passages_and_prompts(server, tmp_path):
             for i, seed in enumerate((7, 7, 8))]
     texts = [Path(r.files["lists"]).read_text() for r in runs]
     assert texts[0] == texts[1] and runs[0].counts["passages_asked"] == 3
-    prompts = [b["messages"][0]["content"] for b in server.bodies]
+    prompts = [json.dumps(b["messages"]) for b in server.bodies]
     assert sorted(prompts[:3]) == sorted(prompts[3:6])
     assert texts[2] != texts[0]
 

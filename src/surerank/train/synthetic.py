@@ -55,20 +55,21 @@ class Example:
     query: str
 
 
-#: Written for surerank (no collection's text): four domains, short keyword-style and question-style queries.
+#: Made up for surerank in the style of MS MARCO (a web passage, the short question a searcher typed): InPars shows
+#: examples from another collection, never the target's own queries (on a test collection those are the test set).
+#: Everyday topics, so a model that repeats one is caught as an ``echo`` and no example leans toward a domain.
 DEFAULT_EXAMPLES = (
-    Example("The Great Barrier Reef, off the coast of Queensland, is the largest coral reef system in the world; "
-            "rising sea temperatures make its corals expel their algae and bleach.",
-            "why is the great barrier reef bleaching"),
-    Example("Insulin is a hormone made by the beta cells of the pancreas. It lets cells take up glucose from the "
-            "blood; its absence causes type 1 diabetes.",
-            "which cells produce insulin"),
-    Example("A heat exchanger moves heat between two fluids without mixing them. In a counter-flow design the "
-            "fluids run in opposite directions, which keeps the temperature difference high along its length.",
-            "counter flow heat exchanger advantage"),
-    Example("The Peace of Westphalia, signed in 1648, ended the Thirty Years' War and set out the principle that "
-            "each state is sovereign over its own territory.",
-            "what war did the peace of westphalia end"),
+    Example("The Eiffel Tower was built for the 1889 World's Fair in Paris and was the tallest man-made structure "
+            "in the world until 1930.",
+            "when was the eiffel tower built"),
+    Example("Vitamin D is produced in the skin when it is exposed to sunlight, and it helps the body absorb "
+            "calcium.",
+            "how does the body make vitamin d"),
+    Example("A mortgage is a loan used to buy a house, in which the house itself serves as collateral.",
+            "what is a mortgage"),
+    Example("A first passport application usually takes six to eight weeks to process; an expedited one takes two "
+            "to three weeks for an extra fee.",
+            "how long does it take to get a passport"),
 )
 
 
@@ -82,6 +83,11 @@ class QueryPrompt:
     instruction: str
     passage_label: str = "Document"
     query_label: str = "Relevant query"
+    turns: bool = False
+    """Chat turns: the instruction as the system message, each example a user turn (its passage alone) and an
+    assistant turn (its query), the passage a last user turn; the model's own chat template (read by its backend)
+    frames them.  False: InPars' one block of text ending in ``Relevant query:``, which a completion model
+    continues; a small chat model shown it in one user message repeats the examples instead (docs/synthetic.md)."""
 
     def render(self, passage: str, examples: Sequence[Example]) -> str:
         shots = [f"Example {i}:\n{self.passage_label}: {one_line(e.passage)}\n{self.query_label}: {one_line(e.query)}"
@@ -89,9 +95,27 @@ class QueryPrompt:
         last = f"Example {len(examples) + 1}:\n{self.passage_label}: {passage}\n{self.query_label}:"
         return "\n\n".join([self.instruction, *shots, last])
 
+    def messages(self, passage: str, examples: Sequence[Example]) -> tuple[tuple[str, str], ...]:
+        """The (role, text) messages of one request: :meth:`render` as one user message, or chat turns."""
+        if not self.turns:
+            return (("user", self.render(passage, examples)),)
+        shots = [turn for e in examples for turn in (("user", one_line(e.passage)), ("assistant", one_line(e.query)))]
+        return (("system", self.instruction), *shots, ("user", passage))
 
-#: InPars' "vanilla" prompt (document / relevant query pairs, then the passage), with a one-line instruction.
+
+def asked_passage(request: LLMRequest) -> str:
+    """The passage a request of these prompts asks a query for: its last message, or that message's last
+    ``Document:`` line when the prompt is one message.  What a stand-in query writer reads."""
+    last = request.messages[-1][1] if request.messages else request.text()
+    found = re.findall(r"^Document: (.*)$", last, re.M)
+    return found[-1] if found else last
+
+
+#: ``inpars-chat`` (the default): the same pairs as chat turns, for instruct models.  ``inpars-vanilla``: InPars'
+#: prompt (document / relevant query pairs, then the passage) in one message, with a one-line instruction.
 PROMPTS = {
+    "inpars-chat": QueryPrompt("inpars-chat", 1, "You write search queries. For each document, answer with one short "
+                               "search query that the document answers, on one line, and nothing else.", turns=True),
     "inpars-vanilla": QueryPrompt("inpars-vanilla", 1, "Write a short search query that the last document answers. "
                                   "Answer with the query only, on one line."),
 }
@@ -115,7 +139,7 @@ class SynthesisConfig:
     queries_per_passage: int = 1
     """Requests per passage, each with its own seeded choice of examples (so answers differ at temperature 0)."""
     seed: int = 0
-    prompt: str = "inpars-vanilla"
+    prompt: str = "inpars-chat"
     examples: Sequence[Example] | None = None
     """The user's few-shot examples (None: :data:`DEFAULT_EXAMPLES`); ``shots`` of them go into each prompt
     (0: zero-shot, the instruction alone)."""
@@ -296,8 +320,8 @@ def build_requests(corpus: Sequence[Candidate], chosen: Sequence[int], config: S
         for j in range(config.queries_per_passage):
             order = np.random.default_rng([config.seed, i, j]).permutation(len(examples))[:shots]
             shown = [examples[int(k)] for k in order]
-            request = LLMRequest.chat(prompt.render(text, shown), max_tokens=config.max_tokens,
-                                      temperature=config.temperature)
+            request = LLMRequest(messages=prompt.messages(text, shown), max_tokens=config.max_tokens,
+                                 temperature=config.temperature)
             out.append(_Asked(index=i, passage=corpus[i], text=text, number=j, request=request,
                               examples=tuple(shown)))
     return out
@@ -475,5 +499,5 @@ def _report(result: SynthesisResult) -> None:
 
 
 __all__ = ["COPY_WORDS", "COUNTS", "DEFAULT_EXAMPLES", "KIND", "PARSE_DROPS", "PROMPTS", "QUERY_WORDS", "VERSION",
-           "Example", "QueryPrompt", "SynthesisConfig", "SynthesisProgress", "SynthesisResult", "build_requests",
-           "choose_passages", "parse_query", "synthesise"]
+           "Example", "QueryPrompt", "SynthesisConfig", "SynthesisProgress", "SynthesisResult", "asked_passage",
+           "build_requests", "choose_passages", "parse_query", "synthesise"]
