@@ -93,6 +93,8 @@ def test_distilled_cross_encoder_moves_toward_its_teacher(cross_encoder_run: Any
     assert max(losses) < dev["before_training"]["loss"] / 2, (dev["before_training"], losses)  # dev loss down
     assert dev["final"]["spearman_teacher"] > dev["base"]["spearman_teacher"] + 0.2, dev  # rank correlation up
     assert dev["selected_by"] == "eval_dev_spearman_teacher" and dev["worse_than_base"] is False
+    assert dev["teacher"]["spearman_teacher"] == pytest.approx(1.0)  # the teacher's own dev figures: the ceiling
+    assert dev["final"]["spearman_teacher"] < dev["teacher"]["spearman_teacher"]
     assert cross_encoder_run.card.teacher["pairs_scored"] == 20 * 16
     assert cross_encoder_run.card.teacher["cost"]["calls"] == 20  # the teacher's cost trace, kept
     assert cross_encoder_run.card.resources["peak_rss_mb"] > 0

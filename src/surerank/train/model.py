@@ -20,8 +20,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from surerank.engine.checkpoint.card import TrainingCard
 from surerank.engine.checkpoint.locate import resolve_model_dir
+from surerank.engine.checkpoint.training_run import RESULT_FILE
 from surerank.errors import InputError, SureRankError
 from surerank.formats import Qrels, read_qrels
 from surerank.storage import atomic_write_json
@@ -50,7 +53,6 @@ from surerank.types import Query
 
 logger = logging.getLogger(__name__)
 
-RESULT_FILE = "training_result.json"
 
 
 class TrainingCollapsedError(SureRankError):
@@ -183,6 +185,9 @@ def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequen
     teacher = prep["reference"]
     base_figures = dev_figures(student_scores(model, config.student, prep["dev_q"]), prep["dev_q"], teacher,
                                prep["qrels"])
+    # the teacher's own dev figures: the ceiling the report sets the student beside
+    teacher_figures = dev_figures([np.array([teacher[q.id][c.id] for c in q.candidates]) for q in prep["dev_q"]],
+                                  prep["dev_q"], teacher, prep["qrels"]) if teacher is not None else None
     trainer, watch = _trainer(config, model, prep, callbacks)
     resume = _last_checkpoint(config)
     before = None
@@ -201,7 +206,7 @@ def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequen
         epochs=float(trainer.state.epoch or 0), steps=int(trainer.state.global_step), seeded_head=seeded,
         data=prep["data"], teacher=prep["teacher"].summary() if prep["teacher"] else None,
         judgments=str(config.qrels) if config.qrels else None,
-        dev=_dev_record(trainer, base_figures, before, final, resume),
+        dev=_dev_record(trainer, base_figures, before, final, resume) | {"teacher": teacher_figures},
         schedule=config.schedule(),
         resources={"seconds": round(seconds, 1), "train_seconds": round(out.metrics.get("train_runtime", 0), 1),
                    "pairs_per_s": _pairs_per_s(prep["train"], trainer, out.metrics),
