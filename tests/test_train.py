@@ -97,7 +97,12 @@ def test_distilled_cross_encoder_moves_toward_its_teacher(cross_encoder_run: Any
     assert dev["final"]["spearman_teacher"] < dev["teacher"]["spearman_teacher"]
     assert cross_encoder_run.card.teacher["pairs_scored"] == 20 * 16
     assert cross_encoder_run.card.teacher["cost"]["calls"] == 20  # the teacher's cost trace, kept
-    assert cross_encoder_run.card.resources["peak_rss_mb"] > 0
+    res = cross_encoder_run.card.resources
+    assert res["peak_rss_mb"] > 0
+    # pairs/s counts optimiser steps only: their time is part of the loop's, which also holds the evaluations
+    assert res["steps_this_run"] == cross_encoder_run.card.steps and 0 < res["step_seconds"] < res["train_seconds"]
+    assert res["pairs_per_s"] > cross_encoder_run.card.data["train_pairs_per_epoch"] * cross_encoder_run.card.epochs \
+        / res["train_seconds"]
 
 
 def test_saved_cross_encoder_loads_on_onnx_at_parity_and_names_its_card(cross_encoder_run: Any) -> None:

@@ -8,6 +8,7 @@ those libraries on call (``import surerank.train`` loads no torch).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,6 +64,29 @@ def collapse_watch(config: TrainConfig) -> Any:
     return CollapseWatch()
 
 
+def step_timer() -> Any:
+    """A callback summing the wall time of the optimiser steps alone (``seconds``, ``steps``): the trainer's own
+    ``train_runtime`` also holds every evaluation and checkpoint, which would understate the training speed."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.seconds = 0.0
+            self.steps = 0
+            self._began: float | None = None
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._began = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self._began is not None:
+                self.seconds += time.perf_counter() - self._began
+                self.steps += 1
+                self._began = None
+
+    return StepTimer()
+
+
 def replace_printing(trainer: Any, progress: bool) -> None:
     """The trainer's log lines go to the log (stderr), not stdout, which a command keeps for its JSON; the
     progress bar (stderr) stays when ``progress``."""
@@ -108,4 +132,4 @@ def training_arguments(config: TrainConfig, steps_per_epoch: int) -> Any:
         dataloader_pin_memory=False, **extra)
 
 
-__all__ = ["collapse_watch", "dev_evaluator", "replace_printing", "training_arguments"]
+__all__ = ["collapse_watch", "dev_evaluator", "replace_printing", "step_timer", "training_arguments"]

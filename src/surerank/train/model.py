@@ -39,7 +39,7 @@ from surerank.train.examples import (
     split_queries,
     teacher_examples,
 )
-from surerank.train.hooks import collapse_watch, dev_evaluator, replace_printing, training_arguments
+from surerank.train.hooks import collapse_watch, dev_evaluator, replace_printing, step_timer, training_arguments
 from surerank.train.student import (
     collapse_reason,
     dev_figures,
@@ -188,7 +188,8 @@ def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequen
     # the teacher's own dev figures: the ceiling the report sets the student beside
     teacher_figures = dev_figures([np.array([teacher[q.id][c.id] for c in q.candidates]) for q in prep["dev_q"]],
                                   prep["dev_q"], teacher, prep["qrels"]) if teacher is not None else None
-    trainer, watch = _trainer(config, model, prep, callbacks)
+    timer = step_timer()
+    trainer, watch = _trainer(config, model, prep, [timer, *callbacks])
     resume = _last_checkpoint(config)
     before = None
     if resume:
@@ -209,7 +210,8 @@ def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequen
         dev=_dev_record(trainer, base_figures, before, final, resume) | {"teacher": teacher_figures},
         schedule=config.schedule(),
         resources={"seconds": round(seconds, 1), "train_seconds": round(out.metrics.get("train_runtime", 0), 1),
-                   "pairs_per_s": _pairs_per_s(prep["train"], trainer, out.metrics),
+                   "step_seconds": round(timer.seconds, 1), "steps_this_run": timer.steps,
+                   "pairs_per_s": _pairs_per_s(prep["train"], config, timer),
                    "peak_rss_mb": round(peak_rss_mb(), 1), "threads": _threads()},
         versions=library_versions())
     result = {**card.to_dict(), "status": "collapsed" if reason else "saved", "collapse": reason,
@@ -243,10 +245,13 @@ def _dev_record(trainer: Any, base: dict[str, float], before: dict[str, float] |
             "selected_by": trainer.args.metric_for_best_model, "worse_than_base": worse, "resumed_from": resume}
 
 
-def _pairs_per_s(train: Examples, trainer: Any, metrics: dict[str, float]) -> float:
-    runtime = metrics.get("train_runtime") or 0.0
-    epochs = float(trainer.state.epoch or 0)
-    return round(train.pairs * epochs / runtime, 1) if runtime else 0.0
+def _pairs_per_s(train: Examples, config: TrainConfig, timer: Any) -> float:
+    """Pairs the loss read per second of optimiser steps (evaluations and checkpoints left out), over the steps
+    of this run (a resumed run times only its own)."""
+    if not timer.seconds or not len(train):
+        return 0.0
+    pairs_per_step = train.pairs / len(train) * config.batch_size * config.accumulation
+    return round(timer.steps * pairs_per_step / timer.seconds, 1)
 
 
 def _threads() -> int:

@@ -1,0 +1,117 @@
+"""Issue 24, must-show 6: training throughput (pairs/s) and peak RSS of each recipe in docs/train.md, on this CPU.
+
+    nice python benchmarks/train_throughput.py [--steps 24] [--json out.json]
+
+Every recipe trains the real all-MiniLM-L6-v2 checkpoint (the default model) on the TREC DL19 BM25 lists for
+``--steps`` optimiser steps, in its own process (so peak RSS is the recipe's own), and reads its figures from the
+training card it writes (``resources.pairs_per_s``: the pairs the loss read per second of optimiser steps,
+evaluations and checkpoints left out; ``resources.peak_rss_mb``).  The teacher is all-mpnet-base-v2 on the
+default backend, its scores of the DL19 top-32 lists read from the same cache ``benchmarks/distil_dl.py`` writes
+(scored once if absent: that first call is not part of any recipe's figure).  Judgment recipes read the DL19
+qrels.  The recipes and their defaults:
+
+* distil, bi-encoder: ``--loss kl``, one 32-candidate list a step (benchmarks/distil_dl.py's setting);
+* distil, bi-encoder: ``--loss margin-mse``, 16 sampled pairs per query, batch 8;
+* distil, cross-encoder: ``--loss mse`` / ``listnet`` on the teacher's scores, batch 8 pairs / 1 list;
+* fine-tune on judgments: cross-encoder ``bce`` (4 mined negatives per positive, batch 8) and bi-encoder
+  ``mnrl`` (batch 8 triplets).
+
+Adapting to a new domain is the distil recipe on other lists (its cost per pair is the same); synthesising its
+queries costs LLM time, measured in docs/synthetic.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TEACHER = {"name": "embedding", "model": "all-mpnet-base-v2"}
+QRELS = "qrels.dl19-passage.txt"
+
+#: recipe -> (student, loss, batch size, uses the teacher, uses judgments)
+RECIPES: dict[str, tuple[str, str, int, bool, bool]] = {
+    "distil bi-encoder kl": ("bi-encoder", "kl", 1, True, False),
+    "distil bi-encoder margin-mse": ("bi-encoder", "margin-mse", 8, True, False),
+    "distil cross-encoder mse": ("cross-encoder", "mse", 8, True, False),
+    "distil cross-encoder listnet": ("cross-encoder", "listnet", 1, True, False),
+    "judgments cross-encoder bce": ("cross-encoder", "bce", 8, False, True),
+    "judgments bi-encoder mnrl": ("bi-encoder", "mnrl", 8, False, True),
+}
+
+
+def run_one(recipe: str, steps: int, work: Path, cache: Path) -> dict:
+    """Train one recipe for about ``steps`` steps in this process; its card's figures."""
+    from surerank.eval.datasets import data_root, load_trec_dl
+    from surerank.formats import read_qrels
+    from surerank.train import TrainConfig, score_with_teacher, train_model
+    from surerank.train.examples import judgment_examples, split_queries, teacher_examples
+
+    student, loss, batch, teacher, judged = RECIPES[recipe]
+    queries = [q.__class__(text=q.text, candidates=q.candidates[:32], id=q.id) for q in load_trec_dl("19")[0]]
+    qrels_path = data_root() / "trec-dl" / QRELS if judged else None
+    config = TrainConfig(output=work / "out", student=student, loss=loss, batch_size=batch,
+                         teacher=TEACHER if teacher else None, teacher_cache=cache, qrels=qrels_path,
+                         dev_fraction=0.05)
+    train_q, _ = split_queries(queries, config.dev_fraction, config.seed)
+    # the examples an epoch holds (the trainer makes the same from the same seed): the fraction of an epoch
+    # that gives ``steps`` steps
+    if teacher:
+        scores = score_with_teacher(TEACHER, queries, cache).scores
+        examples = len(teacher_examples(student, loss, train_q, scores, config.seed, config.pairs_per_query))
+    else:
+        examples = len(judgment_examples(student, loss, train_q, read_qrels(qrels_path), config.seed,
+                                         config.negatives))
+    epochs = min(1.0, steps * batch / examples)
+    config = TrainConfig(output=work / "out", student=student, loss=loss, batch_size=batch, epochs=epochs,
+                         teacher=TEACHER if teacher else None, teacher_cache=cache, temperature=0.05,
+                         qrels=qrels_path, patience=0, progress=False, learning_rate=2e-5,
+                         dev_fraction=0.05)  # 2 dev queries: the evaluations are not what is measured
+    card = train_model(config, queries).card
+    return {"recipe": recipe, "student": student, "loss": loss, "batch": batch, "steps": card.steps,
+            "train_queries": len(train_q), "examples_per_epoch": examples, "epochs": round(card.epochs, 3),
+            "pairs_per_s": card.resources["pairs_per_s"], "step_seconds": card.resources["step_seconds"],
+            "peak_rss_mib": card.resources["peak_rss_mb"], "threads": card.resources["threads"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=24)
+    p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--cache", type=Path, default=Path("/tmp/surerank-distil/teacher-dl19-top32.json"))
+    p.add_argument("--one", choices=list(RECIPES), help=argparse.SUPPRESS)
+    p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.one:
+        print(json.dumps(run_one(args.one, args.steps, args.work, args.cache)))
+        return
+    from surerank.eval.datasets import load_trec_dl
+    from surerank.train import score_with_teacher
+
+    args.cache.parent.mkdir(parents=True, exist_ok=True)
+    lists = [q.__class__(text=q.text, candidates=q.candidates[:32], id=q.id) for q in load_trec_dl("19")[0]]
+    score_with_teacher(TEACHER, lists, args.cache)  # a no-op when distil_dl.py already scored them
+    rows = []
+    for recipe in args.recipes:
+        with tempfile.TemporaryDirectory() as work:
+            done = subprocess.run([sys.executable, __file__, "--one", recipe, "--steps", str(args.steps),
+                                   "--work", work, "--cache", str(args.cache)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{recipe}: failed\n{done.stderr[-3000:]}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{recipe:32s} {r['steps']:4d} steps  {r['pairs_per_s']:7.1f} pairs/s  "
+              f"peak RSS {r['peak_rss_mib'] / 1024:.2f} GiB  ({r['step_seconds']} s of steps, {r['threads']} threads)",
+              flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
