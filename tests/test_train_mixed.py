@@ -24,7 +24,7 @@ from surerank.errors import InputError
 from surerank.ranker import BaseRanker
 from surerank.testing.judge import word_overlap
 from surerank.testing.llm_server import StandInServer
-from surerank.train.examples import labels_from_teacher, mixed_examples, soft_labels
+from surerank.train.examples import labels_from_teacher, mixed_examples, soft_labels, tied_rank_labels
 from surerank.types import Candidate, Query, RankedList
 from test_train import STOP, StopwordTeacher, config, lists, tiny
 
@@ -50,6 +50,18 @@ def test_soft_labels_are_in_unit_interval_and_keep_the_lists_order(scores: list[
 def test_soft_labels_ignore_the_teachers_scale_and_shift(scores: list[float], shift: float, scale: float) -> None:
     moved = soft_labels([s * scale + shift for s in scores])
     assert np.allclose(moved, soft_labels(scores), atol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([-1.5, 0.0, 0.25, 2.0, 7.0]), min_size=1, max_size=30))
+def test_tied_rank_labels_count_what_each_score_beats_or_ties(scores: list[float]) -> None:
+    """By definition: a candidate's label is how many others score below or equal to it; tied pairs are the
+    unordered pairs of equal scores."""
+    ids = [f"d{i}" for i in range(len(scores))]
+    labels, tied = tied_rank_labels(dict(zip(ids, scores)))
+    for i, s in enumerate(scores):
+        assert labels[ids[i]] == sum(1 for j, t in enumerate(scores) if j != i and t <= s)
+    assert tied == sum(1 for i in range(len(scores)) for j in range(i) if scores[i] == scores[j])
 
 
 def test_soft_labels_of_a_constant_list_are_one_half() -> None:

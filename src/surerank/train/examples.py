@@ -13,6 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from scipy.stats import rankdata
+
 from surerank.aggregate.fusion import normalise
 from surerank.errors import InputError
 from surerank.formats import Qrels
@@ -131,15 +134,12 @@ def rank_labels(ranking: Sequence[str], ids: Sequence[str]) -> dict[str, float]:
 def tied_rank_labels(scores: Mapping[str, float]) -> tuple[dict[str, float], int]:
     """``n - rank`` by score, where tied scores share their best rank (a tie stays a tie: RankNet makes no pair
     of it), and the number of tied pairs."""
-    values = sorted(scores.values(), reverse=True)
-    first = {}
-    for i, v in enumerate(values):
-        first.setdefault(v, i)
-    counts: dict[float, int] = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    n = len(values)
-    return {d: float(n - 1 - first[v]) for d, v in scores.items()}, sum(c * (c - 1) // 2 for c in counts.values())
+    ids = list(scores)
+    values = np.array([scores[d] for d in ids], dtype=float)
+    best_rank = rankdata(-values, method="min")  # 1 + how many score strictly higher
+    _, counts = np.unique(values, return_counts=True)
+    return ({d: float(len(ids) - r) for d, r in zip(ids, best_rank)},
+            int(sum(int(c) * (int(c) - 1) // 2 for c in counts)))
 
 
 def labels_from_teacher(queries: Sequence[Query], scores: Mapping[str, Mapping[str, float]],

@@ -54,7 +54,6 @@ from surerank.types import Query
 logger = logging.getLogger(__name__)
 
 
-
 class TrainingCollapsedError(SureRankError):
     """The student collapsed; no model was saved.  ``result`` is what ``training_result.json`` holds."""
 
