@@ -45,35 +45,20 @@ RECIPES: dict[str, tuple[str, str, int, bool, bool]] = {
 
 
 def run_one(recipe: str, steps: int, work: Path, cache: Path) -> dict:
-    """Train one recipe for about ``steps`` steps in this process; its card's figures."""
+    """Train one recipe for ``steps`` optimiser steps (``max_steps``) in this process; its card's figures."""
     from surerank.eval.datasets import data_root, load_trec_dl
-    from surerank.formats import read_qrels
-    from surerank.train import TrainConfig, score_with_teacher, train_model
-    from surerank.train.examples import judgment_examples, split_queries, teacher_examples
+    from surerank.train import TrainConfig, train_model
 
     student, loss, batch, teacher, judged = RECIPES[recipe]
     queries = [q.__class__(text=q.text, candidates=q.candidates[:32], id=q.id) for q in load_trec_dl("19")[0]]
-    qrels_path = data_root() / "trec-dl" / QRELS if judged else None
-    config = TrainConfig(output=work / "out", student=student, loss=loss, batch_size=batch,
-                         teacher=TEACHER if teacher else None, teacher_cache=cache, qrels=qrels_path,
-                         dev_fraction=0.05)
-    train_q, _ = split_queries(queries, config.dev_fraction, config.seed)
-    # the examples an epoch holds (the trainer makes the same from the same seed): the fraction of an epoch
-    # that gives ``steps`` steps
-    if teacher:
-        scores = score_with_teacher(TEACHER, queries, cache).scores
-        examples = len(teacher_examples(student, loss, train_q, scores, config.seed, config.pairs_per_query))
-    else:
-        examples = len(judgment_examples(student, loss, train_q, read_qrels(qrels_path), config.seed,
-                                         config.negatives))
-    epochs = min(1.0, steps * batch / examples)
-    config = TrainConfig(output=work / "out", student=student, loss=loss, batch_size=batch, epochs=epochs,
+    config = TrainConfig(output=work / "out", student=student, loss=loss, batch_size=batch, max_steps=steps,
                          teacher=TEACHER if teacher else None, teacher_cache=cache, temperature=0.05,
-                         qrels=qrels_path, patience=0, progress=False, learning_rate=2e-5,
-                         dev_fraction=0.05)  # 2 dev queries: the evaluations are not what is measured
+                         qrels=data_root() / "trec-dl" / QRELS if judged else None, patience=0, progress=False,
+                         learning_rate=2e-5, dev_fraction=0.05)  # 2 dev queries: the evaluations are not measured
     card = train_model(config, queries).card
     return {"recipe": recipe, "student": student, "loss": loss, "batch": batch, "steps": card.steps,
-            "train_queries": len(train_q), "examples_per_epoch": examples, "epochs": round(card.epochs, 3),
+            "train_queries": card.data["train_queries"], "examples_per_epoch": card.data["train_examples"],
+            "epochs": round(card.epochs, 3),
             "pairs_per_s": card.resources["pairs_per_s"], "step_seconds": card.resources["step_seconds"],
             "peak_rss_mib": card.resources["peak_rss_mb"], "threads": card.resources["threads"]}
 

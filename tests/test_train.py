@@ -147,6 +147,16 @@ def test_distilled_bi_encoder_loads_on_onnx_at_parity(tmp_path: Path, tmp_path_f
     assert ranker.describe()["training_card"]["student"] == "bi-encoder"
 
 
+def test_max_steps_stops_training_within_the_first_epoch(tmp_path: Path,
+                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    from surerank.train import train_model
+
+    base = tiny(tmp_path_factory.getbasetemp() / "tiny-ce", "cross-encoder")
+    card = train_model(config(tmp_path, "cross-encoder", base, max_steps=3, eval_steps=None), lists(12, 8)).card
+    assert card.steps == 3 and card.resources["steps_this_run"] == 3 and card.schedule["max_steps"] == 3
+    assert 0 < card.epochs < 1, card.epochs  # 4 epochs asked: max_steps stopped it first
+
+
 def test_collapse_is_detected_and_nothing_is_saved(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     from surerank.train import TrainingCollapsedError, train_model
 

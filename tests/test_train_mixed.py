@@ -232,6 +232,7 @@ def test_bce_mix_trains_on_both_sources_and_counts_them_on_the_card(tmp_path: Pa
     ({"judgment_weight": 0.5}, r"judgment_weight: only loss bce-mix"),
     ({"loss": "bce-mix", "qrels": "q", "judgment_weight": 1.5}, r"judgment_weight: must be between 0 and 1"),
     ({"loss": "bce-mix", "qrels": "q", "relevance_level": 0}, r"relevance_level: must be a positive integer"),
+    ({"max_steps": 0}, r"max_steps: must be a positive integer or None"),
 ])
 def test_bad_combinations_are_refused_naming_the_field(tmp_path: Path, overrides: dict[str, Any],
                                                        message: str) -> None:

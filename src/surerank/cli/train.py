@@ -145,6 +145,7 @@ def _student_arguments(g: Any) -> None:
         ("--max-length", "max_length", int, "tokens per input"),
         ("--dev-fraction", "dev_fraction", float, "share of queries held out for dev"),
         ("--eval-steps", "eval_steps", int, "evaluate and checkpoint every N steps (default: each epoch)"),
+        ("--max-steps", "max_steps", int, "stop after N optimiser steps (default: the epochs decide)"),
         ("--patience", "patience", int, "early stopping: evaluations without a better figure (0: off)"),
         ("--temperature", "temperature", float, "kl: temperature"),
         ("--teacher-temperature", "teacher_temperature", float, "kl: the teacher's own temperature"),
@@ -197,7 +198,7 @@ def run_student(args: argparse.Namespace) -> int:
     if args.input is None:
         raise InputError("--student: give the training lists with --input")
     names = ("candidates", "negatives", "margin", "epochs", "learning_rate", "batch_size", "accumulation",
-             "warmup", "max_length", "dev_fraction", "eval_steps", "patience", "temperature",
+             "warmup", "max_length", "dev_fraction", "eval_steps", "max_steps", "patience", "temperature",
              "teacher_temperature", "seed", "select", "work_dir", "teacher_cache", "teacher_labels",
              "judgment_weight", "relevance_level")
     config = TrainConfig(output=args.output, student=args.student, base_model=args.model,

@@ -45,6 +45,7 @@ class TrainConfig:
     max_length: int = 256
     dev_fraction: float = 0.2
     eval_steps: int | None = None  # None: evaluate (and checkpoint) once per epoch
+    max_steps: int | None = None  # stop after this many optimiser steps (None: the epochs decide)
     patience: int = 2  # early stopping: evaluations without a better selection figure; 0 turns it off
     select: str = "dev"  # the checkpoint kept: "dev" (rank correlation with the teacher, else nDCG@10), "loss"
     seed: int = 0
@@ -69,6 +70,8 @@ class TrainConfig:
                      "relevance_level"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise InputError(f"{name}: must be a positive integer, got {getattr(self, name)!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise InputError(f"max_steps: must be a positive integer or None, got {self.max_steps!r}")
         if self.candidates < 2:
             raise InputError("candidates: at least 2 per list (a ranking loss compares them)")
         if self.epochs <= 0 or self.learning_rate <= 0 or self.temperature <= 0:
@@ -122,7 +125,8 @@ class TrainConfig:
 
     def schedule(self) -> dict[str, Any]:
         """What the card records of the schedule."""
-        keys = ("learning_rate", "batch_size", "accumulation", "warmup", "max_length", "epochs", "eval_steps",
+        keys = ("learning_rate", "batch_size", "accumulation", "warmup", "max_length", "epochs", "max_steps",
+                "eval_steps",
                 "patience", "select", "candidates", "negatives", "margin", "temperature", "teacher_temperature",
                 "dev_fraction", "collapse_tol", "teacher_labels", "judgment_weight", "relevance_level")
         return {k: getattr(self, k) for k in keys}

@@ -122,6 +122,7 @@ def training_arguments(config: TrainConfig, steps_per_epoch: int) -> Any:
         extra["batch_sampler"] = BatchSamplers.NO_DUPLICATES  # an in-batch negative equal to the positive
     return Args(
         output_dir=str(config.work_dir) + "/checkpoints", num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.accumulation, learning_rate=config.learning_rate,
         warmup_steps=config.warmup, lr_scheduler_type="linear", seed=config.seed, data_seed=config.seed,
