@@ -79,3 +79,30 @@ def test_an_option_the_backend_does_not_take_is_named():
 
     with pytest.raises(InputError, match=r"concurrency: not an option of the transformers backend"):
         make_backend("transformers", model="unused", concurrency=2)
+
+
+def test_temperature_and_stop_sequences_are_honoured(backend):
+    """Generation used to decode greedily whatever the request's temperature, and ignored its stop sequences."""
+    prompt = LLMRequest.chat("Write a question.", max_tokens=12)
+    greedy = [backend.generate([prompt])[0].text for _ in range(2)]
+    assert greedy[0] == greedy[1]  # temperature 0: greedy, repeatable
+    torch.manual_seed(0)
+    sampled = {backend.generate([LLMRequest.chat("Write a question.", max_tokens=12, temperature=5.0)])[0].text
+               for _ in range(4)}
+    assert len(sampled) > 1  # a random tiny model at temperature 5 does not repeat itself four times
+    whole = backend.generate([prompt])[0]
+    words = whole.text.split()
+    assert len(words) >= 3
+    stopped = backend.generate([LLMRequest.chat("Write a question.", max_tokens=12, stop=(words[2],))])[0]
+    # cut before the stop, as the OpenAI API does (a shorter decode may lose a trailing space)
+    assert stopped.text.rstrip() == whole.text[:whole.text.find(words[2])].rstrip()
+    assert stopped.completion_tokens < whole.completion_tokens  # and generation stopped there
+    assert words[2] not in stopped.text
+
+
+def test_cut_at_stop_takes_the_earliest_stop_sequence():
+    from surerank.llm.hf import cut_at_stop
+
+    assert cut_at_stop("a b. c\nd", ("\n", ".")) == "a b"
+    assert cut_at_stop("no stop here", ("###", "")) == "no stop here"
+    assert cut_at_stop("x", ()) == "x"

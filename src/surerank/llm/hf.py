@@ -1,7 +1,8 @@
 """Causal LMs in-process through transformers + torch (the ``torch`` extra), imported lazily.
 
 The same contract as the llama.cpp backend: label log-probabilities from the logits after the prompt,
-query likelihood from one forward pass over prefix + query, greedy text otherwise.  Takes a hub id or a
+query likelihood from one forward pass over prefix + query, generated text otherwise (greedy at
+temperature 0, sampled above it, cut at the request's stop sequences).  Takes a hub id or a
 local folder (``model``), or an already-built model and tokenizer (``model_obj``, ``tokenizer_obj``).
 
 Named reranker templates (:mod:`surerank.llm.templates`) are scored by their published formula from the raw
@@ -28,6 +29,12 @@ from surerank.llm.templates import RerankTemplate, get_template
 from surerank.llm.types import LLMRequest, LLMResponse
 
 logger = logging.getLogger(__name__)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The text before the earliest stop sequence, which is left out (as the OpenAI API and llama.cpp do)."""
+    ends = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return text[:min(ends)] if ends else text
 
 
 class TransformersBackend(LLMBackend):
@@ -249,12 +256,17 @@ class TransformersBackend(LLMBackend):
                 best = max(first, key=first.__getitem__) if first else ""
                 return LLMResponse(text=best, raw_text=best, prompt_tokens=len(ids), completion_tokens=1,
                                    first_token_logprobs=first, info={"text_from": "labels"})
+            # temperature 0 decodes greedily; above it samples (top-k 40, as the llama.cpp backend does)
+            sampling = {"do_sample": True, "temperature": request.temperature, "top_k": 40} \
+                if request.temperature > 0 else {"do_sample": False}
+            if request.stop:  # stop early; the text is still cut below (generate keeps the stop string)
+                sampling |= {"stop_strings": list(request.stop), "tokenizer": self._tok}
             with torch.inference_mode():
-                out = self._model.generate(torch.tensor([ids], device=self.device), do_sample=False,
+                out = self._model.generate(torch.tensor([ids], device=self.device), **sampling,
                                            max_new_tokens=request.max_tokens,
                                            pad_token_id=self._tok.pad_token_id or self._tok.eos_token_id)
         new = out[0][len(ids):].tolist()
-        text = self._tok.decode(new, skip_special_tokens=True)
+        text = cut_at_stop(self._tok.decode(new, skip_special_tokens=True), request.stop)
         return LLMResponse(text=text, raw_text=text, prompt_tokens=len(ids), completion_tokens=len(new))
 
     def _continuation_logprob(self, prefix: str, continuation: str) -> LLMResponse:
