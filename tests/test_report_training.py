@@ -43,7 +43,8 @@ def handmade_card() -> TrainingCard:
            "train_loss": [{"step": 1, "loss": 1.2}, {"step": 10, "loss": 0.5}, {"step": 20, "loss": 0.31},
                           {"step": 30, "loss": 0.27}],
            "best_checkpoint": "/work/m.work/checkpoints/checkpoint-20", "best": 0.61,
-           "selected_by": "eval_dev_spearman_teacher", "worse_than_base": False, "resumed_from": None}
+           "selected_by": "eval_dev_spearman_teacher", "worse_than_base": False, "resumed_from": None,
+           "training_fit": {"examples": 16, "loss_before": 0.8, "loss_after": 0.3, "verdict": None}}
     return TrainingCard(student="cross-encoder", base_model="tiny-base", loss="mse", seed=7, epochs=3.0, steps=30,
                         teacher={"spec": {"name": "stopword-teacher"}, "pairs_scored": 320}, dev=dev,
                         resources={"seconds": 12.5, "train_seconds": 9.1, "pairs_per_s": 381.2,
@@ -152,7 +153,8 @@ def test_a_card_written_through_the_typed_api_draws_its_curve_and_comparison(tmp
     for fact, value in (("status", "saved"), ("loss", "mse"), ("epochs / steps", "3 / 30"), ("seed", "7"),
                         ("pairs/s (training)", "381.2"), ("peak RSS", "612.3 MiB"), ("dev worse than base", "no"),
                         ("kept checkpoint", "step 20 (epoch 2), by eval_dev_spearman_teacher = 0.6100"),
-                        ("teacher", "{&quot;name&quot;: &quot;stopword-teacher&quot;}"), ("base model", "tiny-base")):
+                        ("teacher", "{&quot;name&quot;: &quot;stopword-teacher&quot;}"), ("base model", "tiny-base"),
+                        ("fit of its training lists", "loss 0.8 → 0.3 on 16 examples")):
         assert f"<td>{fact}</td><td>{value}</td>" in facts, fact
     assert 'data-sections="training"' in html
 
@@ -169,6 +171,25 @@ def test_a_collapsed_run_is_reported_with_its_reason_and_the_points_it_cannot_dr
     assert "Not drawn (not finite): 1 training loss." in html
     assert len(points(chart(html, "training-loss-0"))["training loss"]) == 3
     assert "yes: the kept model is below the untrained student on dev" in html
+    assert "fits them, worse on dev: memorised" not in html  # verdict None on the card: none drawn
+
+
+@pytest.mark.parametrize(("fit", "said"), [
+    ({"examples": 8, "loss_before": 0.4, "loss_after": 0.45, "verdict": "not_fitting"},
+     "loss 0.4 → 0.45 on 8 examples; <span class=\"down\">no better than untrained: the learning rate"),
+    ({"examples": 8, "loss_before": 0.4, "loss_after": 0.1, "verdict": "memorised"},
+     "loss 0.4 → 0.1 on 8 examples; <span class=\"down\">fits them, worse on dev: memorised"),
+    (None, "not recorded (a card written before the fit check)")])
+def test_the_fit_check_is_reported_as_the_card_says(tmp_path: Path, fit: dict[str, Any] | None, said: str) -> None:
+    data = handmade_card().to_dict()
+    if fit is None:
+        data["dev"].pop("training_fit")
+    else:
+        data["dev"]["training_fit"] = fit
+    (tmp_path / "training_card.json").write_text(json.dumps(data))
+    run = read_training(tmp_path)
+    assert (run.dev.training_fit.verdict if run.dev.training_fit else None) == (fit or {}).get("verdict")
+    assert f"<td>fit of its training lists</td><td>{said}" in build_report(training=[run])
 
 
 BREAKS: list[tuple[Callable[[dict[str, Any]], Any], str]] = [
@@ -181,6 +202,8 @@ BREAKS: list[tuple[Callable[[dict[str, Any]], Any], str]] = [
     (lambda d: d["resources"].pop("peak_rss_mb"), "resources.peak_rss_mb"),
     (lambda d: d["teacher"].pop("spec"), "teacher.spec"),
     (lambda d: d.update(kind="surerank.eval"), "kind"),
+    (lambda d: d["dev"]["training_fit"].update(verdict="overfit"), "dev.training_fit.verdict"),
+    (lambda d: d["dev"]["training_fit"].pop("loss_after"), "dev.training_fit.loss_after"),
 ]
 
 

@@ -93,6 +93,8 @@ def test_distilled_cross_encoder_moves_toward_its_teacher(cross_encoder_run: Any
     assert max(losses) < dev["before_training"]["loss"] / 2, (dev["before_training"], losses)  # dev loss down
     assert dev["final"]["spearman_teacher"] > dev["base"]["spearman_teacher"] + 0.2, dev  # rank correlation up
     assert dev["selected_by"] == "eval_dev_spearman_teacher" and dev["worse_than_base"] is False
+    fit = dev["training_fit"]  # the kept student fits a fixed sample of its own training lists better
+    assert fit["loss_after"] < fit["loss_before"] / 2 and fit["verdict"] is None and 0 < fit["examples"] <= 16 * 16
     assert dev["teacher"]["spearman_teacher"] == pytest.approx(1.0)  # the teacher's own dev figures: the ceiling
     assert dev["final"]["spearman_teacher"] < dev["teacher"]["spearman_teacher"]
     assert cross_encoder_run.card.teacher["pairs_scored"] == 20 * 16
@@ -167,6 +169,16 @@ def test_collapse_is_detected_and_nothing_is_saved(tmp_path: Path, tmp_path_fact
     assert not (tmp_path / "model").exists()
     result = json.loads(Path(error.value.result["result_file"]).read_text())
     assert result["status"] == "collapsed" and result["output"] is None and result["collapse"]
+
+
+def test_the_fit_check_tells_a_learning_rate_too_high_from_memorising() -> None:
+    from surerank.train.student import fit_verdict
+
+    assert fit_verdict(0.36, 0.44, worse_on_dev=True) == "not_fitting"  # in-sample loss rose: lr too high
+    assert fit_verdict(0.36, 0.36, worse_on_dev=False) == "not_fitting"
+    assert fit_verdict(0.36, 0.09, worse_on_dev=True) == "memorised"  # fits its lists, worse on held-out ones
+    assert fit_verdict(0.36, 0.09, worse_on_dev=False) is None
+    assert fit_verdict(float("nan"), 0.1, worse_on_dev=True) is None  # a diverged run: collapse says it
 
 
 def test_bce_stuck_at_ln2_counts_as_collapse() -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from surerank.engine.checkpoint.training_run import DevRecord, TrainingRun
+from surerank.engine.checkpoint.training_run import MEMORISED, NOT_FITTING, DevRecord, TrainingFit, TrainingRun
 from surerank.report import svg
 from surerank.report.html import figure, html_table, num, plain
 
@@ -116,6 +116,16 @@ def comparison(run: TrainingRun, name: str) -> tuple[str, str]:
     return chart, table
 
 
+def _fit(fit: TrainingFit | None) -> str:
+    """The fit check: the training loss on a sample of the training lists before and after, and its verdict."""
+    if fit is None:
+        return "not recorded (a card written before the fit check)"
+    said = {None: "", NOT_FITTING: '; <span class="down">no better than untrained: the learning rate is likely '
+            'too high</span>', MEMORISED: '; <span class="down">fits them, worse on dev: memorised; more queries '
+            'help</span>'}[fit.verdict]
+    return f"loss {_loss(fit.loss_before)} → {_loss(fit.loss_after)} on {fit.examples:,} examples" + said
+
+
 def facts(run: TrainingRun) -> str:
     """What the card says of the run, one fact a row."""
     card, dev, res = run.card, run.dev, run.resources
@@ -135,6 +145,7 @@ def facts(run: TrainingRun) -> str:
         ("kept checkpoint", f"step {kept.step} (epoch {kept.epoch:g}), by {escape(dev.selected_by)} = "
                             f"{_loss(dev.best) if dev.metric == 'loss' else num(dev.best)}" if kept else "none"),
         ("dev worse than base", worse),
+        ("fit of its training lists", _fit(dev.training_fit)),
         ("resumed from", escape(dev.resumed_from) if dev.resumed_from else "no"),
         ("pairs/s (training)", num(res.pairs_per_s, 1)),
         ("peak RSS", f"{num(res.peak_rss_mb, 1)} MiB"),

@@ -5,13 +5,15 @@ The loop is sentence-transformers' (``SentenceTransformerTrainer`` / ``CrossEnco
 each evaluation, resumed from the last one when the run is started again after a kill, the checkpoint with the
 best dev figure kept, early stopping.  A collapsed student (dev scores not finite or constant within each list,
 BCE stuck at ln 2) is not saved: :class:`TrainingCollapsedError` says why, and ``training_result.json`` in the work
-folder records it.
+folder records it.  The loss on a fixed sample of the training lists, before and after, tells a learning rate too
+high (the student does not fit even its own lists) from memorising (it fits them, and dev does not improve).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+import random
 import resource
 import shutil
 import time
@@ -24,7 +26,7 @@ import numpy as np
 
 from surerank.engine.checkpoint.card import TrainingCard
 from surerank.engine.checkpoint.locate import resolve_model_dir
-from surerank.engine.checkpoint.training_run import RESULT_FILE
+from surerank.engine.checkpoint.training_run import MEMORISED, NOT_FITTING, RESULT_FILE
 from surerank.errors import InputError, SureRankError
 from surerank.formats import Qrels, read_qrels
 from surerank.storage import atomic_write_json
@@ -43,6 +45,7 @@ from surerank.train.hooks import collapse_watch, dev_evaluator, replace_printing
 from surerank.train.student import (
     collapse_reason,
     dev_figures,
+    fit_verdict,
     load_student,
     make_loss,
     require_training_libraries,
@@ -52,6 +55,8 @@ from surerank.train.teacher import TeacherScores, score_with_teacher
 from surerank.types import Query
 
 logger = logging.getLogger(__name__)
+
+FIT_SAMPLE_PAIRS = 1024  # about this many (query, passage) pairs of the training examples: the fit check
 
 
 class TrainingCollapsedError(SureRankError):
@@ -190,23 +195,28 @@ def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequen
     timer = step_timer()
     trainer, watch = _trainer(config, model, prep, [timer, *callbacks])
     resume = _last_checkpoint(config)
+    fit_sample = _fit_sample(prep["train"], config.seed)
+    fit_before = _loss_on(trainer, fit_sample)  # the untrained student (train() loads any checkpoint after this)
     before = None
     if resume:
         logger.info("resuming from %s", resume)
     else:  # the untrained student's dev loss (train() starts a fresh history, so it is kept here)
         before = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
     out = trainer.train(resume_from_checkpoint=resume)
+    fit_after = _loss_on(trainer, fit_sample)  # the kept model
     final = dev_figures(student_scores(trainer.model, config.student, prep["dev_q"]), prep["dev_q"], teacher,
                         prep["qrels"])
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     reason = watch.reason or collapse_reason(final, config.collapse_tol, str(config.loss), losses)
+    dev = _dev_record(trainer, base_figures, before, final, resume) | {"teacher": teacher_figures}
+    dev["training_fit"] = _fit_record(fit_before, fit_after, fit_sample, dev["worse_than_base"])
     seconds = time.perf_counter() - started
     card = TrainingCard(
         student=config.student, base_model=str(base), loss=str(config.loss), seed=config.seed,
         epochs=float(trainer.state.epoch or 0), steps=int(trainer.state.global_step), seeded_head=seeded,
         data=prep["data"], teacher=prep["teacher"].summary() if prep["teacher"] else None,
         judgments=str(config.qrels) if config.qrels else None,
-        dev=_dev_record(trainer, base_figures, before, final, resume) | {"teacher": teacher_figures},
+        dev=dev,
         schedule=config.schedule(),
         resources={"seconds": round(seconds, 1), "train_seconds": round(out.metrics.get("train_runtime", 0), 1),
                    "step_seconds": round(timer.seconds, 1), "steps_this_run": timer.steps,
@@ -242,6 +252,45 @@ def _dev_record(trainer: Any, base: dict[str, float], before: dict[str, float] |
     return {"base": base, "before_training": before, "final": final, "evaluations": history, "train_loss": train_loss,
             "best_checkpoint": trainer.state.best_model_checkpoint, "best": trainer.state.best_metric,
             "selected_by": trainer.args.metric_for_best_model, "worse_than_base": worse, "resumed_from": resume}
+
+
+def _fit_sample(train: Examples, seed: int) -> dict[str, list[Any]]:
+    """A seeded sample of the training examples, about :data:`FIT_SAMPLE_PAIRS` pairs (a listwise example holds a
+    whole list), whose loss is measured on the untrained and on the kept student."""
+    per_example = max(1, round(train.pairs / max(1, len(train))))
+    n = min(len(train), max(1, FIT_SAMPLE_PAIRS // per_example))
+    chosen = sorted(random.Random(seed).sample(range(len(train)), n))
+    return {name: [column[i] for i in chosen] for name, column in train.columns.items()}
+
+
+def _loss_on(trainer: Any, columns: dict[str, list[Any]]) -> float:
+    """The training loss of the trainer's current model on these examples, with no dev evaluator, callbacks or
+    log entry (it is not an evaluation of the run: early stopping and the history never see it)."""
+    from datasets import Dataset
+
+    evaluator, trainer.evaluator = trainer.evaluator, None
+    try:
+        data = trainer.preprocess_dataset(Dataset.from_dict(columns), dataset_name="eval")
+        out = trainer.evaluation_loop(trainer.get_eval_dataloader(data), description="fit check",
+                                      prediction_loss_only=True, metric_key_prefix="fit")
+    finally:
+        trainer.evaluator = evaluator
+    return float(out.metrics["fit_loss"])
+
+
+def _fit_record(before: float, after: float, sample: dict[str, list[Any]], worse_on_dev: bool) -> dict[str, Any]:
+    """The fit check on the card, and a warning when it says the run went wrong (:func:`fit_verdict`)."""
+    verdict = fit_verdict(before, after, worse_on_dev)
+    if verdict == NOT_FITTING:
+        logger.warning("the kept student fits its own training lists no better than the untrained one (training "
+                       "loss on %d of them %.4g -> %.4g): the learning rate is likely too high (or the steps too "
+                       "few); try a lower --lr", len(next(iter(sample.values()))), before, after)
+    elif verdict == MEMORISED:
+        logger.warning("the kept student fits its training lists (loss %.4g -> %.4g) but is worse than the "
+                       "untrained one on the held-out dev lists: it learnt those queries, not the teacher; more "
+                       "queries help, more epochs do not", before, after)
+    return {"examples": len(next(iter(sample.values()))), "loss_before": before, "loss_after": after,
+            "verdict": verdict}
 
 
 def _pairs_per_s(train: Examples, config: TrainConfig, timer: Any) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
+from surerank.engine.checkpoint.training_run import MEMORISED, NOT_FITTING
 from surerank.errors import MissingDependencyError
 from surerank.formats import Qrels
 from surerank.train.config import TrainConfig
@@ -155,5 +156,17 @@ def collapse_reason(figures: Mapping[str, float], tol: float, loss: str, train_l
     return None
 
 
-__all__ = ["TRAIN_EXTRA", "collapse_reason", "dev_figures", "has_classifier", "load_student", "make_loss",
-           "require_training_libraries", "spearman", "student_scores"]
+def fit_verdict(loss_before: float, loss_after: float, worse_on_dev: bool) -> str | None:
+    """What the loss on a fixed sample of the training lists, before and after training, says of the run:
+    ``"not_fitting"`` (the kept model fits its own training lists no better than the untrained student: the
+    learning rate is likely too high, or the steps too few), ``"memorised"`` (it fits them, yet is worse on the
+    held-out dev lists: it learnt those queries, not the teacher; more queries help) or None."""
+    if not (math.isfinite(loss_before) and math.isfinite(loss_after)):
+        return None
+    if loss_after >= loss_before:
+        return NOT_FITTING
+    return MEMORISED if worse_on_dev else None
+
+
+__all__ = ["TRAIN_EXTRA", "collapse_reason", "dev_figures", "fit_verdict", "has_classifier", "load_student",
+           "make_loss", "require_training_libraries", "spearman", "student_scores"]

@@ -70,6 +70,34 @@ class DevEvaluation:
 CHECKPOINT = re.compile(r"checkpoint-(\d+)$")  # transformers names each checkpoint folder by its global step
 
 
+NOT_FITTING, MEMORISED = "not_fitting", "memorised"  # surerank.train.student.fit_verdict's answers
+FIT_VERDICTS = (NOT_FITTING, MEMORISED)
+
+
+@dataclass(frozen=True)
+class TrainingFit:
+    """The training loss on a fixed sample of the training lists, on the untrained and on the kept student, and
+    what it says: ``not_fitting`` (no better on its own lists: lr too high), ``memorised`` (better on them, worse
+    on dev), or None."""
+
+    examples: int
+    loss_before: float
+    loss_after: float
+    verdict: str | None
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str, path: str) -> TrainingFit:
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: field '{path}' must be a JSON object")
+        verdict = doc.get(data, "verdict", "str", where, path, nullable=True)
+        if verdict is not None and verdict not in FIT_VERDICTS:
+            raise InputError(f"{where}: field '{path}.verdict' must be one of {', '.join(FIT_VERDICTS)} or null, "
+                             f"got {verdict!r}")
+        return cls(examples=doc.get(data, "examples", "int", where, path, minimum=1),
+                   loss_before=_float(data, "loss_before", where, path),
+                   loss_after=_float(data, "loss_after", where, path), verdict=verdict)
+
+
 @dataclass(frozen=True)
 class DevRecord:
     """The card's ``dev`` record, typed: the untrained student (``base``, and its dev loss unless the run was
@@ -87,6 +115,7 @@ class DevRecord:
     best_checkpoint: str | None
     worse_than_base: bool | None  # None on cards written before the flag
     resumed_from: str | None
+    training_fit: TrainingFit | None = None  # None on cards written before the fit check
 
     @property
     def metric(self) -> str:
@@ -136,6 +165,7 @@ class DevRecord:
                                     _float(point, "loss", where, here)))
         checkpoint = doc.get(data, "best_checkpoint", "str", where, path, nullable=True)
         cls.check_kept(checkpoint, evaluations, where, path)
+        fit = doc.get(data, "training_fit", "object", where, path, optional=True, nullable=True)
         return cls(
             base=_figures(doc.get(data, "base", "object", where, path), where, f"{path}.base"),
             base_loss=_float(before, "loss", where, f"{path}.before_training") if before is not None else None,
@@ -145,7 +175,8 @@ class DevRecord:
             selected_by=doc.get(data, "selected_by", "str", where, path),
             best=None if data.get("best") is None else _float(data, "best", where, path), best_checkpoint=checkpoint,
             worse_than_base=doc.get(data, "worse_than_base", "bool", where, path, optional=True),
-            resumed_from=doc.get(data, "resumed_from", "str", where, path, optional=True, nullable=True))
+            resumed_from=doc.get(data, "resumed_from", "str", where, path, optional=True, nullable=True),
+            training_fit=TrainingFit.from_dict(fit, where, f"{path}.training_fit") if fit is not None else None)
 
 
 @dataclass(frozen=True)
@@ -217,4 +248,5 @@ class TrainingRun:
         return cls.from_dict(data, str(path), result=path.name == RESULT_FILE)
 
 
-__all__ = ["RESULT_FILE", "STATUSES", "DevEvaluation", "DevRecord", "LossPoint", "TrainingResources", "TrainingRun"]
+__all__ = ["FIT_VERDICTS", "MEMORISED", "NOT_FITTING", "RESULT_FILE", "STATUSES", "DevEvaluation", "DevRecord",
+           "LossPoint", "TrainingFit", "TrainingResources", "TrainingRun"]
