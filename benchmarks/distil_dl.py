@@ -1,7 +1,7 @@
 """Issue 24, must-show 1: distil all-mpnet-base-v2 into all-MiniLM-L6-v2 on one DL year, no judgments in training;
 evaluate on the other year.
 
-    python benchmarks/distil_dl.py [--train 19 --test 20] [--epochs 2] [--json out.json]
+    python benchmarks/distil_dl.py [--train 19 --test 20] [--epochs 2] [--seeds 0,1,2] [--json out.json]
     python benchmarks/distil_dl.py --extra-queries 600 --topics pyserini-0.19.2-py3-none-any.whl --candidates 16
 
 ``--extra-queries N`` adds N real, unlabeled MS MARCO queries (the passage dev-subset topics, which ship inside
@@ -34,6 +34,7 @@ from io import BytesIO
 from pathlib import Path
 
 from surerank import Reranker
+from surerank.engine.checkpoint.training_run import TrainingRun
 from surerank.eval.datasets import load_trec_dl
 from surerank.eval.metrics import evaluate_ranking
 from surerank.eval.significance import paired_p_value
@@ -93,6 +94,16 @@ def msmarco_lists(topics: Path, pool_of: list[Query], n: int, depth: int, exclud
     return chosen, facts
 
 
+def seeds_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"at least one seed, none twice, got {text!r}")
+    return seeds
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", default="19")
@@ -102,6 +113,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--batch-size", type=int, default=1, help="lists per step (default 1: one query a step)")
     p.add_argument("--temperature", type=float, default=0.05)
+    p.add_argument("--seeds", type=seeds_list, default=[0],
+                   help="comma-separated: one student per seed (its dev split and data order), each reported, and "
+                        "their mean (default 0)")
     p.add_argument("--extra-queries", type=int, default=0, help="unlabeled MS MARCO queries to add (needs --topics)")
     p.add_argument("--shortlist", type=int, default=0,
                    help="keep the --extra-queries whose best passage the teacher scores highest, among this many")
@@ -128,36 +142,55 @@ def main() -> None:
         train_q = train_q + more
         tag += f"+msmarco{len(more)}" + (f"of{args.shortlist}" if args.shortlist else "")
         score_with_teacher(TEACHER, train_q, cache, group=len(train_q))  # one call: each pool passage encoded once
-    out = args.work / f"student-{tag}-c{args.candidates}-e{args.epochs:g}-lr{args.lr:g}-t{args.temperature:g}"
-    config = TrainConfig(output=out, student="bi-encoder", teacher=TEACHER, loss="kl", candidates=args.candidates,
-                         epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
-                         temperature=args.temperature, patience=2, seed=0, eval_steps=args.eval_steps,
-                         teacher_cache=cache)
-    started = time.perf_counter()
-    card = train_model(config, train_q).card if not (out / "training_card.json").exists() else None
-    train_s = time.perf_counter() - started
     runs, seconds = {}, {}
-    for label, spec in (("base MiniLM", {"name": "embedding"}), ("student", {"name": "embedding", "model": str(out)})):
-        t = time.perf_counter()
-        ranker = Reranker(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
-        runs[label] = lists_to_run(ranker.rank_many(test_q))
-        seconds[label] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    runs["base MiniLM"] = lists_to_run(Reranker("embedding").rank_many(test_q))
+    seconds["base MiniLM"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     teacher = score_with_teacher(TEACHER, test_q, args.work / f"teacher-dl{args.test}-top100.json")
     runs["teacher mpnet"], seconds["teacher mpnet"] = teacher.scores, round(time.perf_counter() - t, 1)
+    trained, train_s = {}, {}
+    for seed in args.seeds:
+        out = args.work / (f"student-{tag}-c{args.candidates}-e{args.epochs:g}-lr{args.lr:g}-t{args.temperature:g}"
+                           + (f"-seed{seed}" if seed else ""))
+        config = TrainConfig(output=out, student="bi-encoder", teacher=TEACHER, loss="kl", candidates=args.candidates,
+                             epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+                             temperature=args.temperature, patience=2, seed=seed, eval_steps=args.eval_steps,
+                             teacher_cache=cache)
+        label = f"student seed {seed}"
+        t = time.perf_counter()
+        if not (out / "training_card.json").exists():
+            train_model(config, train_q)
+        train_s[label] = round(time.perf_counter() - t, 1)
+        trained[label] = TrainingRun.load(out)  # the card, read back typed
+        t = time.perf_counter()
+        runs[label] = lists_to_run(Reranker("embedding", model=str(out)).rank_many(test_q))
+        seconds[label] = round(time.perf_counter() - t, 1)
     figures = {label: ndcg(run, test_qrels) for label, run in runs.items()}
-    base, student, top = (figures[k][0] for k in ("base MiniLM", "student", "teacher mpnet"))
-    report = {"train_year": args.train, "test_year": args.test, "train_seconds": round(train_s, 1),
-              "extra_queries": extra,
-              "card": card.to_dict() if card else str(out / "training_card.json"),
-              "ndcg@10": {k: round(v[0], 4) for k, v in figures.items()}, "rank_seconds": seconds,
-              "p_student_vs_base": paired_p_value(figures["student"][1], figures["base MiniLM"][1])[0],
-              "p_student_vs_teacher": paired_p_value(figures["student"][1], figures["teacher mpnet"][1])[0],
-              "gap_closed": round((student - base) / (top - base), 3) if top != base else None}
-    print(json.dumps(report["ndcg@10"] | {k: report[k] for k in ("p_student_vs_base", "p_student_vs_teacher",
-                                                                  "gap_closed", "train_seconds")}, indent=2))
-    if card:
-        print(json.dumps({"resources": card.resources, "dev": card.dev["final"], "steps": card.steps}, indent=2))
+    base, top = figures["base MiniLM"][0], figures["teacher mpnet"][0]
+    students = [label for label in runs if label.startswith("student")]
+    per_seed = {}
+    for label in students:
+        value, per_query = figures[label]
+        dev = trained[label].dev
+        fit = dev.training_fit
+        per_seed[label] = {
+            "ndcg@10": round(value, 4), "gap_closed": round((value - base) / (top - base), 3) if top != base else None,
+            "p_vs_base": paired_p_value(per_query, figures["base MiniLM"][1])[0],
+            "p_vs_teacher": paired_p_value(per_query, figures["teacher mpnet"][1])[0],
+            "seconds_this_run": train_s[label], "steps": trained[label].card.steps,
+            "dev_spearman_untrained": dev.base.get("spearman_teacher"),
+            "dev_spearman_kept": dev.final.get("spearman_teacher"), "dev_worse_than_base": dev.worse_than_base,
+            "fit_loss_untrained": fit.loss_before if fit else None, "fit_loss_kept": fit.loss_after if fit else None,
+            "fit_verdict": fit.verdict if fit else None}
+    mean = sum(figures[label][0] for label in students) / len(students)
+    report = {"train_year": args.train, "test_year": args.test, "extra_queries": extra,
+              "ndcg@10": {"base MiniLM": round(base, 4), "teacher mpnet": round(top, 4)}, "students": per_seed,
+              "students_mean_ndcg@10": round(mean, 4),
+              "students_mean_gap_closed": round((mean - base) / (top - base), 3) if top != base else None,
+              "rank_seconds": seconds, "cards": {label: run.source for label, run in trained.items()}}
+    print(json.dumps({k: report[k] for k in ("ndcg@10", "students", "students_mean_ndcg@10",
+                                             "students_mean_gap_closed", "rank_seconds")}, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
