@@ -266,6 +266,7 @@ def test_cli_fine_tunes_a_cross_encoder_on_judgments_from_a_bi_encoder_seed(
     printed = json.loads(capsys.readouterr().out)
     assert printed["status"] == "saved" and "ndcg@10" in printed["dev"]
     card = json.loads((out / "training_card.json").read_text())
+    assert printed["training_fit"] == card["dev"]["training_fit"] and printed["training_fit"]["examples"] > 0
     assert card["seeded_head"] is True and card["judgments"] == str(dataset_file("dl19", "qrels"))
     mining = card["data"]["mining"]
     assert mining["positives"] > 0 and mining["negatives"] > 0 and mining["scored_by"].startswith("first stage")

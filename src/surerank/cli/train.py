@@ -215,7 +215,8 @@ def run_student(args: argparse.Namespace) -> int:
     card = result.card
     echo(json.dumps({"status": "saved", "output": str(result.output), "student": card.student,
                      "loss": card.loss, "steps": card.steps, "epochs": card.epochs, "dev": card.dev["final"],
-                     "dev_base": card.dev["base"], "resources": card.resources,
+                     "dev_base": card.dev["base"], "training_fit": card.dev["training_fit"],
+                     "resources": card.resources,
                      "trust": str(result.output / card.trust["file"]) if card.trust else None}, indent=2))
     return 0
 
