@@ -149,6 +149,23 @@ def test_distilled_bi_encoder_loads_on_onnx_at_parity(tmp_path: Path, tmp_path_f
     assert ranker.describe()["training_card"]["student"] == "bi-encoder"
 
 
+def test_the_same_seed_trains_the_same_student_and_another_seed_does_not(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Dropout, the data order and the dev split all follow the seed: two runs of one seed are bit-identical."""
+    from safetensors.numpy import load_file
+
+    from surerank.train import train_model
+
+    base = tiny(tmp_path_factory.getbasetemp() / "tiny-bi", "bi-encoder")
+    weights = []
+    for run, seed in enumerate((0, 0, 1)):
+        result = train_model(config(tmp_path / str(run), "bi-encoder", base, loss="kl", temperature=0.1, epochs=1,
+                                    seed=seed), lists(12, 8))
+        weights.append(load_file(str(result.output / "model.safetensors")))
+    assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(np.array_equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
 def test_max_steps_stops_training_within_the_first_epoch(tmp_path: Path,
                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
     from surerank.train import train_model
