@@ -126,9 +126,9 @@ class TrainConfig:
     def schedule(self) -> dict[str, Any]:
         """What the card records of the schedule."""
         keys = ("learning_rate", "batch_size", "accumulation", "warmup", "max_length", "epochs", "max_steps",
-                "eval_steps",
-                "patience", "select", "candidates", "negatives", "margin", "temperature", "teacher_temperature",
-                "dev_fraction", "collapse_tol", "teacher_labels", "judgment_weight", "relevance_level")
+                "eval_steps", "patience", "select", "candidates", "negatives", "margin", "temperature",
+                "teacher_temperature", "dev_fraction", "collapse_tol", "teacher_labels", "judgment_weight",
+                "relevance_level")
         return {k: getattr(self, k) for k in keys}
 
 

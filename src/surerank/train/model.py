@@ -281,16 +281,16 @@ def _loss_on(trainer: Any, columns: dict[str, list[Any]]) -> float:
 def _fit_record(before: float, after: float, sample: dict[str, list[Any]], worse_on_dev: bool) -> dict[str, Any]:
     """The fit check on the card, and a warning when it says the run went wrong (:func:`fit_verdict`)."""
     verdict = fit_verdict(before, after, worse_on_dev)
+    examples = len(next(iter(sample.values())))
     if verdict == NOT_FITTING:
         logger.warning("the kept student fits its own training lists no better than the untrained one (training "
                        "loss on %d of them %.4g -> %.4g): the learning rate is likely too high (or the steps too "
-                       "few); try a lower --lr", len(next(iter(sample.values()))), before, after)
+                       "few); try a lower --lr", examples, before, after)
     elif verdict == MEMORISED:
         logger.warning("the kept student fits its training lists (loss %.4g -> %.4g) but is worse than the "
                        "untrained one on the held-out dev lists: it learnt those queries, not the teacher; more "
                        "queries help, more epochs do not", before, after)
-    return {"examples": len(next(iter(sample.values()))), "loss_before": before, "loss_after": after,
-            "verdict": verdict}
+    return {"examples": examples, "loss_before": before, "loss_after": after, "verdict": verdict}
 
 
 def _pairs_per_s(train: Examples, config: TrainConfig, timer: Any) -> float:
