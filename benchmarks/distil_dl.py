@@ -41,6 +41,7 @@ from surerank.eval.significance import paired_p_value
 from surerank.formats import lists_to_run
 from surerank.rankers.bm25 import BM25Index
 from surerank.train import TrainConfig, score_with_teacher, train_model
+from surerank.train.config import DEFAULT_EMBEDDING_MIX
 from surerank.types import Candidate, Query
 
 TEACHER = {"name": "embedding", "model": "all-mpnet-base-v2"}
@@ -113,6 +114,11 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--batch-size", type=int, default=1, help="lists per step (default 1: one query a step)")
     p.add_argument("--temperature", type=float, default=0.05)
+    p.add_argument("--embedding-mix", type=float, default=DEFAULT_EMBEDDING_MIX,
+                   help="embedding-mse: each target this share of the way from the untrained student to the teacher")
+    p.add_argument("--loss", choices=["kl", "embedding-mse"], default="kl",
+                   help="kl: the teacher's listwise scores (default); embedding-mse: its vector of every training "
+                        "query and passage (the --extra-queries are then training-only texts, never held out)")
     p.add_argument("--seeds", type=seeds_list, default=[0],
                    help="comma-separated: one student per seed (its dev split and data order), each reported, and "
                         "their mean (default 0)")
@@ -128,6 +134,7 @@ def main() -> None:
     train_q, _ = load_trec_dl(args.train)  # the training year's judgments are not used
     test_q, test_qrels = load_trec_dl(args.test)
     extra: dict = {}
+    more: list[Query] = []
     cache = args.work / f"teacher-dl{args.train}-top{args.candidates}.json"
     tag = f"dl{args.train}"
     if args.extra_queries:
@@ -139,9 +146,10 @@ def main() -> None:
                                     args.shortlist, cache)
         print(json.dumps({"msmarco_queries": extra}))
         train_q = [q.__class__(text=q.text, candidates=q.candidates[:args.candidates], id=q.id) for q in train_q]
-        train_q = train_q + more
         tag += f"+msmarco{len(more)}" + (f"of{args.shortlist}" if args.shortlist else "")
-        score_with_teacher(TEACHER, train_q, cache, group=len(train_q))  # one call: each pool passage encoded once
+        if args.loss == "kl":  # embedding-mse learns their texts' vectors: no list of theirs is scored
+            train_q = train_q + more
+            score_with_teacher(TEACHER, train_q, cache, group=len(train_q))  # one call: each pool passage once
     runs, seconds = {}, {}
     t = time.perf_counter()
     runs["base MiniLM"] = lists_to_run(Reranker("embedding").rank_many(test_q))
@@ -151,16 +159,19 @@ def main() -> None:
     runs["teacher mpnet"], seconds["teacher mpnet"] = teacher.scores, round(time.perf_counter() - t, 1)
     trained, train_s = {}, {}
     for seed in args.seeds:
-        out = args.work / (f"student-{tag}-c{args.candidates}-e{args.epochs:g}-lr{args.lr:g}-t{args.temperature:g}"
+        loss = (f"-t{args.temperature:g}" if args.loss == "kl"
+                else f"-{args.loss}-m{args.embedding_mix:g}-b{args.batch_size}")
+        out = args.work / (f"student-{tag}-c{args.candidates}-e{args.epochs:g}-lr{args.lr:g}{loss}"
                            + (f"-seed{seed}" if seed else ""))
-        config = TrainConfig(output=out, student="bi-encoder", teacher=TEACHER, loss="kl", candidates=args.candidates,
-                             epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
-                             temperature=args.temperature, patience=2, seed=seed, eval_steps=args.eval_steps,
+        config = TrainConfig(output=out, student="bi-encoder", teacher=TEACHER, loss=args.loss,
+                             candidates=args.candidates, epochs=args.epochs, learning_rate=args.lr,
+                             batch_size=args.batch_size, temperature=args.temperature, patience=2,
+                             embedding_mix=args.embedding_mix, seed=seed, eval_steps=args.eval_steps,
                              teacher_cache=cache)
         label = f"student seed {seed}"
         t = time.perf_counter()
         if not (out / "training_card.json").exists():
-            train_model(config, train_q)
+            train_model(config, train_q, train_only=more if args.loss == "embedding-mse" else ())
         train_s[label] = round(time.perf_counter() - t, 1)
         trained[label] = TrainingRun.load(out)  # the card, read back typed
         t = time.perf_counter()

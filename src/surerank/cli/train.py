@@ -130,7 +130,8 @@ def _student_arguments(g: Any) -> None:
     g.add_argument("--model", help="the checkpoint the student starts from (default: all-MiniLM-L6-v2)")
     g.add_argument("--loss", help="cross-encoder: mse, listnet, ranknet (teacher), bce (judgments), bce-mix (both: "
                                   "judged pairs' judgments, the teacher's soft labels elsewhere); bi-encoder: kl, "
-                                  "margin-mse (teacher), mnrl (judgments)")
+                                  "margin-mse (teacher), embedding-mse (an embedding teacher's vectors of each "
+                                  "query and passage), mnrl (judgments)")
     g.add_argument("--teacher-labels", choices=TEACHER_LABELS, default="scores",
                    help="what the teacher's output is: scores (default), or order: a comparison-based teacher "
                         "(pairwise/setwise/listwise LLM) whose ranking is the label (n - rank), its scores unread")
@@ -152,6 +153,8 @@ def _student_arguments(g: Any) -> None:
         ("--judgment-weight", "judgment_weight", float, "bce-mix: a judged pair's label is w * judgment + (1 - w) "
                                                         "* the teacher's soft label"),
         ("--relevance-level", "relevance_level", int, "bce-mix: a judged grade >= this is relevant"),
+        ("--embedding-mix", "embedding_mix", float, "embedding-mse: each target this share of the way from the "
+                                                    "untrained student's vector to the teacher's"),
         ("--seed", "seed", int, "seed")))
     g.add_argument("--select", choices=["dev", "loss"], default="dev",
                    help="the checkpoint kept: best dev ranking figure (default) or dev loss")
@@ -200,7 +203,7 @@ def run_student(args: argparse.Namespace) -> int:
     names = ("candidates", "negatives", "margin", "epochs", "learning_rate", "batch_size", "accumulation",
              "warmup", "max_length", "dev_fraction", "eval_steps", "max_steps", "patience", "temperature",
              "teacher_temperature", "seed", "select", "work_dir", "teacher_cache", "teacher_labels",
-             "judgment_weight", "relevance_level")
+             "judgment_weight", "relevance_level", "embedding_mix")
     config = TrainConfig(output=args.output, student=args.student, base_model=args.model,
                          teacher=_spec(args.teacher), loss=args.loss,
                          qrels=dataset_file(args.qrels, "qrels") if args.qrels else None,

@@ -12,10 +12,13 @@ from typing import Any
 
 from surerank.errors import InputError
 from surerank.train.calibrate import CalibrationSettings
-from surerank.train.examples import DEFAULT_LOSS, LOSSES
+from surerank.train.examples import DEFAULT_LOSS, EMBEDDING_LOSS, LOSSES
 
 STUDENTS = ("cross-encoder", "bi-encoder")
 TEACHER_LABELS = ("scores", "order")
+#: embedding-mse: targets a third of the way to the teacher are near the student (cosine 0.95 for
+#: all-mpnet-base-v2 -> all-MiniLM-L6-v2) and rank most of the way to it (DL19: 63% of the gap, the vectors alone)
+DEFAULT_EMBEDDING_MIX = 0.35
 
 
 @dataclass
@@ -37,6 +40,7 @@ class TrainConfig:
     teacher_labels: str = "scores"  # "order": the teacher's rank positions are its labels (a comparison ranker)
     judgment_weight: float = 1.0  # bce-mix: a judged pair's label = w * judgment + (1 - w) * teacher's soft label
     relevance_level: int = 2  # bce-mix: a judged grade >= this is relevant (TREC DL)
+    embedding_mix: float = DEFAULT_EMBEDDING_MIX  # embedding-mse: each target this share of the way to the teacher
     epochs: float = 1.0
     learning_rate: float = 2e-5
     batch_size: int = 8
@@ -100,9 +104,16 @@ class TrainConfig:
                              f"{', '.join(TEACHER_LABELS)}")
         if self.teacher_labels == "order" and self.teacher is None:
             raise InputError("teacher_labels: 'order' reads a teacher's ranked lists; give --teacher")
+        if self.teacher_labels == "order" and self.loss == EMBEDDING_LOSS:
+            raise InputError(f"teacher_labels: loss {EMBEDDING_LOSS} learns the teacher's vectors, not its ranks or "
+                             "scores; 'order' does not apply")
         if self.teacher_labels == "order" and needs == "judgments":
             raise InputError(f"teacher_labels: 'order' makes the teacher's ranks labels, but loss {self.loss} learns "
                              "from judgments only; choose a teacher loss or bce-mix")
+        if not 0.0 < self.embedding_mix <= 1.0:
+            raise InputError(f"embedding_mix: must be above 0 and at most 1, got {self.embedding_mix!r}")
+        if self.embedding_mix != DEFAULT_EMBEDDING_MIX and self.loss != EMBEDDING_LOSS:
+            raise InputError(f"embedding_mix: only loss {EMBEDDING_LOSS} mixes targets (loss is {self.loss})")
         if not 0.0 <= self.judgment_weight <= 1.0:
             raise InputError(f"judgment_weight: must be between 0 and 1, got {self.judgment_weight!r}")
         if self.judgment_weight != 1.0 and self.loss != "bce-mix":
@@ -128,7 +139,7 @@ class TrainConfig:
         keys = ("learning_rate", "batch_size", "accumulation", "warmup", "max_length", "epochs", "max_steps",
                 "eval_steps", "patience", "select", "candidates", "negatives", "margin", "temperature",
                 "teacher_temperature", "dev_fraction", "collapse_tol", "teacher_labels", "judgment_weight",
-                "relevance_level")
+                "relevance_level", "embedding_mix")
         return {k: getattr(self, k) for k in keys}
 
 

@@ -37,9 +37,15 @@ LOSSES: dict[tuple[str, str], tuple[str, str]] = {
                                             "(CrossEncoder BinaryCrossEntropyLoss)"),
     ("bi-encoder", "kl"): ("teacher", "listwise KL to the teacher's score distribution (DistillKLDivLoss)"),
     ("bi-encoder", "margin-mse"): ("teacher", "MSE on teacher score margins of passage pairs (MarginMSELoss)"),
+    ("bi-encoder", "embedding-mse"): ("teacher", "MSE between the student's vector of each training query and "
+                                                 "passage and the teacher's, projected to the student's dimensions "
+                                                 "(PCA) and turned to match the untrained student (orthogonal "
+                                                 "Procrustes) (MSELoss); an embedding teacher only"),
     ("bi-encoder", "mnrl"): ("judgments", "in-batch and mined negatives for judged positives "
                                           "(MultipleNegativesRankingLoss)"),
 }
+#: the loss that learns the teacher's vectors, not its scores (its examples are texts, :mod:`.embedding_targets`)
+EMBEDDING_LOSS = "embedding-mse"
 DEFAULT_LOSS = {("cross-encoder", "teacher"): "mse", ("cross-encoder", "judgments"): "bce",
                 ("bi-encoder", "teacher"): "kl", ("bi-encoder", "judgments"): "mnrl"}
 
@@ -293,5 +299,5 @@ def judgment_examples(student: str, loss: str, queries: Sequence[Query], qrels: 
     return Examples(cols, len(queries) - mining.queries_without_positive, pairs, mining)
 
 
-__all__ = ["DEFAULT_LOSS", "LOSSES", "Examples", "Mining", "judgment_examples", "labels_from_teacher",
+__all__ = ["DEFAULT_LOSS", "EMBEDDING_LOSS", "LOSSES", "Examples", "Mining", "judgment_examples", "labels_from_teacher",
            "mixed_examples", "rank_labels", "soft_labels", "split_queries", "teacher_examples", "tied_rank_labels"]

@@ -32,7 +32,9 @@ from surerank.formats import Qrels, read_qrels
 from surerank.storage import atomic_write_json
 from surerank.train.calibrate import calibrate_saved, held_out_lists
 from surerank.train.config import TrainConfig
+from surerank.train.embedding_targets import TrainingTexts, align, teacher_vectors
 from surerank.train.examples import (
+    EMBEDDING_LOSS,
     LOSSES,
     Examples,
     judgment_examples,
@@ -110,27 +112,44 @@ def _examples(config: TrainConfig, queries: Sequence[Query], labels: dict[str, d
                              config.margin, teacher.scores if teacher else None)
 
 
-def _prepare(config: TrainConfig, queries: Sequence[Query]) -> dict[str, Any]:
-    """Everything before torch: lists cut, teacher scores (cached), judgments, the split, the examples."""
+def _prepare(config: TrainConfig, queries: Sequence[Query], train_only: Sequence[Query] = ()) -> dict[str, Any]:
+    """Everything before torch: lists cut, teacher scores (cached), judgments, the split, the examples (for
+    embedding-mse, the texts and the teacher's vectors: the targets need the student, :func:`_embedding_examples`)."""
     if Path(config.output).exists() and any(Path(config.output).iterdir()):
         raise InputError(f"output {config.output}: exists and is not empty; give a new folder")
     lists, cut = _cut(queries, config.candidates)
+    extra, extra_cut = _cut(train_only, config.candidates)
+    cut += extra_cut
     if cut:
-        logger.info("%d of %d lists cut to their first %d candidates (--candidates)", cut, len(lists),
+        logger.info("%d of %d lists cut to their first %d candidates (--candidates)", cut, len(lists) + len(extra),
                     config.candidates)
-    teacher = score_with_teacher(config.teacher, lists, Path(str(config.teacher_cache)),
+    train_q, dev_q = split_queries(lists, config.dev_fraction, config.seed)
+    train_q += extra  # never held out: the dev split is made of the user's own lists
+    embedding = config.loss == EMBEDDING_LOSS
+    # embedding-mse learns vectors: the teacher scores only the dev lists, which dev figures compare with
+    scored = dev_q if embedding else lists + extra
+    teacher = score_with_teacher(config.teacher, scored, Path(str(config.teacher_cache)),
                                  whole_lists=config.teacher_labels == "order") if config.teacher is not None else None
-    labels, label_info = (labels_from_teacher(lists, teacher.scores, teacher.orders, config.teacher_labels,
+    labels, label_info = (labels_from_teacher(scored, teacher.scores, teacher.orders, config.teacher_labels,
                                               str(config.loss))
                           if teacher is not None and config.label_source != "judgments" else (None, None))
     qrels = read_qrels(config.qrels) if config.qrels is not None else None
-    train_q, dev_q = split_queries(lists, config.dev_fraction, config.seed)
-    train = _examples(config, train_q, labels, teacher, qrels, config.seed)
-    dev = _examples(config, dev_q, labels, teacher, qrels, config.seed + 1)
+    texts = vectors = None
+    if embedding:
+        texts = {"train": TrainingTexts.of(train_q)}
+        texts["dev"] = TrainingTexts.of(dev_q, exclude=texts["train"])
+        vectors = {split: teacher_vectors(config.teacher, t, _vector_cache(config)) for split, t in texts.items()}
+        train = Examples({}, len(train_q), len(texts["train"]))
+        dev = Examples({}, len(dev_q), len(texts["dev"]))
+    else:
+        train = _examples(config, train_q, labels, teacher, qrels, config.seed)
+        dev = _examples(config, dev_q, labels, teacher, qrels, config.seed + 1)
     data = {"queries": len(queries), "train_queries": len(train_q), "dev_queries": len(dev_q),
             "dev_ids": [q.id for q in dev_q], "train_examples": len(train), "dev_examples": len(dev),
             "train_pairs_per_epoch": train.pairs, "lists_cut_to_candidates": cut, "candidates": config.candidates,
             "loss": LOSSES[(config.student, str(config.loss))][1]}
+    if extra:
+        data["train_only_queries"] = len(extra)
     if train.mining is not None:
         data["mining"] = train.mining.as_dict()
     if label_info is not None:  # scores or order, and what the labels are
@@ -140,7 +159,45 @@ def _prepare(config: TrainConfig, queries: Sequence[Query]) -> dict[str, Any]:
     # what dev Spearman compares with: the teacher's labels (its order, in order mode), else its raw scores
     reference = labels if labels is not None else (teacher.scores if teacher is not None else None)
     return {"lists": lists, "teacher": teacher, "qrels": qrels, "train_q": train_q, "dev_q": dev_q,
-            "train": train, "dev": dev, "data": data, "reference": reference}
+            "train": train, "dev": dev, "data": data, "reference": reference, "texts": texts, "vectors": vectors}
+
+
+def _vector_cache(config: TrainConfig) -> Path:
+    """The teacher's vectors live beside its score cache."""
+    scores = Path(str(config.teacher_cache))
+    return scores.with_name(scores.stem + ".vectors.npz")
+
+
+def _embedding_examples(config: TrainConfig, model: Any, prep: dict[str, Any]) -> None:
+    """embedding-mse: each text's target, the teacher's vector in the student's space (aligned on the training
+    texts with the untrained student's vectors), as the ``text`` / ``label`` columns MSELoss reads."""
+    prompts = getattr(model, "prompts", None) or {}
+    if any(prompts.values()):
+        raise InputError(f"loss {EMBEDDING_LOSS}: the student has prompts ({sorted(prompts)}), which this "
+                         "loss does not put before its texts yet; use a score loss (kl, margin-mse)")
+    texts, vectors = prep["texts"], prep["vectors"]
+    own = {split: model.encode(t.queries + t.passages, batch_size=32, convert_to_numpy=True,
+                               normalize_embeddings=True, show_progress_bar=False) if len(t) else None
+           for split, t in texts.items()}
+    train_v = vectors["train"]
+    alignment = align(np.concatenate([train_v.queries, train_v.passages]), own["train"])
+    start_cosine = 0.0
+    for split in ("train", "dev"):
+        t, v = texts[split], vectors[split]
+        targets = (alignment(np.concatenate([v.queries, v.passages]), own[split], config.embedding_mix)
+                   if len(t) else np.zeros((0, 1), np.float32))
+        if split == "train":
+            start_cosine = float((targets * own[split]).sum(axis=1).mean())
+        prep[split].columns = {"text": t.queries + t.passages, "label": [row.tolist() for row in targets]}
+        prep["data"][f"{split}_examples"] = len(prep[split])
+    prep["data"]["embedding_targets"] = {
+        **alignment.summary(), "mix": config.embedding_mix, "student_mixed_target_cosine_untrained":
+        round(start_cosine, 4), "train_texts": len(texts["train"]), "dev_texts": len(texts["dev"]),
+        "teacher_vectors": {split: v.summary() for split, v in vectors.items()}}
+    logger.info("embedding targets: %d training texts, %d teacher directions kept (%.1f%% of its variance), mix "
+                "%g; the untrained student's mean cosine to its targets %.3f (%.3f to the teacher's aligned vectors)",
+                len(texts["train"]), alignment.directions.shape[1], 100 * alignment.variance_kept,
+                config.embedding_mix, start_cosine, alignment.agreement_before)
 
 
 def _trainer(config: TrainConfig, model: Any, prep: dict[str, Any], callbacks: Sequence[Any]) -> tuple[Any, Any]:
@@ -174,18 +231,23 @@ def _last_checkpoint(config: TrainConfig) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
-def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequence[Any] = ()) -> TrainResult:
+def train_model(config: TrainConfig, queries: Sequence[Query], callbacks: Sequence[Any] = (),
+                train_only: Sequence[Query] = ()) -> TrainResult:
     """Train ``config.student`` on ``queries`` (first-stage lists) and save it with its card in
-    ``config.output``; raises :class:`TrainingCollapsedError` (nothing saved) when the student collapses."""
+    ``config.output``; raises :class:`TrainingCollapsedError` (nothing saved) when the student collapses.
+    ``train_only``: more lists (e.g. unlabeled queries over the same passages) used for training only, never held
+    out for the dev split."""
     require_training_libraries()
     from transformers import set_seed
 
     started = time.perf_counter()
     held = held_out_lists(config.calibrate, queries, config.dev_fraction, config.seed) if config.calibrate else None
-    prep = _prepare(config, queries)
+    prep = _prepare(config, queries, train_only)
     base = resolve_model_dir(config.base_model)
     set_seed(config.seed)
     model, seeded = load_student(config, base)
+    if prep["texts"] is not None:
+        _embedding_examples(config, model, prep)
     teacher = prep["reference"]
     base_figures = dev_figures(student_scores(model, config.student, prep["dev_q"]), prep["dev_q"], teacher,
                                prep["qrels"])

@@ -90,6 +90,7 @@ def make_loss(config: TrainConfig, model: Any) -> Any:
                                               temperature=config.temperature,
                                               teacher_temperature=config.teacher_temperature),
             "margin-mse": lambda: st.MarginMSELoss(model, similarity_fct=pairwise_cos_sim),
+            "embedding-mse": lambda: st.MSELoss(model),
             "mnrl": lambda: st.MultipleNegativesRankingLoss(model)}[str(config.loss)]()
 
 
