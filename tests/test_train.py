@@ -166,6 +166,42 @@ def test_the_same_seed_trains_the_same_student_and_another_seed_does_not(
     assert not all(np.array_equal(weights[0][k], weights[2][k]) for k in weights[0])
 
 
+@pytest.mark.parametrize("kind", ["bi-encoder", "cross-encoder"])
+def test_no_dropout_keeps_the_student_deterministic_while_it_trains(
+        kind: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """dropout=False: the trainer's model.train() leaves every dropout off (two forward passes agree); the model's
+    own dropout (the default) makes them differ."""
+    import torch
+
+    from surerank.train.student import load_student
+
+    base = tiny(tmp_path_factory.getbasetemp() / f"tiny-{kind[:2]}", kind)
+    outputs = {}
+    for dropout in (True, False):
+        model, _ = load_student(config(tmp_path, kind, base, dropout=dropout), base)
+        model.train()
+        assert model.training is dropout
+        texts = ["a query about dropout", "another text, a little longer than the first"]
+        with torch.no_grad():
+            if kind == "bi-encoder":
+                features = model.tokenize(texts)
+                runs = [model(dict(features))["sentence_embedding"] for _ in range(2)]
+            else:
+                features = model.tokenizer(texts[:1], texts[1:], return_tensors="pt")
+                runs = [model.model(**features).logits for _ in range(2)]
+        outputs[dropout] = torch.equal(runs[0], runs[1])
+    assert outputs == {True: False, False: True}
+
+
+def test_a_run_without_dropout_says_so_on_its_card(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from surerank.train import train_model
+
+    base = tiny(tmp_path_factory.getbasetemp() / "tiny-bi", "bi-encoder")
+    card = train_model(config(tmp_path, "bi-encoder", base, loss="kl", temperature=0.1, max_steps=2,
+                              dropout=False), lists(12, 8)).card
+    assert card.schedule["dropout"] is False and card.steps == 2
+
+
 def test_max_steps_stops_training_within_the_first_epoch(tmp_path: Path,
                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
     from surerank.train import train_model

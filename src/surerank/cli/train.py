@@ -160,6 +160,9 @@ def _student_arguments(g: Any) -> None:
                    help="the checkpoint kept: best dev ranking figure (default) or dev loss")
     g.add_argument("--work-dir", type=Path, help="checkpoints and the teacher cache (default OUTPUT.work)")
     g.add_argument("--teacher-cache", type=Path, help="the teacher's score cache (default WORK/teacher_scores.json)")
+    g.add_argument("--no-dropout", dest="dropout", action="store_false",
+                   help="train with the student's dropout off (all of it, as in eval mode); the default keeps the "
+                        "model's own")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--calibrate", type=Path, metavar="QRELS",
                    help="after saving, fit the trust layer of the saved model (default backend) on held-out queries "
@@ -203,7 +206,7 @@ def run_student(args: argparse.Namespace) -> int:
     names = ("candidates", "negatives", "margin", "epochs", "learning_rate", "batch_size", "accumulation",
              "warmup", "max_length", "dev_fraction", "eval_steps", "max_steps", "patience", "temperature",
              "teacher_temperature", "seed", "select", "work_dir", "teacher_cache", "teacher_labels",
-             "judgment_weight", "relevance_level", "embedding_mix")
+             "judgment_weight", "relevance_level", "embedding_mix", "dropout")
     config = TrainConfig(output=args.output, student=args.student, base_model=args.model,
                          teacher=_spec(args.teacher), loss=args.loss,
                          qrels=dataset_file(args.qrels, "qrels") if args.qrels else None,

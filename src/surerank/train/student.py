@@ -59,12 +59,28 @@ def load_student(config: TrainConfig, folder: Path) -> tuple[Any, bool]:
         if seeded:
             logger.warning("student: %s has no classification head (a bi-encoder or bare encoder); the "
                            "cross-encoder starts with a fresh, randomly initialised head", folder)
-        return CrossEncoder(str(folder), num_labels=1, max_length=config.max_length), seeded
-    from sentence_transformers import SentenceTransformer
+        model = CrossEncoder(str(folder), num_labels=1, max_length=config.max_length)
+    else:
+        from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(folder), device="cpu" if not _cuda() else None)
-    model.max_seq_length = config.max_length
-    return model, False
+        model, seeded = SentenceTransformer(str(folder), device="cpu" if not _cuda() else None), False
+        model.max_seq_length = config.max_length
+    if not config.dropout:
+        without_dropout(model)
+    return model, seeded
+
+
+def without_dropout(model: Any) -> None:
+    """Keep ``model`` in eval mode while it trains, so every dropout is off: the layers' and the attention's,
+    whatever the architecture's config calls them (no key is guessed).  Gradients flow as in train mode; the
+    trainer's ``model.train()`` calls, and a parent module's, reach this override."""
+    import types
+
+    def stay_in_eval(self: Any, mode: bool = True) -> Any:
+        return type(self).train(self, False)
+
+    model.train = types.MethodType(stay_in_eval, model)
+    model.eval()
 
 
 def _cuda() -> bool:
