@@ -12,6 +12,9 @@ which ``surerank rerank --trust`` and ``surerank serve`` apply (never applied un
 
 ``--fusion``: learn fusion weights on a dev split and write them as a JSON document.
 
+``--soup STUDENT STUDENT ...``: average the weights of students trained from one checkpoint (seeds, or recipes)
+into the ``--output`` folder (a model soup; its card names the members).  See docs/train.md.
+
 ``--synthesise CORPUS``: training queries a corpus does not have (InPars/UDAPDR): an LLM backend (``--llm``,
 options ``-o KEY=VALUE``) writes queries for sampled passages, a round trip keeps those whose passage BM25 finds
 again in its top ``--round-trip-k``, and the folder ``--output`` receives the lists (``queries.json``, the
@@ -42,6 +45,7 @@ from surerank.train.calibrate import CalibrationSettings
 from surerank.train.config import STUDENTS, TEACHER_LABELS, TrainConfig
 from surerank.train.fusion import fit_fusion, member_runs
 from surerank.train.model import TrainingCollapsedError, train_model
+from surerank.train.soup import soup_students
 from surerank.train.synthetic import SynthesisConfig, synthesise
 from surerank.trust.abstention import CONFIDENCES
 from surerank.trust.calibration import CALIBRATORS
@@ -57,6 +61,7 @@ EXAMPLES = """examples:
   surerank rerank --input dl20 --qrels dl20 --ranker fusion -o weights=hybrid.weights.json --output dl20.run
   surerank train --synthesise cran.all.1400 --llm openai -o base_url=http://127.0.0.1:8000/v1 -o model=M \\
       --passages 500 --output cranfield-synthetic      # then: --student ... --input cranfield-synthetic/queries.json
+  surerank train --soup student-seed0 student-seed1 student-seed2 --output student-soup   # average their weights
   surerank train --fusion --run dl19.bm25.run --run dl19.embedding.run --qrels dl19 \\
       --rankers '["bm25", "embedding"]' --output w.json          # scores already at hand: nothing is scored
 """ + DATASETS
@@ -69,6 +74,9 @@ def register(subparsers: Any) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--student", choices=STUDENTS, help="train a reranker model of this kind")
     what.add_argument("--fusion", action="store_true", help="fit the weights of a fusion of rankers")
+    what.add_argument("--soup", type=Path, nargs="+", metavar="STUDENT",
+                      help="average the weights of two or more students trained from one checkpoint (a model soup) "
+                           "into the --output folder")
     what.add_argument("--synthesise", type=Path, metavar="CORPUS",
                       help="write training queries for a corpus (JSONL or SMART) with an LLM backend")
     p.add_argument("--rankers", help='--fusion: the members, a JSON list: names or {"name": ..., options}')
@@ -240,9 +248,19 @@ def _members(text: str) -> list[Any]:
     return members
 
 
+def run_soup(args: argparse.Namespace) -> int:
+    card = soup_students(args.soup, args.output)
+    members = card.data["soup"]["members"]
+    echo(json.dumps({"status": "saved", "output": str(args.output), "student": card.student, "loss": card.loss,
+                     "members": [{k: m[k] for k in ("path", "loss", "seed")} for m in members]}, indent=2))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.synthesise:
         return run_synthesis(args)
+    if args.soup:
+        return run_soup(args)
     if args.input is None and args.run is None:
         raise InputError("--input (or, for --fusion, --run): give the lists to learn from")
     if args.student:
