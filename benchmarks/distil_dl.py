@@ -25,6 +25,7 @@ student closes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import random
@@ -42,6 +43,7 @@ from surerank.formats import lists_to_run
 from surerank.rankers.bm25 import BM25Index
 from surerank.train import TrainConfig, score_with_teacher, train_model
 from surerank.train.config import DEFAULT_EMBEDDING_MIX
+from surerank.train.soup import soup_students
 from surerank.types import Candidate, Query
 
 TEACHER = {"name": "embedding", "model": "all-mpnet-base-v2"}
@@ -128,6 +130,11 @@ def main() -> None:
     p.add_argument("--shortlist", type=int, default=0,
                    help="keep the --extra-queries whose best passage the teacher scores highest, among this many")
     p.add_argument("--topics", type=Path, help="the pyserini 0.19.2 wheel, or the MS MARCO dev-subset topics TSV")
+    p.add_argument("--soup", action="store_true",
+                   help="also average this run's students (one per seed) and any --soup-with students into one "
+                        "(surerank train --soup) and evaluate it beside them")
+    p.add_argument("--soup-with", type=lambda t: [Path(x) for x in t.split(",") if x.strip()], default=[],
+                   help="comma-separated student folders from other runs (same training year) to add to the soup")
     p.add_argument("--eval-steps", type=int, help="evaluate / checkpoint every N steps (default: once an epoch)")
     p.add_argument("--work", type=Path, default=Path("/tmp/surerank-distil"))
     p.add_argument("--json", type=Path)
@@ -179,6 +186,16 @@ def main() -> None:
         t = time.perf_counter()
         runs[label] = lists_to_run(Reranker("embedding", model=str(out)).rank_many(test_q))
         seconds[label] = round(time.perf_counter() - t, 1)
+    soup_members: list[str] = []
+    if args.soup:
+        soup_members = [str(Path(run.source).parent) for run in trained.values()] + [str(d) for d in args.soup_with]
+        digest = hashlib.sha256("\n".join(sorted(soup_members)).encode()).hexdigest()[:10]
+        soup_dir = args.work / f"soup-{tag}-{len(soup_members)}-{digest}"
+        if not (soup_dir / "training_card.json").exists():
+            soup_students(soup_members, soup_dir)
+        t = time.perf_counter()
+        runs["soup"] = lists_to_run(Reranker("embedding", model=str(soup_dir)).rank_many(test_q))
+        seconds["soup"] = round(time.perf_counter() - t, 1)
     figures = {label: ndcg(run, test_qrels) for label, run in runs.items()}
     base, top = figures["base MiniLM"][0], figures["teacher mpnet"][0]
     students = [label for label in runs if label.startswith("student")]
@@ -202,8 +219,16 @@ def main() -> None:
               "students_mean_ndcg@10": round(mean, 4),
               "students_mean_gap_closed": round((mean - base) / (top - base), 3) if top != base else None,
               "rank_seconds": seconds, "cards": {label: run.source for label, run in trained.items()}}
+    if args.soup:
+        value, per_query = figures["soup"]
+        report["soup"] = {
+            "members": soup_members, "ndcg@10": round(value, 4),
+            "gap_closed": round((value - base) / (top - base), 3) if top != base else None,
+            "p_vs_base": paired_p_value(per_query, figures["base MiniLM"][1])[0],
+            "p_vs_teacher": paired_p_value(per_query, figures["teacher mpnet"][1])[0]}
     print(json.dumps({k: report[k] for k in ("ndcg@10", "students", "students_mean_ndcg@10",
-                                             "students_mean_gap_closed", "rank_seconds")}, indent=2))
+                                             "students_mean_gap_closed", "rank_seconds", "soup") if k in report},
+                     indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
 

@@ -131,3 +131,8 @@ def test_a_soup_is_not_a_member_and_the_cli_writes_one(students: list[Path], tmp
     assert printed["loss"] == "soup" and [m["seed"] for m in printed["members"]] == [0, 1]
     with pytest.raises(InputError, match="a soup itself"):
         soup_students([students[0], tmp_path / "soup"], tmp_path / "again")
+    from surerank.engine.checkpoint.training_run import TrainingRun
+
+    with pytest.raises(InputError, match="no training run of its own; report its members") as refused:
+        TrainingRun.load(tmp_path / "soup")
+    assert str(students[1]) in str(refused.value)

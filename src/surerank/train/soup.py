@@ -23,13 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from surerank.engine.checkpoint.card import CARD_FILE, TrainingCard
+from surerank.engine.checkpoint.card import CARD_FILE, SOUP_LOSS, TrainingCard
 from surerank.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
-SOUP_LOSS = "soup"
 #: member files not copied into the soup: its weights are new, and these describe one member's training or fit
 NOT_COPIED = (WEIGHTS, CARD_FILE, "README.md", "trust.json")
 
@@ -131,4 +130,4 @@ def soup_students(members: Sequence[str | Path], output: str | Path) -> Training
     return card
 
 
-__all__ = ["SOUP_LOSS", "soup_students"]
+__all__ = ["soup_students"]

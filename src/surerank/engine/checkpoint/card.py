@@ -20,6 +20,8 @@ from surerank.storage import atomic_write_json
 KIND = "surerank.training-card"
 VERSION = 1
 CARD_FILE = "training_card.json"
+#: the card's ``loss`` of a soup of students (``surerank train --soup``): weights averaged, nothing trained
+SOUP_LOSS = "soup"
 STUDENTS = ("cross-encoder", "bi-encoder")
 
 
@@ -95,4 +97,4 @@ def card_summary(folder: Path) -> dict[str, Any] | None:
             "teacher": teacher, "judgments": card.judgments, "seed": card.seed, "seeded_head": card.seeded_head}
 
 
-__all__ = ["CARD_FILE", "KIND", "VERSION", "TrainingCard", "card_summary"]
+__all__ = ["CARD_FILE", "KIND", "SOUP_LOSS", "VERSION", "TrainingCard", "card_summary"]

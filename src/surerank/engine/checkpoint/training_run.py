@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from surerank import documents as doc
-from surerank.engine.checkpoint.card import CARD_FILE, TrainingCard
+from surerank.engine.checkpoint.card import CARD_FILE, SOUP_LOSS, TrainingCard
 from surerank.errors import InputError
 
 RESULT_FILE = "training_result.json"  # in the work folder: the card plus the run's status (a collapse too)
@@ -217,6 +217,10 @@ class TrainingRun:
     def from_dict(cls, data: Any, where: str, result: bool) -> TrainingRun:
         """A card (``result`` False: it sits in a saved model folder) or a work folder's training result."""
         card = TrainingCard.from_dict(data, where)
+        if card.loss == SOUP_LOSS:
+            members = ", ".join(str(m.get("path")) for m in card.data.get("soup", {}).get("members", []))
+            raise InputError(f"{where}: a soup of students (surerank train --soup) averages weights and has no "
+                             f"training run of its own; report its members ({members})")
         if card.teacher is not None and "spec" not in card.teacher:
             raise InputError(f"{where}: field 'teacher.spec' is missing (the teacher's ranker spec)")
         status, collapse = "saved", None
