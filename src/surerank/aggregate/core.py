@@ -47,6 +47,23 @@ def rankings_to_wins(n: int, rankings: Iterable[Sequence[int]], weights: Iterabl
     return w
 
 
+#: scores of a fitted or summed aggregation that differ by less than this (relative, at least absolute) are
+#: one tie: Bradley-Terry's Newton solve leaves tied items a few ulps apart, in a way that varies with the BLAS
+#: and numpy build, and an order among ties must not depend on that
+SCORE_TIE_TOLERANCE = 1e-9
+
+
+def snap_ties(scores: Sequence[float] | np.ndarray, tol: float = SCORE_TIE_TOLERANCE) -> np.ndarray:
+    """Scores with each one within ``tol`` (relative to its size, at least absolute) of the next higher score set
+    equal to it, so :func:`order_from_scores` keeps the input order among them."""
+    s = np.asarray(scores, dtype=float).copy()
+    ranked = np.argsort(-s, kind="stable")
+    for above, below in itertools.pairwise(ranked):
+        if s[above] - s[below] <= tol * max(1.0, abs(s[above])):
+            s[below] = s[above]
+    return s
+
+
 def order_from_scores(scores: Sequence[float] | np.ndarray) -> list[int]:
     """Best first; equal scores keep the input order (stable), so ties never depend on hashing or luck."""
     s = np.asarray(scores, dtype=float)
@@ -381,4 +398,5 @@ def aggregate(w: np.ndarray, method: str = "bradley-terry", seed: int = 0) -> tu
         return order, scores
     else:
         raise ValueError(f"unknown aggregation method {method!r}; choose one of {', '.join(AGGREGATORS)}")
-    return order_from_scores(scores), np.asarray(scores, dtype=float)
+    scores = snap_ties(scores)
+    return order_from_scores(scores), scores
