@@ -4,7 +4,8 @@ Pure numpy, no model code.  The common currency is a *wins matrix* ``W`` (``n ×
 how much evidence says ``i`` beats ``j`` (a hard win adds 1, a tie adds 0.5 to both cells, a soft judgment
 ``p`` adds ``p`` to ``W[i, j]`` and ``1 - p`` to ``W[j, i]``).  Every aggregator returns a score vector
 (higher is better) or an order (list of indices, best first); :func:`order_from_scores` breaks score ties by
-input position so results are deterministic.
+input position so results are deterministic, and :func:`aggregate` first makes scores within
+:data:`SCORE_TIE_TOLERANCE` of each other equal (:func:`snap_ties`: a solver's last-bit noise is not a preference).
 """
 
 from __future__ import annotations
