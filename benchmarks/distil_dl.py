@@ -199,16 +199,23 @@ def main() -> None:
     figures = {label: ndcg(run, test_qrels) for label, run in runs.items()}
     base, top = figures["base MiniLM"][0], figures["teacher mpnet"][0]
     students = [label for label in runs if label.startswith("student")]
+
+    def gap(value: float) -> float | None:
+        return round((value - base) / (top - base), 3) if top != base else None
+
+    def against_base_and_teacher(label: str) -> dict:
+        """A trained model's nDCG@10, the share of the gap it closes, and the paired tests."""
+        value, per_query = figures[label]
+        return {"ndcg@10": round(value, 4), "gap_closed": gap(value),
+                "p_vs_base": paired_p_value(per_query, figures["base MiniLM"][1])[0],
+                "p_vs_teacher": paired_p_value(per_query, figures["teacher mpnet"][1])[0]}
+
     per_seed = {}
     for label in students:
-        value, per_query = figures[label]
         dev = trained[label].dev
         fit = dev.training_fit
         per_seed[label] = {
-            "ndcg@10": round(value, 4), "gap_closed": round((value - base) / (top - base), 3) if top != base else None,
-            "p_vs_base": paired_p_value(per_query, figures["base MiniLM"][1])[0],
-            "p_vs_teacher": paired_p_value(per_query, figures["teacher mpnet"][1])[0],
-            "seconds_this_run": train_s[label], "steps": trained[label].card.steps,
+            **against_base_and_teacher(label), "seconds_this_run": train_s[label], "steps": trained[label].card.steps,
             "dev_spearman_untrained": dev.base.get("spearman_teacher"),
             "dev_spearman_kept": dev.final.get("spearman_teacher"), "dev_worse_than_base": dev.worse_than_base,
             "fit_loss_untrained": fit.loss_before if fit else None, "fit_loss_kept": fit.loss_after if fit else None,
@@ -217,15 +224,10 @@ def main() -> None:
     report = {"train_year": args.train, "test_year": args.test, "extra_queries": extra,
               "ndcg@10": {"base MiniLM": round(base, 4), "teacher mpnet": round(top, 4)}, "students": per_seed,
               "students_mean_ndcg@10": round(mean, 4),
-              "students_mean_gap_closed": round((mean - base) / (top - base), 3) if top != base else None,
+              "students_mean_gap_closed": gap(mean),
               "rank_seconds": seconds, "cards": {label: run.source for label, run in trained.items()}}
     if args.soup:
-        value, per_query = figures["soup"]
-        report["soup"] = {
-            "members": soup_members, "ndcg@10": round(value, 4),
-            "gap_closed": round((value - base) / (top - base), 3) if top != base else None,
-            "p_vs_base": paired_p_value(per_query, figures["base MiniLM"][1])[0],
-            "p_vs_teacher": paired_p_value(per_query, figures["teacher mpnet"][1])[0]}
+        report["soup"] = {"members": soup_members, **against_base_and_teacher("soup")}
     print(json.dumps({k: report[k] for k in ("ndcg@10", "students", "students_mean_ndcg@10",
                                              "students_mean_gap_closed", "rank_seconds", "soup") if k in report},
                      indent=2))

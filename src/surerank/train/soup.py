@@ -14,7 +14,6 @@ names the members, their losses and seeds, and the sha256 of each member's weigh
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from surerank.engine.checkpoint.card import CARD_FILE, SOUP_LOSS, TrainingCard
+from surerank.engine.checkpoint.files import read_model_files
 from surerank.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -44,14 +44,6 @@ def _member(folder: Path) -> tuple[TrainingCard, Path]:
     if card.loss == SOUP_LOSS:
         raise InputError(f"soup: {folder} is a soup itself; give the students it was made of")
     return card, weights
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _average(paths: Sequence[Path]) -> dict[str, np.ndarray]:
@@ -111,8 +103,10 @@ def soup_students(members: Sequence[str | Path], output: str | Path) -> Training
     record: dict[str, Any] = {
         "weights": "uniform",
         "members": [{"path": str(f), "loss": c.loss, "seed": c.seed, "epochs": c.epochs, "steps": c.steps,
-                     "teacher": t, "judgments": c.judgments, "sha256": _sha256(w), "dev_final": c.dev.get("final")}
-                    for f, (c, w), t in zip(folders, read, teachers, strict=True)]}
+                     "teacher": t, "judgments": c.judgments,
+                     # the weights' hash trust artifacts compare (for one file: its sha256), cached per file
+                     "sha256": read_model_files(f).content_hash()["weights_sha256"], "dev_final": c.dev.get("final")}
+                    for f, c, t in zip(folders, cards, teachers, strict=True)]}
     card = TrainingCard(
         student=cards[0].student, base_model=cards[0].base_model, loss=SOUP_LOSS, seed=-1, epochs=0.0, steps=0,
         seeded_head=any(c.seeded_head for c in cards), data={"soup": record},
