@@ -83,3 +83,24 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_json(path: str | os.PathLike[str], document: Any, **dumps: Any) -> None:
     """``document`` as JSON (``dumps`` are json.dumps options, e.g. indent) with a final newline."""
     atomic_write_text(path, json.dumps(document, **dumps) + "\n")
+
+
+def require_empty_folder(path: str | os.PathLike[str], field: str) -> None:
+    """Refuse an output folder that exists and holds anything, or is a file: a run never writes over one."""
+    from surerank.errors import InputError
+
+    folder = Path(path)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise InputError(f"{field} {folder}: exists and is not empty (or is a file); give a new or empty folder")
+
+
+def publish_folder(staging: str | os.PathLike[str], output: str | os.PathLike[str]) -> None:
+    """Move a folder written in full at ``staging`` to ``output`` (new, or empty: it is replaced) in one rename
+    on one file system, so a reader never sees it half written."""
+    import shutil
+
+    target = Path(output)
+    if target.exists():
+        target.rmdir()  # empty: require_empty_folder checked it before the work began
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staging), str(target))

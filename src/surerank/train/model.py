@@ -29,7 +29,7 @@ from surerank.engine.checkpoint.locate import resolve_model_dir
 from surerank.engine.checkpoint.training_run import MEMORISED, NOT_FITTING, RESULT_FILE
 from surerank.errors import InputError, SureRankError
 from surerank.formats import Qrels, read_qrels
-from surerank.storage import atomic_write_json
+from surerank.storage import atomic_write_json, publish_folder, require_empty_folder
 from surerank.train.calibrate import calibrate_saved, held_out_lists
 from surerank.train.config import TrainConfig
 from surerank.train.embedding_targets import TrainingTexts, align, teacher_vectors
@@ -115,8 +115,7 @@ def _examples(config: TrainConfig, queries: Sequence[Query], labels: dict[str, d
 def _prepare(config: TrainConfig, queries: Sequence[Query], train_only: Sequence[Query] = ()) -> dict[str, Any]:
     """Everything before torch: lists cut, teacher scores (cached), judgments, the split, the examples (for
     embedding-mse, the texts and the teacher's vectors: the targets need the student, :func:`_embedding_examples`)."""
-    if Path(config.output).exists() and any(Path(config.output).iterdir()):
-        raise InputError(f"output {config.output}: exists and is not empty; give a new folder")
+    require_empty_folder(config.output, "output")
     lists, cut = _cut(queries, config.candidates)
     extra, extra_cut = _cut(train_only, config.candidates)
     cut += extra_cut
@@ -377,10 +376,7 @@ def _save(model: Any, card: TrainingCard, output: Path, work: Path) -> None:
         shutil.rmtree(staging)
     model.save_pretrained(str(staging))
     card.save(staging)
-    if output.exists():
-        output.rmdir()  # empty (checked before training)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(staging), str(output))  # a rename on one file system
+    publish_folder(staging, output)
 
 
 __all__ = ["RESULT_FILE", "TrainResult", "TrainingCollapsedError", "peak_rss_mb", "train_model"]

@@ -25,6 +25,7 @@ import numpy as np
 from surerank.engine.checkpoint.card import CARD_FILE, SOUP_LOSS, TrainingCard
 from surerank.engine.checkpoint.files import read_model_files
 from surerank.errors import InputError
+from surerank.storage import publish_folder, require_empty_folder
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ def soup_students(members: Sequence[str | Path], output: str | Path) -> Training
     if len({f.resolve() for f in folders}) != len(folders):
         raise InputError("soup: a student is given twice; each member counts once")
     output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise InputError(f"--output {output}: must be a new or empty folder")
+    require_empty_folder(output, "--output")
     read = [_member(f) for f in folders]
     cards = [card for card, _ in read]
     for what in ("student", "base_model"):
@@ -115,10 +115,7 @@ def soup_students(members: Sequence[str | Path], output: str | Path) -> Training
         dev={"note": "a soup has no dev figure of its own: its members held out different queries"},
         versions=cards[0].versions)
     card.save(staging)
-    if output.exists():
-        output.rmdir()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(staging), str(output))
+    publish_folder(staging, output)
     logger.info("soup of %d students (%s) saved in %s", len(folders),
                 ", ".join(f"{c.loss} seed {c.seed}" for c in cards), output)
     return card
