@@ -123,6 +123,8 @@ def main() -> None:
                         "query and passage (the --extra-queries are then training-only texts, never held out)")
     p.add_argument("--no-dropout", dest="dropout", action="store_false",
                    help="train the student with its dropout off (TrainConfig.dropout=False)")
+    p.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
+                   help="embedding-mse: random batches of texts (the default groups texts by length)")
     p.add_argument("--seeds", type=seeds_list, default=[0],
                    help="comma-separated: one student per seed (its dev split and data order), each reported, and "
                         "their mean (default 0)")
@@ -169,13 +171,15 @@ def main() -> None:
     trained, train_s = {}, {}
     for seed in args.seeds:
         loss = (f"-t{args.temperature:g}" if args.loss == "kl"
-                else f"-{args.loss}-m{args.embedding_mix:g}-b{args.batch_size}") + ("" if args.dropout else "-nodrop")
+                else f"-{args.loss}-m{args.embedding_mix:g}-b{args.batch_size}"
+                + ("-bylength" if args.group_by_length else "")) + ("" if args.dropout else "-nodrop")
         out = args.work / (f"student-{tag}-c{args.candidates}-e{args.epochs:g}-lr{args.lr:g}{loss}"
                            + (f"-seed{seed}" if seed else ""))
         config = TrainConfig(output=out, student="bi-encoder", teacher=TEACHER, loss=args.loss,
                              candidates=args.candidates, epochs=args.epochs, learning_rate=args.lr,
                              batch_size=args.batch_size, temperature=args.temperature, patience=2,
                              embedding_mix=args.embedding_mix, dropout=args.dropout, seed=seed,
+                             group_by_length=args.group_by_length,
                              eval_steps=args.eval_steps, teacher_cache=cache)
         label = f"student seed {seed}"
         t = time.perf_counter()

@@ -126,10 +126,13 @@ def test_a_tiny_student_learns_an_embedding_teachers_vectors(tmp_path: Path,
     own, unlabeled = lists(12, 8), lists(20, 8)[12:]
     settings = {"teacher": "embedding", "loss": "embedding-mse", "batch_size": 16, "embedding_mix": 1.0,
                 "teacher_cache": tmp_path / "teacher.json"}
-    card = train_model(config(tmp_path / "a", "bi-encoder", base, epochs=6, eval_steps=10, **settings), own,
-                       train_only=unlabeled).card
+    # random batches here (the second run below takes the default, length-grouped): with a dev split of a few
+    # queries, which evaluation is kept is a draw, and this run's order is the one the figures below were set on
+    card = train_model(config(tmp_path / "a", "bi-encoder", base, epochs=6, eval_steps=10, group_by_length=False,
+                              **settings), own, train_only=unlabeled).card
     data, dev = card.data, card.dev
     assert data["train_only_queries"] == 8 and set(data["dev_ids"]) <= {q.id for q in own}
+    assert card.schedule["batches"] == "random"
     targets = data["embedding_targets"]
     assert targets["directions"] == 32 and 0 < targets["variance_kept"] < 1
     assert targets["train_texts"] == data["train_pairs_per_epoch"] == data["train_examples"] > len(unlabeled) * 8
@@ -145,6 +148,7 @@ def test_a_tiny_student_learns_an_embedding_teachers_vectors(tmp_path: Path,
     assert dev["final"]["spearman_teacher"] == pytest.approx(kept["dev_spearman_teacher"], abs=1e-6)
     again = train_model(config(tmp_path / "b", "bi-encoder", base, max_steps=1, eval_steps=None, **settings), own,
                         train_only=unlabeled).card
+    assert again.schedule["batches"] == "length-grouped" and again.steps == 1
     vectors = again.data["embedding_targets"]["teacher_vectors"]
     assert vectors["train"]["encoded_this_run"] == vectors["dev"]["encoded_this_run"] == 0
     assert vectors["train"]["cache_hits_this_run"] == targets["train_texts"]
@@ -158,3 +162,33 @@ def test_embedding_mse_refuses_what_it_cannot_learn_from(tmp_path: Path) -> None
         TrainConfig(output=tmp_path / "m", teacher="embedding", loss="embedding-mse", teacher_labels="order")
     with pytest.raises(InputError, match="not a cross-encoder loss"):
         TrainConfig(output=tmp_path / "m", student="cross-encoder", teacher="embedding", loss="embedding-mse")
+
+
+def test_length_grouped_batches_hold_every_text_once_and_texts_of_about_one_length() -> None:
+    """Each epoch's batches cover every text exactly once; a batch's lengths spread far less than a random
+    batch's (short queries are not padded to a passage's length); one seed, one order."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sentence_transformers")
+    from datasets import Dataset
+
+    from surerank.train.hooks import length_grouped_batches
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(10, 60, 600), rng.integers(200, 900, 400)])  # queries, passages
+    texts = ["x" * int(n) for n in rng.permutation(lengths)]
+    data = Dataset.from_dict({"text": texts, "label": [[0.0]] * len(texts)})
+
+    def batches(seed: int) -> list[list[int]]:
+        return list(length_grouped_batches(data, batch_size=16, drop_last=False,
+                                           generator=torch.Generator().manual_seed(seed)))
+
+    grouped = batches(0)
+    assert sorted(i for batch in grouped for i in batch) == list(range(len(texts)))
+    assert grouped == batches(0) and grouped != batches(1)
+
+    def padding(rows: list[list[int]]) -> int:  # characters of padding to each batch's longest text
+        return sum(max(len(texts[i]) for i in b) * len(b) - sum(len(texts[i]) for i in b) for b in rows)
+
+    order = rng.permutation(len(texts)).tolist()
+    random_batches = [order[i:i + 16] for i in range(0, len(order), 16)]
+    assert padding(grouped) < padding(random_batches) / 5

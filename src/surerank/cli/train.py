@@ -171,6 +171,9 @@ def _student_arguments(g: Any) -> None:
     g.add_argument("--no-dropout", dest="dropout", action="store_false",
                    help="train with the student's dropout off (all of it, as in eval mode); the default keeps the "
                         "model's own")
+    g.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
+                   help="embedding-mse: random batches of texts (the default groups texts of about one length, "
+                        "so short queries are not padded to a passage's length)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--calibrate", type=Path, metavar="QRELS",
                    help="after saving, fit the trust layer of the saved model (default backend) on held-out queries "
@@ -214,7 +217,7 @@ def run_student(args: argparse.Namespace) -> int:
     names = ("candidates", "negatives", "margin", "epochs", "learning_rate", "batch_size", "accumulation",
              "warmup", "max_length", "dev_fraction", "eval_steps", "max_steps", "patience", "temperature",
              "teacher_temperature", "seed", "select", "work_dir", "teacher_cache", "teacher_labels",
-             "judgment_weight", "relevance_level", "embedding_mix", "dropout")
+             "judgment_weight", "relevance_level", "embedding_mix", "dropout", "group_by_length")
     config = TrainConfig(output=args.output, student=args.student, base_model=args.model,
                          teacher=_spec(args.teacher), loss=args.loss,
                          qrels=dataset_file(args.qrels, "qrels") if args.qrels else None,

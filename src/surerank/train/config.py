@@ -45,6 +45,9 @@ class TrainConfig:
     #: them): for all-MiniLM-L6-v2, dropout alone moves a vector as far (per-dimension MSE 0.00016) as an
     #: embedding-mse target at mix 0.35 lies from it (0.00022), so the loss would mostly teach robustness to it
     dropout: bool = True
+    #: embedding-mse (examples are single texts): batches of texts of about one length, so a batch of short
+    #: queries is not padded to a passage's length; the loss is a mean over texts, so only the cost changes
+    group_by_length: bool = True
     epochs: float = 1.0
     learning_rate: float = 2e-5
     batch_size: int = 8
@@ -144,7 +147,13 @@ class TrainConfig:
                 "eval_steps", "patience", "select", "candidates", "negatives", "margin", "temperature",
                 "teacher_temperature", "dev_fraction", "collapse_tol", "teacher_labels", "judgment_weight",
                 "relevance_level", "embedding_mix", "dropout")
-        return {k: getattr(self, k) for k in keys}
+        return {**{k: getattr(self, k) for k in keys},
+                "batches": "length-grouped" if self.length_grouped else "random"}
+
+    @property
+    def length_grouped(self) -> bool:
+        """Whether batches are grouped by length: asked for, and the examples are single texts."""
+        return self.group_by_length and self.loss == EMBEDDING_LOSS
 
 
 __all__ = ["STUDENTS", "TEACHER_LABELS", "TrainConfig"]

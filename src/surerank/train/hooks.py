@@ -107,6 +107,20 @@ def replace_printing(trainer: Any, progress: bool) -> None:
     trainer.add_callback(LoggedProgress() if progress else Logged())
 
 
+def length_grouped_batches(dataset: Any, batch_size: int, drop_last: bool,
+                           valid_label_columns: list[str] | None = None, generator: Any = None, seed: int = 0) -> Any:
+    """Batches of ``text`` examples of about one length: transformers' ``LengthGroupedSampler`` (shuffled, then
+    sorted by length within groups of up to 50 batches), in sentence-transformers' batch sampler.  Queries are a
+    tenth of a passage's length; a random batch pads them all to its longest passage."""
+    from sentence_transformers.base.sampler import DefaultBatchSampler
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    lengths = [len(text) for text in dataset["text"]]
+    return DefaultBatchSampler(LengthGroupedSampler(batch_size, lengths=lengths, generator=generator),
+                               batch_size=batch_size, drop_last=drop_last, valid_label_columns=valid_label_columns,
+                               generator=generator, seed=seed)
+
+
 def training_arguments(config: TrainConfig, steps_per_epoch: int) -> Any:
     """The trainer's arguments: checkpoints at each evaluation (resume after a kill), the best dev figure kept."""
     if config.student == "cross-encoder":
@@ -120,6 +134,8 @@ def training_arguments(config: TrainConfig, steps_per_epoch: int) -> Any:
         from sentence_transformers.base.sampler import BatchSamplers
 
         extra["batch_sampler"] = BatchSamplers.NO_DUPLICATES  # an in-batch negative equal to the positive
+    if config.length_grouped:
+        extra["batch_sampler"] = length_grouped_batches
     return Args(
         output_dir=str(config.work_dir) + "/checkpoints", num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
@@ -133,4 +149,5 @@ def training_arguments(config: TrainConfig, steps_per_epoch: int) -> Any:
         dataloader_pin_memory=False, **extra)
 
 
-__all__ = ["collapse_watch", "dev_evaluator", "replace_printing", "step_timer", "training_arguments"]
+__all__ = ["collapse_watch", "dev_evaluator", "length_grouped_batches", "replace_printing", "step_timer",
+           "training_arguments"]
