@@ -37,6 +37,7 @@ import numpy as np
 
 from surerank.errors import InputError
 from surerank.rankers.nested import RankerRef, make_ranker
+from surerank.scores import unit_rows
 from surerank.storage import atomic_path
 from surerank.train.teacher import teacher_spec
 from surerank.types import Query
@@ -151,10 +152,6 @@ def teacher_vectors(teacher: RankerRef, texts: TrainingTexts, cache: Path) -> Te
                           time.perf_counter() - started)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 @dataclass
 class Alignment:
     """The map from the teacher's space to the student's: centre, principal directions, rotation."""
@@ -168,11 +165,11 @@ class Alignment:
     def __call__(self, teacher: np.ndarray, student: np.ndarray | None = None, mix: float = 1.0) -> np.ndarray:
         """Unit targets in the student's space for these teacher vectors; with ``mix`` < 1, that share of the way
         from the student's own vectors of the same texts (rows pair up) toward them."""
-        aligned = _unit(_unit((teacher - self.mean) @ self.directions) @ self.rotation)
+        aligned = unit_rows(unit_rows((teacher - self.mean) @ self.directions) @ self.rotation)
         if mix != 1.0:
             if student is None or student.shape != aligned.shape:
                 raise InputError(f"targets: mix {mix} needs the student's vector of each text")
-            aligned = _unit((1.0 - mix) * _unit(student) + mix * aligned)
+            aligned = unit_rows((1.0 - mix) * unit_rows(student) + mix * aligned)
         return aligned.astype(np.float32)
 
     def summary(self) -> dict[str, Any]:
@@ -191,12 +188,12 @@ def align(teacher: np.ndarray, student: np.ndarray) -> Alignment:
     mean = teacher.mean(axis=0)
     _, singular, vt = np.linalg.svd(teacher - mean, full_matrices=False)
     directions = vt[:k].T
-    projected = _unit((teacher - mean) @ directions)
+    projected = unit_rows((teacher - mean) @ directions)
     u, _, wt = np.linalg.svd(projected.T @ student, full_matrices=False)
     rotation = u @ wt
     variance = float((singular[:k] ** 2).sum() / max((singular ** 2).sum(), 1e-12))
     aligned = Alignment(mean, directions, rotation, variance, 0.0)
-    aligned.agreement_before = float((aligned(teacher) * _unit(student)).sum(axis=1).mean())
+    aligned.agreement_before = float((aligned(teacher) * unit_rows(student)).sum(axis=1).mean())
     return aligned
 
 

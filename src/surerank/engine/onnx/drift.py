@@ -18,6 +18,7 @@ import numpy as np
 from surerank.engine.checkpoint.files import ModelFiles
 from surerank.engine.onnx.calibration import calibration_feed, drift_sequences
 from surerank.engine.onnx.graph_io import open_session, run_feed, run_feeds
+from surerank.scores import unit_rows
 
 #: refusal bounds of the export-time check: logits (classifier head) and cosine similarities (embeddings)
 PARITY_BOUNDS = {"logit": 1e-3, "cosine": 1e-4}
@@ -38,8 +39,7 @@ def ranking_scores(outputs: np.ndarray, head: str) -> np.ndarray:
     """What the rankers rank by: every logit (classifier), or the cosine of every two embeddings."""
     if head == "classifier":
         return outputs.astype(np.float64).ravel()
-    x = outputs.astype(np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = unit_rows(outputs.astype(np.float64))
     return (x @ x.T)[np.triu_indices(len(x), 1)]
 
 
@@ -64,9 +64,7 @@ def output_drift(reference: np.ndarray, output: np.ndarray, head: str) -> float:
     """How far quantisation moved the outputs: mean 1 - cosine (embeddings), relative error (logits)."""
     if head == "classifier":
         return float(np.mean(np.abs(output - reference)) / (np.std(reference) + 1e-6))
-    a = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    b = output / np.linalg.norm(output, axis=1, keepdims=True)
-    return float(np.mean(1.0 - np.sum(a * b, axis=1)))
+    return float(np.mean(1.0 - np.sum(unit_rows(reference) * unit_rows(output), axis=1)))
 
 
 def int8_drift(fp32: Path, int8: Path, files: ModelFiles, head: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from surerank.engine.runtime.ranker_base import EncoderRanker, Prepared
 from surerank.engine.text.tokenize import Sequence, single_sequence
 from surerank.errors import InputError
 from surerank.ranker import Scores
+from surerank.scores import unit_rows
 from surerank.types import Cost, Query, Truncation
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class EmbeddingRanker(EncoderRanker):
             normalize = self.similarity == "cosine" or self._files.normalize
         if not normalize:
             return vectors
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return unit_rows(vectors)
 
     def prepare(self, queries: list[Query]) -> Prepared:
         engine = self.engine
