@@ -192,3 +192,39 @@ def test_length_grouped_batches_hold_every_text_once_and_texts_of_about_one_leng
     order = rng.permutation(len(texts)).tolist()
     random_batches = [order[i:i + 16] for i in range(0, len(order), 16)]
     assert padding(grouped) < padding(random_batches) / 5
+
+
+def test_a_teacher_killed_mid_run_loses_at_most_a_tenth_of_its_vectors(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vector cache is not rewritten after every group (that costs the square of its size), but often enough
+    that a kill loses at most :data:`SAVE_SHARE` of what was embedded; the rerun sends only the rest."""
+    import surerank.train.embedding_targets as targets
+
+    monkeypatch.setattr(targets, "ENCODE_GROUP", 1)
+    real, sent = targets.make_ranker, []
+
+    def killed_after(limit: int):  # the real teacher, whose process dies on its (limit + 1)-th call
+        def make(ref, role):
+            ranker = real(ref, role)
+            encode = ranker.encode
+
+            def dying(texts, **kw):
+                if len(sent) == limit:
+                    raise KeyboardInterrupt
+                sent.extend(texts)
+                return encode(texts, **kw)
+            ranker.encode = dying
+            return ranker
+        return make
+
+    texts = TrainingTexts(passages=[f"passage number {i} about oak trees" for i in range(40)])
+    cache = tmp_path / "vectors.npz"
+    monkeypatch.setattr(targets, "make_ranker", killed_after(35))
+    with pytest.raises(KeyboardInterrupt):
+        teacher_vectors("embedding", texts, cache)
+    with np.load(cache) as saved:
+        kept = len(saved["keys"])
+    assert 35 * (1 - targets.SAVE_SHARE) <= kept < 35
+    monkeypatch.setattr(targets, "make_ranker", real)
+    rerun = teacher_vectors("embedding", texts, cache)
+    assert rerun.cache_hits == kept and rerun.encoded == 40 - kept

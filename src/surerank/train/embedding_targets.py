@@ -44,8 +44,12 @@ from surerank.types import Query
 
 logger = logging.getLogger(__name__)
 
-#: texts sent to the teacher per ``encode`` call (the cache is written after each)
+#: texts sent to the teacher per ``encode`` call
 ENCODE_GROUP = 512
+#: the cache is rewritten once the vectors not yet on disk are this share of it (or a group, if more): a kill
+#: loses at most about a tenth of the work, and the rewrites cost a constant factor of the cache's final size
+#: (after every group, they would cost its square over the group)
+SAVE_SHARE = 0.1
 
 
 @dataclass
@@ -124,7 +128,7 @@ def teacher_vectors(teacher: RankerRef, texts: TrainingTexts, cache: Path) -> Te
     todo = {kind: [t for t in rows if _key(kind, t) not in store]
             for kind, rows in (("query", texts.queries), ("passage", texts.passages))}
     hits = len(texts) - sum(len(v) for v in todo.values())
-    encoded = truncated = 0
+    encoded = truncated = unsaved = 0
     started = time.perf_counter()
     if any(todo.values()):
         ranker = make_ranker(teacher, "teacher")
@@ -141,7 +145,12 @@ def teacher_vectors(teacher: RankerRef, texts: TrainingTexts, cache: Path) -> Te
                 truncated += len(out.truncated)
                 store.update({_key(kind, t): v for t, v in zip(chunk, out.vectors, strict=True)})
                 encoded += len(chunk)
-                _save_cache(cache, spec, store)
+                unsaved += len(chunk)
+                if unsaved >= max(ENCODE_GROUP, SAVE_SHARE * len(store)):
+                    _save_cache(cache, spec, store)
+                    unsaved = 0
+        if unsaved:
+            _save_cache(cache, spec, store)
         if truncated:
             logger.warning("teacher: %d of %d texts were cut to its input length before embedding", truncated,
                            encoded)
