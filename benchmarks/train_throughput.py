@@ -12,6 +12,9 @@ qrels.  The recipes and their defaults:
 
 * distil, bi-encoder: ``--loss kl``, one 32-candidate list a step (benchmarks/distil_dl.py's setting);
 * distil, bi-encoder: ``--loss margin-mse``, 16 sampled pairs per query, batch 8;
+* distil, bi-encoder: ``--loss embedding-mse`` without dropout, batch 32 texts, grouped by length (the default)
+  and at random (``--no-group-by-length``); the teacher's vectors of the lists' texts come from a cache beside the
+  score cache (embedded once if absent, outside any recipe's figure); a "pair" here is one text;
 * distil, cross-encoder: ``--loss mse`` / ``listnet`` on the teacher's scores, batch 8 pairs / 1 list;
 * fine-tune on judgments: cross-encoder ``bce`` (4 mined negatives per positive, batch 8) and bi-encoder
   ``mnrl`` (batch 8 triplets).
@@ -31,11 +34,14 @@ import tempfile
 from pathlib import Path
 
 QRELS = "qrels.dl19-passage.txt"
+EMBEDDING = "embedding-mse"
 
 #: recipe -> (student, loss, batch size, uses the teacher, uses judgments)
 RECIPES: dict[str, tuple[str, str, int, bool, bool]] = {
     "distil bi-encoder kl": ("bi-encoder", "kl", 1, True, False),
     "distil bi-encoder margin-mse": ("bi-encoder", "margin-mse", 8, True, False),
+    "distil bi-encoder embedding-mse": ("bi-encoder", "embedding-mse", 32, True, False),
+    "distil bi-encoder embedding-mse, random batches": ("bi-encoder", "embedding-mse", 32, True, False),
     "distil cross-encoder mse": ("cross-encoder", "mse", 8, True, False),
     "distil cross-encoder listnet": ("cross-encoder", "listnet", 1, True, False),
     "judgments cross-encoder bce": ("cross-encoder", "bce", 8, False, True),
@@ -52,7 +58,8 @@ def run_one(recipe: str, steps: int, work: Path, cache: Path) -> dict:
 
     student, loss, batch, teacher, judged = RECIPES[recipe]
     queries = [q.__class__(text=q.text, candidates=q.candidates[:32], id=q.id) for q in load_trec_dl("19")[0]]
-    config = TrainConfig(output=work / "out", student=student, loss=loss, batch_size=batch, max_steps=steps,
+    vectors = {"dropout": False, "group_by_length": not recipe.endswith("random batches")} if loss == EMBEDDING else {}
+    config = TrainConfig(output=work / "out", student=student, loss=loss, batch_size=batch, max_steps=steps, **vectors,
                          teacher=TEACHER if teacher else None, teacher_cache=cache, temperature=0.05,
                          qrels=data_root() / "trec-dl" / QRELS if judged else None, patience=0, progress=False,
                          learning_rate=2e-5, dev_fraction=0.05)  # 2 dev queries: the evaluations are not measured
@@ -85,6 +92,10 @@ def main() -> None:
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     lists = [q.__class__(text=q.text, candidates=q.candidates[:32], id=q.id) for q in load_trec_dl("19")[0]]
     score_with_teacher(TEACHER, lists, args.cache)  # a no-op when distil_dl.py already scored them
+    if any(RECIPES[r][1] == EMBEDDING for r in args.recipes):  # the teacher's vectors, where TrainConfig reads them
+        from surerank.train.embedding_targets import TrainingTexts, teacher_vectors, vector_cache_beside
+
+        teacher_vectors(TEACHER, TrainingTexts.of(lists), vector_cache_beside(args.cache))
     rows = []
     for recipe in args.recipes:
         with tempfile.TemporaryDirectory() as work:

@@ -97,6 +97,11 @@ class TeacherVectors:
                 "truncated_this_run": self.truncated, "seconds_this_run": round(self.seconds, 1)}
 
 
+def vector_cache_beside(score_cache: Path) -> Path:
+    """Where the teacher's vectors are cached: beside its score cache (``teacher.json`` -> ``teacher.vectors.npz``)."""
+    return score_cache.with_name(score_cache.stem + ".vectors.npz")
+
+
 def _key(kind: str, text: str) -> str:
     return hashlib.sha256(f"{kind}\0{text}".encode()).hexdigest()
 
@@ -206,4 +211,4 @@ def align(teacher: np.ndarray, student: np.ndarray) -> Alignment:
     return aligned
 
 
-__all__ = ["Alignment", "TeacherVectors", "TrainingTexts", "align", "teacher_vectors"]
+__all__ = ["Alignment", "TeacherVectors", "TrainingTexts", "align", "teacher_vectors", "vector_cache_beside"]

@@ -32,7 +32,7 @@ from surerank.formats import Qrels, read_qrels
 from surerank.storage import atomic_write_json, publish_folder, require_empty_folder
 from surerank.train.calibrate import calibrate_saved, held_out_lists
 from surerank.train.config import TrainConfig
-from surerank.train.embedding_targets import TrainingTexts, align, teacher_vectors
+from surerank.train.embedding_targets import TrainingTexts, align, teacher_vectors, vector_cache_beside
 from surerank.train.examples import (
     EMBEDDING_LOSS,
     LOSSES,
@@ -137,7 +137,8 @@ def _prepare(config: TrainConfig, queries: Sequence[Query], train_only: Sequence
     if embedding:
         texts = {"train": TrainingTexts.of(train_q)}
         texts["dev"] = TrainingTexts.of(dev_q, exclude=texts["train"])
-        vectors = {split: teacher_vectors(config.teacher, t, _vector_cache(config)) for split, t in texts.items()}
+        cache = vector_cache_beside(Path(str(config.teacher_cache)))
+        vectors = {split: teacher_vectors(config.teacher, t, cache) for split, t in texts.items()}
         train = Examples({}, len(train_q), len(texts["train"]))
         dev = Examples({}, len(dev_q), len(texts["dev"]))
     else:
@@ -159,12 +160,6 @@ def _prepare(config: TrainConfig, queries: Sequence[Query], train_only: Sequence
     reference = labels if labels is not None else (teacher.scores if teacher is not None else None)
     return {"lists": lists, "teacher": teacher, "qrels": qrels, "train_q": train_q, "dev_q": dev_q,
             "train": train, "dev": dev, "data": data, "reference": reference, "texts": texts, "vectors": vectors}
-
-
-def _vector_cache(config: TrainConfig) -> Path:
-    """The teacher's vectors live beside its score cache."""
-    scores = Path(str(config.teacher_cache))
-    return scores.with_name(scores.stem + ".vectors.npz")
 
 
 def _embedding_examples(config: TrainConfig, model: Any, prep: dict[str, Any]) -> None:
