@@ -162,6 +162,9 @@ def test_embedding_mse_refuses_what_it_cannot_learn_from(tmp_path: Path) -> None
         TrainConfig(output=tmp_path / "m", teacher="embedding", loss="embedding-mse", teacher_labels="order")
     with pytest.raises(InputError, match="not a cross-encoder loss"):
         TrainConfig(output=tmp_path / "m", student="cross-encoder", teacher="embedding", loss="embedding-mse")
+    with pytest.raises(InputError, match=r"group_by_length: only loss embedding-mse.*loss is kl"):
+        TrainConfig(output=tmp_path / "m", teacher="embedding", loss="kl", group_by_length=False)
+    assert TrainConfig(output=tmp_path / "m", teacher="embedding", loss="kl").schedule()["batches"] == "random"
 
 
 def test_length_grouped_batches_hold_every_text_once_and_texts_of_about_one_length() -> None:

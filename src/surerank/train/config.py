@@ -121,6 +121,9 @@ class TrainConfig:
             raise InputError(f"embedding_mix: must be above 0 and at most 1, got {self.embedding_mix!r}")
         if self.embedding_mix != DEFAULT_EMBEDDING_MIX and self.loss != EMBEDDING_LOSS:
             raise InputError(f"embedding_mix: only loss {EMBEDDING_LOSS} mixes targets (loss is {self.loss})")
+        if not self.group_by_length and self.loss != EMBEDDING_LOSS:
+            raise InputError(f"group_by_length: only loss {EMBEDDING_LOSS} batches single texts, which grouping by "
+                             f"length applies to (loss is {self.loss}: its batches are lists or pairs)")
         if not 0.0 <= self.judgment_weight <= 1.0:
             raise InputError(f"judgment_weight: must be between 0 and 1, got {self.judgment_weight!r}")
         if self.judgment_weight != 1.0 and self.loss != "bce-mix":
