@@ -134,6 +134,7 @@ def test_killed_driver_then_killed_actor_still_give_every_pair_once(cluster, tmp
         while done_shards() < done and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert driver.poll() is None, f"driver ended too early: {driver.stderr.read()[-2000:]}"
+        assert done_shards() >= done, f"{done} shards not done within 180 s ({done_shards()} were): a loaded machine?"
         assert done_shards() < 10, "no shard left to interrupt"
 
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
