@@ -33,19 +33,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-QRELS = "qrels.dl19-passage.txt"
-EMBEDDING = "embedding-mse"
+from surerank.train.examples import EMBEDDING_LOSS  # a constant: importing surerank.train loads no torch
 
-#: recipe -> (student, loss, batch size, uses the teacher, uses judgments)
-RECIPES: dict[str, tuple[str, str, int, bool, bool]] = {
-    "distil bi-encoder kl": ("bi-encoder", "kl", 1, True, False),
-    "distil bi-encoder margin-mse": ("bi-encoder", "margin-mse", 8, True, False),
-    "distil bi-encoder embedding-mse": ("bi-encoder", "embedding-mse", 32, True, False),
-    "distil bi-encoder embedding-mse, random batches": ("bi-encoder", "embedding-mse", 32, True, False),
-    "distil cross-encoder mse": ("cross-encoder", "mse", 8, True, False),
-    "distil cross-encoder listnet": ("cross-encoder", "listnet", 1, True, False),
-    "judgments cross-encoder bce": ("cross-encoder", "bce", 8, False, True),
-    "judgments bi-encoder mnrl": ("bi-encoder", "mnrl", 8, False, True),
+QRELS = "qrels.dl19-passage.txt"
+
+#: recipe -> (student, loss, batch size, uses the teacher, uses judgments, batches grouped by length: embedding-mse)
+RECIPES: dict[str, tuple[str, str, int, bool, bool, bool]] = {
+    "distil bi-encoder kl": ("bi-encoder", "kl", 1, True, False, True),
+    "distil bi-encoder margin-mse": ("bi-encoder", "margin-mse", 8, True, False, True),
+    "distil bi-encoder embedding-mse": ("bi-encoder", EMBEDDING_LOSS, 32, True, False, True),
+    "distil bi-encoder embedding-mse, random batches": ("bi-encoder", EMBEDDING_LOSS, 32, True, False, False),
+    "distil cross-encoder mse": ("cross-encoder", "mse", 8, True, False, True),
+    "distil cross-encoder listnet": ("cross-encoder", "listnet", 1, True, False, True),
+    "judgments cross-encoder bce": ("cross-encoder", "bce", 8, False, True, True),
+    "judgments bi-encoder mnrl": ("bi-encoder", "mnrl", 8, False, True, True),
 }
 
 
@@ -56,9 +57,9 @@ def run_one(recipe: str, steps: int, work: Path, cache: Path) -> dict:
     from surerank.eval.datasets import data_root, load_trec_dl
     from surerank.train import TrainConfig, train_model
 
-    student, loss, batch, teacher, judged = RECIPES[recipe]
+    student, loss, batch, teacher, judged, grouped = RECIPES[recipe]
     queries = [q.__class__(text=q.text, candidates=q.candidates[:32], id=q.id) for q in load_trec_dl("19")[0]]
-    vectors = {"dropout": False, "group_by_length": not recipe.endswith("random batches")} if loss == EMBEDDING else {}
+    vectors = {"dropout": False, "group_by_length": grouped} if loss == EMBEDDING_LOSS else {}
     config = TrainConfig(output=work / "out", student=student, loss=loss, batch_size=batch, max_steps=steps, **vectors,
                          teacher=TEACHER if teacher else None, teacher_cache=cache, temperature=0.05,
                          qrels=data_root() / "trec-dl" / QRELS if judged else None, patience=0, progress=False,
@@ -92,7 +93,7 @@ def main() -> None:
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     lists = [q.__class__(text=q.text, candidates=q.candidates[:32], id=q.id) for q in load_trec_dl("19")[0]]
     score_with_teacher(TEACHER, lists, args.cache)  # a no-op when distil_dl.py already scored them
-    if any(RECIPES[r][1] == EMBEDDING for r in args.recipes):  # the teacher's vectors, where TrainConfig reads them
+    if any(RECIPES[r][1] == EMBEDDING_LOSS for r in args.recipes):  # the teacher's vectors, beside its scores
         from surerank.train.embedding_targets import TrainingTexts, teacher_vectors, vector_cache_beside
 
         teacher_vectors(TEACHER, TrainingTexts.of(lists), vector_cache_beside(args.cache))
